@@ -1,0 +1,96 @@
+//! Request dispatch: version negotiation, decoding, and one handler per API.
+
+mod admin;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+mod producer_id;
+mod versions;
+
+use super::State;
+use crate::wire::{RawRequest, encode_response, parse_request, peek_header};
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use std::sync::Arc;
+
+/// The APIs this broker serves and the versions of each.
+pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 4),
+];
+
+/// What to do after a request.
+pub(crate) enum Reply {
+    /// Send this response frame.
+    Frame(Bytes),
+    /// Send nothing (acks=0 produce).
+    Nothing,
+    /// Close the connection: the protocol has no way to answer.
+    Close(String),
+}
+
+fn supported(api: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED.iter().find(|(k, _, _)| *k == api).map(|(_, lo, hi)| (*lo, *hi))
+}
+
+/// Decodes the request as `$ty`, runs `$handler`, and encodes its response.
+macro_rules! route {
+    ($raw:expr, $ty:ty, $handler:expr) => {{
+        let raw: &RawRequest = $raw;
+        match raw.decode::<$ty>() {
+            Ok(req) => {
+                let resp = $handler(req).await;
+                Reply::Frame(encode_response(raw.header.correlation_id, raw.api, raw.version(), &resp))
+            }
+            Err(e) => Reply::Close(e.to_string()),
+        }
+    }};
+}
+
+/// Handles one request frame.
+pub(crate) async fn dispatch(state: &Arc<State>, frame: Bytes) -> Reply {
+    let (key, version, correlation_id) = match peek_header(&frame) {
+        Ok(h) => h,
+        Err(e) => return Reply::Close(e.to_string()),
+    };
+    let Ok(api) = ApiKey::try_from(key) else { return Reply::Close(format!("unknown api key {key}")) };
+    let Some((lo, hi)) = supported(api) else { return Reply::Close(format!("{api:?} is not served by this broker")) };
+    if version < lo || version > hi {
+        if api == ApiKey::ApiVersions {
+            return Reply::Frame(versions::unsupported_version(correlation_id));
+        }
+        return Reply::Close(format!("{api:?} v{version} is outside the supported range {lo}..={hi}"));
+    }
+    let raw = match parse_request(frame) {
+        Ok(r) => r,
+        Err(e) => return Reply::Close(e.to_string()),
+    };
+    let v = raw.version();
+    match api {
+        ApiKey::ApiVersions => route!(&raw, kafka_protocol::messages::ApiVersionsRequest, |_| async { versions::response() }),
+        ApiKey::Metadata => route!(&raw, kafka_protocol::messages::MetadataRequest, |r| metadata::handle(state, r, v)),
+        ApiKey::CreateTopics => route!(&raw, kafka_protocol::messages::CreateTopicsRequest, |r| admin::create_topics(state, r, v)),
+        ApiKey::DeleteTopics => route!(&raw, kafka_protocol::messages::DeleteTopicsRequest, |r| admin::delete_topics(state, r)),
+        ApiKey::InitProducerId => {
+            route!(&raw, kafka_protocol::messages::InitProducerIdRequest, |r| producer_id::handle(state, r))
+        }
+        ApiKey::ListOffsets => route!(&raw, kafka_protocol::messages::ListOffsetsRequest, |r| list_offsets::handle(state, r)),
+        ApiKey::Fetch => route!(&raw, kafka_protocol::messages::FetchRequest, |r| fetch::handle(state, r)),
+        ApiKey::Produce => match raw.decode::<kafka_protocol::messages::ProduceRequest>() {
+            Ok(req) => {
+                let acks = req.acks;
+                let resp = produce::handle(state, req).await;
+                if acks == 0 { Reply::Nothing } else { Reply::Frame(encode_response(correlation_id, api, v, &resp)) }
+            }
+            Err(e) => Reply::Close(e.to_string()),
+        },
+        other => Reply::Close(format!("{other:?} is not served by this broker")),
+    }
+}

@@ -1,0 +1,192 @@
+//! What a client knows about the cluster: brokers, topic partitions and their leaders, plus a
+//! pool of connections. Metadata is refreshed on demand, after errors that suggest it is stale.
+
+use super::conn::{ConnConfig, Connection};
+use super::error::ClientError;
+use crate::net::Net;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+/// Settings shared by every client on a cluster.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Brokers to ask first, as "host:port".
+    pub bootstrap: Vec<String>,
+    /// The network to use.
+    pub net: Net,
+    /// Per-connection settings.
+    pub conn: ConnConfig,
+}
+
+impl ClientConfig {
+    /// A client of the brokers at `bootstrap` on `net`.
+    pub fn new(bootstrap: impl IntoIterator<Item = impl Into<String>>, net: Net) -> Self {
+        Self { bootstrap: bootstrap.into_iter().map(Into::into).collect(), net, conn: ConnConfig::default() }
+    }
+}
+
+/// A partition's leader as last seen in metadata.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// Partition index.
+    pub partition: i32,
+    /// Leader's node id, or -1 when there is none.
+    pub leader: i32,
+    /// Leader epoch.
+    pub leader_epoch: i32,
+}
+
+#[derive(Default)]
+struct Known {
+    brokers: BTreeMap<i32, String>,
+    topics: BTreeMap<String, Vec<PartitionInfo>>,
+    conns: BTreeMap<String, Arc<Connection>>,
+    next_bootstrap: usize,
+}
+
+/// A handle on a cluster, shared by the clients that talk to it.
+pub struct Cluster {
+    config: ClientConfig,
+    known: Mutex<Known>,
+}
+
+impl Cluster {
+    /// A cluster reached through `config.bootstrap`.
+    pub fn new(config: ClientConfig) -> Arc<Self> {
+        assert!(!config.bootstrap.is_empty(), "at least one bootstrap broker is needed");
+        Arc::new(Self { config, known: Mutex::new(Known::default()) })
+    }
+
+    /// The client settings.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    async fn connect_addr(&self, addr: &str) -> Result<Arc<Connection>, ClientError> {
+        {
+            let known = self.known.lock().await;
+            if let Some(c) = known.conns.get(addr).filter(|c| !c.is_dead()) {
+                return Ok(Arc::clone(c));
+            }
+        }
+        let conn = Arc::new(Connection::connect(self.config.net, addr, self.config.conn.clone()).await?);
+        let mut known = self.known.lock().await;
+        let entry = known.conns.entry(addr.to_string()).or_insert_with(|| Arc::clone(&conn));
+        if entry.is_dead() {
+            *entry = Arc::clone(&conn);
+        }
+        Ok(Arc::clone(entry))
+    }
+
+    /// A connection to broker `node`.
+    pub async fn node(&self, node: i32) -> Result<Arc<Connection>, ClientError> {
+        let addr = self.known.lock().await.brokers.get(&node).cloned();
+        match addr {
+            Some(a) => self.connect_addr(&a).await,
+            None => Err(ClientError::Kafka {
+                code: kafka_protocol::error::ResponseError::BrokerNotAvailable,
+                context: format!("broker {node} is not in the metadata"),
+            }),
+        }
+    }
+
+    /// A connection to some broker: a known one, else a bootstrap address, trying each in turn.
+    pub async fn any(&self) -> Result<Arc<Connection>, ClientError> {
+        let candidates: Vec<String> = {
+            let mut known = self.known.lock().await;
+            let mut c: Vec<String> = known.brokers.values().cloned().collect();
+            c.extend(self.config.bootstrap.iter().cloned());
+            let start = known.next_bootstrap % c.len();
+            known.next_bootstrap = known.next_bootstrap.wrapping_add(1);
+            c.rotate_left(start);
+            c
+        };
+        let mut last = None;
+        for addr in candidates {
+            match self.connect_addr(&addr).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("at least one candidate"))
+    }
+
+    /// Fetches metadata for `topics` (all topics when empty) and records it.
+    pub async fn refresh(&self, topics: &[String]) -> Result<MetadataResponse, ClientError> {
+        let conn = self.any().await?;
+        let v = conn.version(ApiKey::Metadata)?;
+        let list = (!topics.is_empty()).then(|| {
+            topics.iter().map(|t| MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(t.clone()))))).collect()
+        });
+        let req = MetadataRequest::default().with_topics(list);
+        let resp: MetadataResponse = conn.send(ApiKey::Metadata, v, &req).await?;
+        let mut known = self.known.lock().await;
+        for b in &resp.brokers {
+            known.brokers.insert(b.node_id.0, format!("{}:{}", b.host.as_str(), b.port));
+        }
+        for t in &resp.topics {
+            let Some(name) = &t.name else { continue };
+            if t.error_code != 0 {
+                known.topics.remove(name.0.as_str());
+                continue;
+            }
+            let mut parts: Vec<PartitionInfo> = t
+                .partitions
+                .iter()
+                .map(|p| PartitionInfo {
+                    partition: p.partition_index,
+                    leader: if p.error_code == 0 { p.leader_id.0 } else { -1 },
+                    leader_epoch: p.leader_epoch,
+                })
+                .collect();
+            parts.sort_by_key(|p| p.partition);
+            known.topics.insert(name.0.to_string(), parts);
+        }
+        Ok(resp)
+    }
+
+    /// The partitions of `topic`, refreshing metadata if it is not known.
+    pub async fn partitions(&self, topic: &str) -> Result<Vec<PartitionInfo>, ClientError> {
+        if let Some(p) = self.known.lock().await.topics.get(topic) {
+            return Ok(p.clone());
+        }
+        let resp = self.refresh(&[topic.to_string()]).await?;
+        if let Some(t) = resp.topics.iter().find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+            && let Some(e) = ClientError::kafka(t.error_code, format!("metadata for {topic}"))
+        {
+            return Err(e);
+        }
+        self.known.lock().await.topics.get(topic).cloned().ok_or_else(|| ClientError::Kafka {
+            code: kafka_protocol::error::ResponseError::UnknownTopicOrPartition,
+            context: format!("metadata for {topic}"),
+        })
+    }
+
+    /// The leader of a partition, refreshing metadata if it is unknown.
+    pub async fn leader(&self, topic: &str, partition: i32) -> Result<PartitionInfo, ClientError> {
+        let parts = self.partitions(topic).await?;
+        match parts.iter().find(|p| p.partition == partition) {
+            Some(p) if p.leader >= 0 => Ok(*p),
+            Some(_) => {
+                self.forget(topic).await;
+                Err(ClientError::Kafka {
+                    code: kafka_protocol::error::ResponseError::LeaderNotAvailable,
+                    context: format!("{topic}-{partition}"),
+                })
+            }
+            None => Err(ClientError::Kafka {
+                code: kafka_protocol::error::ResponseError::UnknownTopicOrPartition,
+                context: format!("{topic}-{partition}"),
+            }),
+        }
+    }
+
+    /// Drops what is known about `topic`, so the next lookup refreshes it.
+    pub async fn forget(&self, topic: &str) {
+        self.known.lock().await.topics.remove(topic);
+    }
+}
