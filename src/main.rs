@@ -1,1 +1,11 @@
-fn main() {}
+//! The `weir` command line.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    cli::init_logging(args.verbose);
+    cli::run(args)
+}

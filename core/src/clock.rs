@@ -18,7 +18,10 @@ impl Clock {
     /// A clock that reads `epoch_ms` now and advances with tokio's clock from here on.
     pub fn starting_at(epoch_ms: i64) -> Self {
         assert!(epoch_ms >= 0, "epoch must not precede 1970");
-        Self { epoch_ms, start: Instant::now() }
+        Self {
+            epoch_ms,
+            start: Instant::now(),
+        }
     }
 
     /// Current time in milliseconds since the Unix epoch.

@@ -3,7 +3,10 @@
 use bytes::Bytes;
 use std::time::Duration;
 use weir_core::broker::{Broker, BrokerConfig};
-use weir_core::client::{Admin, ClientConfig, ClientError, Cluster, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig, Record};
+use weir_core::client::{
+    Admin, ClientConfig, ClientError, Cluster, Consumer, ConsumerConfig, NewTopic, Producer,
+    ProducerConfig, Record,
+};
 use weir_core::clock::Clock;
 use weir_core::disk::Disk;
 use weir_core::net::Net;
@@ -13,8 +16,18 @@ use weir_core::rng;
 async fn start(dir: &std::path::Path) -> (Broker, String) {
     let listener = Net::Tokio.bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let config = BrokerConfig { advertised_port: port, ..BrokerConfig::default() };
-    let broker = Broker::open(config, Disk::real(dir), Clock::starting_at(1_700_000_000_000), rng::derive(1, "broker")).await.unwrap();
+    let config = BrokerConfig {
+        advertised_port: port,
+        ..BrokerConfig::default()
+    };
+    let broker = Broker::open(
+        config,
+        Disk::real(dir),
+        Clock::starting_at(1_700_000_000_000),
+        rng::derive(1, "broker"),
+    )
+    .await
+    .unwrap();
     let b = broker.clone();
     tokio::spawn(async move { b.serve(listener).await });
     (broker, format!("127.0.0.1:{port}"))
@@ -26,22 +39,62 @@ async fn produce_consume_and_admin_over_loopback() {
     let (_broker, addr) = start(dir.path()).await;
     let cluster = Cluster::new(ClientConfig::new([addr.clone()], Net::Tokio));
     let admin = Admin::new(cluster.clone());
-    admin.create_topic(&NewTopic::new("orders", 3, 1).config("retention.ms", "3600000")).await.unwrap();
-    let again = admin.create_topic(&NewTopic::new("orders", 3, 1)).await.unwrap_err();
-    assert_eq!(again.code(), Some(kafka_protocol::error::ResponseError::TopicAlreadyExists));
-    let too_many = admin.create_topic(&NewTopic::new("rf3", 1, 3)).await.unwrap_err();
-    assert_eq!(too_many.code(), Some(kafka_protocol::error::ResponseError::InvalidReplicationFactor));
-    let bad_config = admin.create_topic(&NewTopic::new("bad", 1, 1).config("retention.ms", "soon")).await.unwrap_err();
-    assert_eq!(bad_config.code(), Some(kafka_protocol::error::ResponseError::InvalidConfig));
-    let bad_name = admin.create_topic(&NewTopic::new("a/b", 1, 1)).await.unwrap_err();
-    assert_eq!(bad_name.code(), Some(kafka_protocol::error::ResponseError::InvalidTopicException));
+    admin
+        .create_topic(&NewTopic::new("orders", 3, 1).config("retention.ms", "3600000"))
+        .await
+        .unwrap();
+    let again = admin
+        .create_topic(&NewTopic::new("orders", 3, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        again.code(),
+        Some(kafka_protocol::error::ResponseError::TopicAlreadyExists)
+    );
+    let too_many = admin
+        .create_topic(&NewTopic::new("rf3", 1, 3))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        too_many.code(),
+        Some(kafka_protocol::error::ResponseError::InvalidReplicationFactor)
+    );
+    let bad_config = admin
+        .create_topic(&NewTopic::new("bad", 1, 1).config("retention.ms", "soon"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        bad_config.code(),
+        Some(kafka_protocol::error::ResponseError::InvalidConfig)
+    );
+    let bad_name = admin
+        .create_topic(&NewTopic::new("a/b", 1, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        bad_name.code(),
+        Some(kafka_protocol::error::ResponseError::InvalidTopicException)
+    );
 
     for codec in Codec::ALL {
         let clock = Clock::starting_at(1_700_000_000_000);
-        let producer = Producer::new(cluster.clone(), ProducerConfig { compression: codec, ..Default::default() }, clock).await.unwrap();
+        let producer = Producer::new(
+            cluster.clone(),
+            ProducerConfig {
+                compression: codec,
+                ..Default::default()
+            },
+            clock,
+        )
+        .await
+        .unwrap();
         let mut deliveries = Vec::new();
         for i in 0..100 {
-            let r = Record::new("orders", Some(Bytes::from(format!("k{}", i % 10))), Bytes::from(format!("{codec:?}-{i}")));
+            let r = Record::new(
+                "orders",
+                Some(Bytes::from(format!("k{}", i % 10))),
+                Bytes::from(format!("{codec:?}-{i}")),
+            );
             deliveries.push(producer.send(r).await.unwrap());
         }
         producer.flush().await;
@@ -60,7 +113,10 @@ async fn produce_consume_and_admin_over_loopback() {
         assert!(!batch.is_empty(), "data arrives before the poll times out");
         seen.extend(batch);
     }
-    let mut values: Vec<String> = seen.iter().map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap()).collect();
+    let mut values: Vec<String> = seen
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+        .collect();
     values.sort();
     values.dedup();
     assert_eq!(values.len(), 500, "every record exactly once");
@@ -72,10 +128,16 @@ async fn produce_consume_and_admin_over_loopback() {
     let tp = ("orders".to_string(), 0);
     assert_eq!(consumer.list_offset(&tp, -2).await.unwrap(), 0);
     let end = consumer.list_offset(&tp, -1).await.unwrap();
-    assert_eq!(end as usize, seen.iter().filter(|r| r.partition == 0).count());
+    assert_eq!(
+        end as usize,
+        seen.iter().filter(|r| r.partition == 0).count()
+    );
 
     let listed = admin.list_topics().await.unwrap();
-    assert_eq!(listed.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), vec!["orders"]);
+    assert_eq!(
+        listed.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        vec!["orders"]
+    );
     admin.delete_topic("orders").await.unwrap();
     assert!(admin.list_topics().await.unwrap().is_empty());
     let gone = admin.delete_topic("orders").await.unwrap_err();
@@ -87,10 +149,26 @@ async fn restart_keeps_acknowledged_records_and_producer_state() {
     let dir = tempfile::tempdir().unwrap();
     let (broker, addr) = start(dir.path()).await;
     let cluster = Cluster::new(ClientConfig::new([addr], Net::Tokio));
-    Admin::new(cluster.clone()).create_topic(&NewTopic::new("t", 1, 1)).await.unwrap();
-    let producer = Producer::new(cluster.clone(), ProducerConfig::default(), Clock::starting_at(0)).await.unwrap();
+    Admin::new(cluster.clone())
+        .create_topic(&NewTopic::new("t", 1, 1))
+        .await
+        .unwrap();
+    let producer = Producer::new(
+        cluster.clone(),
+        ProducerConfig::default(),
+        Clock::starting_at(0),
+    )
+    .await
+    .unwrap();
     for i in 0..20 {
-        producer.send(Record::new("t", None::<Bytes>, Bytes::from(format!("v{i}")))).await.unwrap();
+        producer
+            .send(Record::new(
+                "t",
+                None::<Bytes>,
+                Bytes::from(format!("v{i}")),
+            ))
+            .await
+            .unwrap();
     }
     producer.flush().await;
     broker.shutdown();

@@ -13,18 +13,21 @@ pub(crate) async fn serve(state: &Arc<State>, stream: Stream, peer: SocketAddr) 
     let (mut rd, mut wr) = tokio::io::split(stream);
     let idle = Duration::from_millis(state.config.connections_max_idle_ms);
     loop {
-        let frame = match tokio::time::timeout(idle, read_frame(&mut rd, state.config.max_request_bytes)).await {
-            Err(_) => {
-                tracing::debug!(%peer, "closing idle connection");
-                return;
-            }
-            Ok(Err(FrameError::Closed)) => return,
-            Ok(Err(e)) => {
-                tracing::info!(%peer, error = %e, "closing connection: bad frame");
-                return;
-            }
-            Ok(Ok(frame)) => frame,
-        };
+        let frame =
+            match tokio::time::timeout(idle, read_frame(&mut rd, state.config.max_request_bytes))
+                .await
+            {
+                Err(_) => {
+                    tracing::debug!(%peer, "closing idle connection");
+                    return;
+                }
+                Ok(Err(FrameError::Closed)) => return,
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, error = %e, "closing connection: bad frame");
+                    return;
+                }
+                Ok(Ok(frame)) => frame,
+            };
         match dispatch(state, frame).await {
             Reply::Frame(bytes) => {
                 if let Err(e) = write_frame(&mut wr, &bytes).await {

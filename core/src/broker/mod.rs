@@ -134,10 +134,22 @@ pub struct Broker {
 
 impl Broker {
     /// Opens the broker's data on `disk`, recovering every partition, and starts retention.
-    pub async fn open(config: BrokerConfig, disk: Disk, clock: Clock, rng: WeirRng) -> io::Result<Self> {
-        assert!(config.max_request_bytes >= 1024, "max_request_bytes must allow a request header");
-        assert!(config.default_partitions >= 1 && config.default_partitions <= config.max_partitions_per_topic);
+    pub async fn open(
+        config: BrokerConfig,
+        disk: Disk,
+        clock: Clock,
+        rng: WeirRng,
+    ) -> io::Result<Self> {
+        assert!(
+            config.max_request_bytes >= 1024,
+            "max_request_bytes must allow a request header"
+        );
+        assert!(
+            config.default_partitions >= 1
+                && config.default_partitions <= config.max_partitions_per_topic
+        );
         disk.apply_crash_damage()?;
+        disk.create_root().await?;
         disk.create_dir_all("meta")?;
         disk.create_dir_all("data")?;
         disk.sync_dir(".").await?;
@@ -215,7 +227,9 @@ impl Broker {
     /// The offsets of a partition, if it exists.
     pub fn partition_marks(&self, topic: &str, partition: i32) -> Option<Marks> {
         let t = self.state.topics.get(topic)?;
-        t.partitions.get(usize::try_from(partition).ok()?).map(|p| p.marks())
+        t.partitions
+            .get(usize::try_from(partition).ok()?)
+            .map(|p| p.marks())
     }
 }
 

@@ -124,9 +124,17 @@ impl Partition {
             Some(log) => {
                 let prev = self.marks.borrow().high_watermark;
                 let hw = hw.max(prev).min(log.log_end_offset());
-                Marks { log_start: log.log_start_offset(), high_watermark: hw, log_end: log.log_end_offset(), online: true }
+                Marks {
+                    log_start: log.log_start_offset(),
+                    high_watermark: hw,
+                    log_end: log.log_end_offset(),
+                    online: true,
+                }
             }
-            None => Marks { online: false, ..*self.marks.borrow() },
+            None => Marks {
+                online: false,
+                ..*self.marks.borrow()
+            },
         };
         let advanced = marks.high_watermark > self.marks.borrow().high_watermark;
         self.marks.send_replace(marks);
@@ -189,7 +197,9 @@ impl Partition {
             } else {
                 match self.settings.durability {
                     Durability::Fsync => FLUSH_TICK_MS_MAX,
-                    Durability::PageCache => self.inner.lock().await.config.flush_ms.clamp(1, i64::MAX) as u64,
+                    Durability::PageCache => {
+                        self.inner.lock().await.config.flush_ms.clamp(1, i64::MAX) as u64
+                    }
                 }
             };
             tokio::select! {
@@ -253,10 +263,27 @@ impl Partition {
         let header = BatchHeader::parse(&batch).map_err(|_| ResponseError::CorruptMessage)?;
         let mut inner = self.inner.lock().await;
         let inner = &mut *inner;
-        let Some(log) = inner.log.as_mut() else { return Err(storage_error()) };
-        let check = if header.has_producer_id() { inner.producers.check(&header)? } else { SeqCheck::Append };
-        if let SeqCheck::Duplicate { base_offset, last_offset } = check {
-            return Ok((Appended { base_offset, log_append_time: -1, log_start: log.log_start_offset() }, last_offset + 1));
+        let Some(log) = inner.log.as_mut() else {
+            return Err(storage_error());
+        };
+        let check = if header.has_producer_id() {
+            inner.producers.check(&header)?
+        } else {
+            SeqCheck::Append
+        };
+        if let SeqCheck::Duplicate {
+            base_offset,
+            last_offset,
+        } = check
+        {
+            return Ok((
+                Appended {
+                    base_offset,
+                    log_append_time: -1,
+                    log_start: log.log_start_offset(),
+                },
+                last_offset + 1,
+            ));
         }
         let mut log_append_time = -1;
         if inner.config.timestamp_type == TimestampType::LogAppendTime {
@@ -287,14 +314,26 @@ impl Partition {
                 }
             }
         }
-        Ok((Appended { base_offset: stored.base_offset, log_append_time, log_start }, stored.next_offset()))
+        Ok((
+            Appended {
+                base_offset: stored.base_offset,
+                log_append_time,
+                log_start,
+            },
+            stored.next_offset(),
+        ))
     }
 
     /// Waits up to `timeout` until the high watermark reaches `end`: what acks=all waits for.
     /// Under `Fsync` durability that means the data is synced.
     pub async fn await_readable(&self, end: i64, timeout: Duration) -> Result<(), ResponseError> {
         let mut rx = self.marks.subscribe();
-        match tokio::time::timeout(timeout, rx.wait_for(|m| m.high_watermark >= end || !m.online)).await {
+        match tokio::time::timeout(
+            timeout,
+            rx.wait_for(|m| m.high_watermark >= end || !m.online),
+        )
+        .await
+        {
             Ok(Ok(m)) if m.online => Ok(()),
             Ok(_) => Err(storage_error()),
             Err(_) => Err(ResponseError::RequestTimedOut),
@@ -302,9 +341,15 @@ impl Partition {
     }
 
     /// Reads whole batches from `offset` below the high watermark.
-    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<(Vec<u8>, Marks), ResponseError> {
+    pub async fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<(Vec<u8>, Marks), ResponseError> {
         let mut inner = self.inner.lock().await;
-        let Some(log) = &inner.log else { return Err(storage_error()) };
+        let Some(log) = &inner.log else {
+            return Err(storage_error());
+        };
         let marks = self.marks();
         match log.read(offset, max_bytes, marks.high_watermark) {
             Ok(bytes) => Ok((bytes, marks)),
@@ -320,7 +365,9 @@ impl Partition {
     /// -3 the record with the largest timestamp, otherwise the first record at or after it.
     pub async fn offset_for(&self, timestamp: i64) -> Result<(i64, i64), ResponseError> {
         let mut inner = self.inner.lock().await;
-        let Some(log) = &inner.log else { return Err(storage_error()) };
+        let Some(log) = &inner.log else {
+            return Err(storage_error());
+        };
         let marks = self.marks();
         let found = match timestamp {
             -2 => return Ok((marks.log_start, -1)),
@@ -343,7 +390,9 @@ impl Partition {
     pub async fn enforce_retention(&self) {
         let mut inner = self.inner.lock().await;
         let hw = self.marks().high_watermark;
-        let Some(log) = inner.log.as_mut() else { return };
+        let Some(log) = inner.log.as_mut() else {
+            return;
+        };
         match log.enforce_retention(hw).await {
             Ok(0) => {}
             Ok(_) => self.publish(&inner, hw),

@@ -27,10 +27,19 @@ impl ProducerIds {
     pub fn open(disk: Disk, block_size: i64) -> io::Result<Self> {
         assert!(block_size > 0);
         let next_block = match disk.read_small(STATE_FILE)? {
-            Some(bytes) => serde_json::from_slice::<Persisted>(&bytes).map_err(io::Error::other)?.next_block,
+            Some(bytes) => {
+                serde_json::from_slice::<Persisted>(&bytes)
+                    .map_err(io::Error::other)?
+                    .next_block
+            }
             None => 0,
         };
-        Ok(Self { disk, next: next_block, block_end: next_block, block_size })
+        Ok(Self {
+            disk,
+            next: next_block,
+            block_end: next_block,
+            block_size,
+        })
     }
 
     /// The next unused producer id.

@@ -48,7 +48,10 @@ pub(crate) struct ProducerTable {
 impl ProducerTable {
     pub fn new(max_producers: usize) -> Self {
         assert!(max_producers > 0);
-        Self { entries: BTreeMap::new(), max_producers }
+        Self {
+            entries: BTreeMap::new(),
+            max_producers,
+        }
     }
 
     /// Number of producers tracked.
@@ -61,19 +64,38 @@ impl ProducerTable {
     pub fn check(&self, h: &BatchHeader) -> Result<SeqCheck, ResponseError> {
         debug_assert!(h.has_producer_id());
         let Some(e) = self.entries.get(&h.producer_id) else {
-            return if h.base_sequence == 0 { Ok(SeqCheck::Append) } else { Err(ResponseError::OutOfOrderSequenceNumber) };
+            return if h.base_sequence == 0 {
+                Ok(SeqCheck::Append)
+            } else {
+                Err(ResponseError::OutOfOrderSequenceNumber)
+            };
         };
         if h.producer_epoch < e.epoch {
             return Err(ResponseError::InvalidProducerEpoch);
         }
         if h.producer_epoch > e.epoch {
-            return if h.base_sequence == 0 { Ok(SeqCheck::Append) } else { Err(ResponseError::OutOfOrderSequenceNumber) };
+            return if h.base_sequence == 0 {
+                Ok(SeqCheck::Append)
+            } else {
+                Err(ResponseError::OutOfOrderSequenceNumber)
+            };
         }
-        if let Some(b) = e.batches.iter().find(|b| b.first_seq == h.base_sequence && b.last_seq == h.last_sequence()) {
-            return Ok(SeqCheck::Duplicate { base_offset: b.base_offset, last_offset: b.last_offset });
+        if let Some(b) = e
+            .batches
+            .iter()
+            .find(|b| b.first_seq == h.base_sequence && b.last_seq == h.last_sequence())
+        {
+            return Ok(SeqCheck::Duplicate {
+                base_offset: b.base_offset,
+                last_offset: b.last_offset,
+            });
         }
         let expected = e.batches.back().map_or(0, |b| next_seq(b.last_seq));
-        if h.base_sequence == expected { Ok(SeqCheck::Append) } else { Err(ResponseError::OutOfOrderSequenceNumber) }
+        if h.base_sequence == expected {
+            Ok(SeqCheck::Append)
+        } else {
+            Err(ResponseError::OutOfOrderSequenceNumber)
+        }
     }
 
     /// Records an appended batch (with its final offsets).
@@ -81,7 +103,10 @@ impl ProducerTable {
         if !h.has_producer_id() || h.is_control() {
             return;
         }
-        let e = self.entries.entry(h.producer_id).or_insert(Entry { epoch: h.producer_epoch, batches: VecDeque::new() });
+        let e = self.entries.entry(h.producer_id).or_insert(Entry {
+            epoch: h.producer_epoch,
+            batches: VecDeque::new(),
+        });
         if h.producer_epoch > e.epoch {
             e.epoch = h.producer_epoch;
             e.batches.clear();
@@ -141,19 +166,40 @@ mod tests {
         let mut t = ProducerTable::new(10);
         assert_eq!(t.check(&header(1, 0, 0, 3, 0)), Ok(SeqCheck::Append));
         t.record(&header(1, 0, 0, 3, 0));
-        assert_eq!(t.check(&header(1, 0, 0, 3, 99)), Ok(SeqCheck::Duplicate { base_offset: 0, last_offset: 2 }));
+        assert_eq!(
+            t.check(&header(1, 0, 0, 3, 99)),
+            Ok(SeqCheck::Duplicate {
+                base_offset: 0,
+                last_offset: 2
+            })
+        );
         assert_eq!(t.check(&header(1, 0, 3, 2, 99)), Ok(SeqCheck::Append));
-        assert_eq!(t.check(&header(1, 0, 4, 2, 99)), Err(ResponseError::OutOfOrderSequenceNumber));
-        assert_eq!(t.check(&header(1, 0, 7, 1, 99)), Err(ResponseError::OutOfOrderSequenceNumber));
-        assert_eq!(t.check(&header(2, 0, 5, 1, 99)), Err(ResponseError::OutOfOrderSequenceNumber));
+        assert_eq!(
+            t.check(&header(1, 0, 4, 2, 99)),
+            Err(ResponseError::OutOfOrderSequenceNumber)
+        );
+        assert_eq!(
+            t.check(&header(1, 0, 7, 1, 99)),
+            Err(ResponseError::OutOfOrderSequenceNumber)
+        );
+        assert_eq!(
+            t.check(&header(2, 0, 5, 1, 99)),
+            Err(ResponseError::OutOfOrderSequenceNumber)
+        );
     }
 
     #[test]
     fn epochs_fence_and_reset() {
         let mut t = ProducerTable::new(10);
         t.record(&header(1, 3, 0, 1, 0));
-        assert_eq!(t.check(&header(1, 2, 1, 1, 1)), Err(ResponseError::InvalidProducerEpoch));
-        assert_eq!(t.check(&header(1, 4, 1, 1, 1)), Err(ResponseError::OutOfOrderSequenceNumber));
+        assert_eq!(
+            t.check(&header(1, 2, 1, 1, 1)),
+            Err(ResponseError::InvalidProducerEpoch)
+        );
+        assert_eq!(
+            t.check(&header(1, 4, 1, 1, 1)),
+            Err(ResponseError::OutOfOrderSequenceNumber)
+        );
         assert_eq!(t.check(&header(1, 4, 0, 1, 1)), Ok(SeqCheck::Append));
     }
 
@@ -163,12 +209,25 @@ mod tests {
         for i in 0..7 {
             t.record(&header(1, 0, i, 1, i64::from(i)));
         }
-        assert_eq!(t.check(&header(1, 0, 1, 1, 0)), Err(ResponseError::OutOfOrderSequenceNumber));
-        assert_eq!(t.check(&header(1, 0, 2, 1, 0)), Ok(SeqCheck::Duplicate { base_offset: 2, last_offset: 2 }));
+        assert_eq!(
+            t.check(&header(1, 0, 1, 1, 0)),
+            Err(ResponseError::OutOfOrderSequenceNumber)
+        );
+        assert_eq!(
+            t.check(&header(1, 0, 2, 1, 0)),
+            Ok(SeqCheck::Duplicate {
+                base_offset: 2,
+                last_offset: 2
+            })
+        );
         t.record(&header(2, 0, 0, 1, 10));
         t.record(&header(3, 0, 0, 1, 11));
         assert_eq!(t.len(), 2);
-        assert_eq!(t.check(&header(1, 0, 7, 1, 0)), Err(ResponseError::OutOfOrderSequenceNumber), "producer 1 was evicted");
+        assert_eq!(
+            t.check(&header(1, 0, 7, 1, 0)),
+            Err(ResponseError::OutOfOrderSequenceNumber),
+            "producer 1 was evicted"
+        );
     }
 
     #[test]

@@ -43,10 +43,18 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
         return Err(format!("topic name {name:?} is not allowed"));
     }
     if name.len() > TOPIC_NAME_LEN_MAX {
-        return Err(format!("topic name is {} characters, over the limit of {TOPIC_NAME_LEN_MAX}", name.len()));
+        return Err(format!(
+            "topic name is {} characters, over the limit of {TOPIC_NAME_LEN_MAX}",
+            name.len()
+        ));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(format!("topic name {name:?} contains {c:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "topic name {name:?} contains {c:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
+        ));
     }
     Ok(())
 }
@@ -75,7 +83,11 @@ pub(crate) struct TopicRegistry {
 
 impl TopicRegistry {
     /// Loads the recorded topics and opens their partitions.
-    pub async fn open(meta: Disk, ctx: PartitionContext, defaults: &TopicConfig) -> io::Result<Self> {
+    pub async fn open(
+        meta: Disk,
+        ctx: PartitionContext,
+        defaults: &TopicConfig,
+    ) -> io::Result<Self> {
         let persisted: Vec<PersistedTopic> = match meta.read_small(TOPICS_FILE)? {
             Some(bytes) => serde_json::from_slice(&bytes).map_err(io::Error::other)?,
             None => Vec::new(),
@@ -83,14 +95,23 @@ impl TopicRegistry {
         let mut topics = BTreeMap::new();
         let mut owned = std::collections::BTreeSet::new();
         for p in persisted {
-            let config = defaults.with_overrides(&p.overrides).map_err(io::Error::other)?;
+            let config = defaults
+                .with_overrides(&p.overrides)
+                .map_err(io::Error::other)?;
             let id = Uuid::parse_str(&p.id).map_err(io::Error::other)?;
             let mut partitions = Vec::new();
             for i in 0..p.partitions {
                 owned.insert(partition_dir(&p.name, i));
                 partitions.push(open_partition(&ctx, &p.name, i, &config).await?);
             }
-            let topic = Topic { name: p.name.clone(), id, replication_factor: p.replication_factor, overrides: p.overrides, config, partitions };
+            let topic = Topic {
+                name: p.name.clone(),
+                id,
+                replication_factor: p.replication_factor,
+                overrides: p.overrides,
+                config,
+                partitions,
+            };
             topics.insert(p.name, Arc::new(topic));
         }
         for dir in ctx.data_disk.list(".")? {
@@ -100,7 +121,12 @@ impl TopicRegistry {
             }
         }
         ctx.data_disk.sync_dir(".").await?;
-        Ok(Self { meta, ctx, topics: RwLock::new(topics), admin: tokio::sync::Mutex::new(()) })
+        Ok(Self {
+            meta,
+            ctx,
+            topics: RwLock::new(topics),
+            admin: tokio::sync::Mutex::new(()),
+        })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Topic>>> {
@@ -169,7 +195,14 @@ impl TopicRegistry {
         for i in 0..partitions {
             parts.push(open_partition(&self.ctx, name, i, &config).await?);
         }
-        let topic = Arc::new(Topic { name: name.to_string(), id, replication_factor, overrides, config, partitions: parts });
+        let topic = Arc::new(Topic {
+            name: name.to_string(),
+            id,
+            replication_factor,
+            overrides,
+            config,
+            partitions: parts,
+        });
         let mut next = self.read().clone();
         next.insert(name.to_string(), Arc::clone(&topic));
         if let Err(e) = self.persist(&next).await {
@@ -185,7 +218,9 @@ impl TopicRegistry {
     /// Deletes a topic and its data. `Ok(false)` if there is no such topic.
     pub async fn delete(&self, name: &str) -> io::Result<bool> {
         let _admin = self.admin.lock().await;
-        let Some(topic) = self.get(name) else { return Ok(false) };
+        let Some(topic) = self.get(name) else {
+            return Ok(false);
+        };
         let mut next = self.read().clone();
         next.remove(name);
         self.persist(&next).await?;
@@ -198,9 +233,23 @@ impl TopicRegistry {
     }
 }
 
-async fn open_partition(ctx: &PartitionContext, topic: &str, index: i32, config: &TopicConfig) -> io::Result<Arc<Partition>> {
+async fn open_partition(
+    ctx: &PartitionContext,
+    topic: &str,
+    index: i32,
+    config: &TopicConfig,
+) -> io::Result<Arc<Partition>> {
     let disk = ctx.data_disk.sub(&partition_dir(topic, index))?;
-    Ok(Partition::open(topic, index, disk, config.clone(), ctx.clock, ctx.settings, ctx.data_arrived.clone()).await)
+    Ok(Partition::open(
+        topic,
+        index,
+        disk,
+        config.clone(),
+        ctx.clock,
+        ctx.settings,
+        ctx.data_arrived.clone(),
+    )
+    .await)
 }
 
 #[cfg(test)]
@@ -212,7 +261,16 @@ mod tests {
         for ok in ["orders", "a.b_c-D9", &"x".repeat(249)] {
             assert!(validate_topic_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".", "..", "a/b", "../etc", "sp ace", "ümlaut", &"x".repeat(250)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../etc",
+            "sp ace",
+            "ümlaut",
+            &"x".repeat(250),
+        ] {
             assert!(validate_topic_name(bad).is_err(), "{bad}");
         }
     }

@@ -25,7 +25,11 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// A client of the brokers at `bootstrap` on `net`.
     pub fn new(bootstrap: impl IntoIterator<Item = impl Into<String>>, net: Net) -> Self {
-        Self { bootstrap: bootstrap.into_iter().map(Into::into).collect(), net, conn: ConnConfig::default() }
+        Self {
+            bootstrap: bootstrap.into_iter().map(Into::into).collect(),
+            net,
+            conn: ConnConfig::default(),
+        }
     }
 }
 
@@ -57,8 +61,14 @@ pub struct Cluster {
 impl Cluster {
     /// A cluster reached through `config.bootstrap`.
     pub fn new(config: ClientConfig) -> Arc<Self> {
-        assert!(!config.bootstrap.is_empty(), "at least one bootstrap broker is needed");
-        Arc::new(Self { config, known: Mutex::new(Known::default()) })
+        assert!(
+            !config.bootstrap.is_empty(),
+            "at least one bootstrap broker is needed"
+        );
+        Arc::new(Self {
+            config,
+            known: Mutex::new(Known::default()),
+        })
     }
 
     /// The client settings.
@@ -73,9 +83,13 @@ impl Cluster {
                 return Ok(Arc::clone(c));
             }
         }
-        let conn = Arc::new(Connection::connect(self.config.net, addr, self.config.conn.clone()).await?);
+        let conn =
+            Arc::new(Connection::connect(self.config.net, addr, self.config.conn.clone()).await?);
         let mut known = self.known.lock().await;
-        let entry = known.conns.entry(addr.to_string()).or_insert_with(|| Arc::clone(&conn));
+        let entry = known
+            .conns
+            .entry(addr.to_string())
+            .or_insert_with(|| Arc::clone(&conn));
         if entry.is_dead() {
             *entry = Arc::clone(&conn);
         }
@@ -120,13 +134,21 @@ impl Cluster {
         let conn = self.any().await?;
         let v = conn.version(ApiKey::Metadata)?;
         let list = (!topics.is_empty()).then(|| {
-            topics.iter().map(|t| MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(t.clone()))))).collect()
+            topics
+                .iter()
+                .map(|t| {
+                    MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
+                })
+                .collect()
         });
         let req = MetadataRequest::default().with_topics(list);
         let resp: MetadataResponse = conn.send(ApiKey::Metadata, v, &req).await?;
         let mut known = self.known.lock().await;
         for b in &resp.brokers {
-            known.brokers.insert(b.node_id.0, format!("{}:{}", b.host.as_str(), b.port));
+            known
+                .brokers
+                .insert(b.node_id.0, format!("{}:{}", b.host.as_str(), b.port));
         }
         for t in &resp.topics {
             let Some(name) = &t.name else { continue };
@@ -155,15 +177,24 @@ impl Cluster {
             return Ok(p.clone());
         }
         let resp = self.refresh(&[topic.to_string()]).await?;
-        if let Some(t) = resp.topics.iter().find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+        if let Some(t) = resp
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
             && let Some(e) = ClientError::kafka(t.error_code, format!("metadata for {topic}"))
         {
             return Err(e);
         }
-        self.known.lock().await.topics.get(topic).cloned().ok_or_else(|| ClientError::Kafka {
-            code: kafka_protocol::error::ResponseError::UnknownTopicOrPartition,
-            context: format!("metadata for {topic}"),
-        })
+        self.known
+            .lock()
+            .await
+            .topics
+            .get(topic)
+            .cloned()
+            .ok_or_else(|| ClientError::Kafka {
+                code: kafka_protocol::error::ResponseError::UnknownTopicOrPartition,
+                context: format!("metadata for {topic}"),
+            })
     }
 
     /// The leader of a partition, refreshing metadata if it is unknown.

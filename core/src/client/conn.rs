@@ -92,11 +92,22 @@ fn fail_all(pending: &Mutex<BTreeMap<i32, Reply>>, err: &ClientError) {
 impl Connection {
     /// Connects to `addr` and negotiates API versions.
     pub async fn connect(net: Net, addr: &str, config: ConnConfig) -> Result<Self, ClientError> {
-        let conn_err = |reason: String| ClientError::Connection { addr: addr.to_string(), reason };
-        let stream = tokio::time::timeout(Duration::from_millis(config.connect_timeout_ms), net.connect(addr))
-            .await
-            .map_err(|_| conn_err(format!("connect timed out after {} ms", config.connect_timeout_ms)))?
-            .map_err(|e| conn_err(e.to_string()))?;
+        let conn_err = |reason: String| ClientError::Connection {
+            addr: addr.to_string(),
+            reason,
+        };
+        let stream = tokio::time::timeout(
+            Duration::from_millis(config.connect_timeout_ms),
+            net.connect(addr),
+        )
+        .await
+        .map_err(|_| {
+            conn_err(format!(
+                "connect timed out after {} ms",
+                config.connect_timeout_ms
+            ))
+        })?
+        .map_err(|e| conn_err(e.to_string()))?;
         let (mut rd, mut wr) = tokio::io::split(stream);
         let (out, mut rx) = mpsc::channel::<Outgoing>(config.max_in_flight.max(1));
         let (kill_tx, dead) = watch::channel(None::<String>);
@@ -107,17 +118,30 @@ impl Connection {
         let writer = tokio::spawn(async move {
             while let Some(msg) = rx.recv().await {
                 if let Some(reply) = msg.reply {
-                    p.lock().unwrap_or_else(|e| e.into_inner()).insert(msg.correlation_id, reply);
+                    p.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(msg.correlation_id, reply);
                 }
                 if let Err(e) = write_frame(&mut wr, &msg.frame).await {
                     let reason = format!("write failed: {e}");
                     k.send_replace(Some(reason.clone()));
-                    fail_all(&p, &ClientError::Connection { addr: a.clone(), reason });
+                    fail_all(
+                        &p,
+                        &ClientError::Connection {
+                            addr: a.clone(),
+                            reason,
+                        },
+                    );
                     return;
                 }
             }
         });
-        let (p, k, a, max) = (Arc::clone(&pending), Arc::clone(&kill), addr.to_string(), config.max_response_bytes);
+        let (p, k, a, max) = (
+            Arc::clone(&pending),
+            Arc::clone(&kill),
+            addr.to_string(),
+            config.max_response_bytes,
+        );
         let reader = tokio::spawn(async move {
             loop {
                 match read_frame(&mut rd, max).await {
@@ -139,7 +163,13 @@ impl Connection {
                     Err(e) => {
                         let reason = format!("read failed: {e}");
                         k.send_replace(Some(reason.clone()));
-                        fail_all(&p, &ClientError::Connection { addr: a.clone(), reason });
+                        fail_all(
+                            &p,
+                            &ClientError::Connection {
+                                addr: a.clone(),
+                                reason,
+                            },
+                        );
                         return;
                     }
                 }
@@ -167,14 +197,19 @@ impl Connection {
             Ok(r) => r,
             // An older broker answers in v0 with UNSUPPORTED_VERSION, or cannot parse v3.
             Err(ClientError::Protocol(_)) | Err(ClientError::Kafka { .. }) => {
-                self.send(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default()).await?
+                self.send(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default())
+                    .await?
             }
             Err(e) => return Err(e),
         };
         if let Some(e) = ClientError::kafka(resp.error_code, "ApiVersions") {
             return Err(e);
         }
-        self.versions = resp.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect();
+        self.versions = resp
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, (k.min_version, k.max_version)))
+            .collect();
         Ok(())
     }
 
@@ -201,42 +236,75 @@ impl Connection {
             .iter()
             .find(|(k, _, _)| *k == api)
             .map(|(_, a, b)| (*a, *b))
-            .ok_or_else(|| ClientError::Invalid(format!("{api:?} is not implemented by this client")))?;
-        let (bmin, bmax) = self
-            .versions
-            .get(&(api as i16))
-            .copied()
-            .ok_or_else(|| ClientError::Protocol(format!("{} does not serve {api:?}", self.addr)))?;
+            .ok_or_else(|| {
+                ClientError::Invalid(format!("{api:?} is not implemented by this client"))
+            })?;
+        let (bmin, bmax) = self.versions.get(&(api as i16)).copied().ok_or_else(|| {
+            ClientError::Protocol(format!("{} does not serve {api:?}", self.addr))
+        })?;
         let v = cmax.min(bmax);
         if v < cmin.max(bmin) {
-            return Err(ClientError::Protocol(format!("no common version of {api:?} with {}", self.addr)));
+            return Err(ClientError::Protocol(format!(
+                "no common version of {api:?} with {}",
+                self.addr
+            )));
         }
         Ok(v)
     }
 
-    fn frame<T: Encodable>(&self, api: ApiKey, version: i16, req: &T) -> Result<(i32, Bytes), ClientError> {
+    fn frame<T: Encodable>(
+        &self,
+        api: ApiKey,
+        version: i16,
+        req: &T,
+    ) -> Result<(i32, Bytes), ClientError> {
         let correlation_id = self.next_correlation.fetch_add(1, Ordering::Relaxed);
-        let frame = encode_request(api, version, correlation_id, &self.config.client_id, req).map_err(ClientError::Invalid)?;
+        let frame = encode_request(api, version, correlation_id, &self.config.client_id, req)
+            .map_err(ClientError::Invalid)?;
         Ok((correlation_id, frame))
     }
 
     /// Sends a request at `version` and waits for its response.
-    pub async fn send<T: Encodable, R: Decodable>(&self, api: ApiKey, version: i16, req: &T) -> Result<R, ClientError> {
+    pub async fn send<T: Encodable, R: Decodable>(
+        &self,
+        api: ApiKey,
+        version: i16,
+        req: &T,
+    ) -> Result<R, ClientError> {
         if let Some(reason) = self.dead.borrow().clone() {
-            return Err(ClientError::Connection { addr: self.addr.clone(), reason });
+            return Err(ClientError::Connection {
+                addr: self.addr.clone(),
+                reason,
+            });
         }
         let (correlation_id, frame) = self.frame(api, version, req)?;
         let (tx, rx) = oneshot::channel();
         let timeout = Duration::from_millis(self.config.request_timeout_ms);
-        let timed_out = || ClientError::Timeout { addr: self.addr.clone(), ms: self.config.request_timeout_ms };
+        let timed_out = || ClientError::Timeout {
+            addr: self.addr.clone(),
+            ms: self.config.request_timeout_ms,
+        };
         let deadline = tokio::time::Instant::now() + timeout;
-        let queued = tokio::time::timeout_at(deadline, self.out.send(Outgoing { frame, correlation_id, reply: Some(tx) })).await;
+        let queued = tokio::time::timeout_at(
+            deadline,
+            self.out.send(Outgoing {
+                frame,
+                correlation_id,
+                reply: Some(tx),
+            }),
+        )
+        .await;
         match queued {
             Err(_) => {
                 self.die("request timed out while queued".into());
                 return Err(timed_out());
             }
-            Ok(Err(_)) => return Err(ClientError::Connection { addr: self.addr.clone(), reason: "connection closed".into() }),
+            Ok(Err(_)) => {
+                return Err(ClientError::Connection {
+                    addr: self.addr.clone(),
+                    reason: "connection closed".into(),
+                });
+            }
             Ok(Ok(())) => {}
         }
         let frame = match tokio::time::timeout_at(deadline, rx).await {
@@ -244,20 +312,38 @@ impl Connection {
                 self.die(format!("{api:?} request timed out"));
                 return Err(timed_out());
             }
-            Ok(Err(_)) => return Err(ClientError::Connection { addr: self.addr.clone(), reason: "connection closed".into() }),
+            Ok(Err(_)) => {
+                return Err(ClientError::Connection {
+                    addr: self.addr.clone(),
+                    reason: "connection closed".into(),
+                });
+            }
             Ok(Ok(r)) => r?,
         };
-        let (cid, resp) = decode_response::<R>(frame, api, version).map_err(ClientError::Protocol)?;
+        let (cid, resp) =
+            decode_response::<R>(frame, api, version).map_err(ClientError::Protocol)?;
         debug_assert_eq!(cid, correlation_id);
         Ok(resp)
     }
 
     /// Sends a request that gets no response (an acks=0 produce).
-    pub async fn send_oneway<T: Encodable>(&self, api: ApiKey, version: i16, req: &T) -> Result<(), ClientError> {
+    pub async fn send_oneway<T: Encodable>(
+        &self,
+        api: ApiKey,
+        version: i16,
+        req: &T,
+    ) -> Result<(), ClientError> {
         let (correlation_id, frame) = self.frame(api, version, req)?;
         self.out
-            .send(Outgoing { frame, correlation_id, reply: None })
+            .send(Outgoing {
+                frame,
+                correlation_id,
+                reply: None,
+            })
             .await
-            .map_err(|_| ClientError::Connection { addr: self.addr.clone(), reason: "connection closed".into() })
+            .map_err(|_| ClientError::Connection {
+                addr: self.addr.clone(),
+                reason: "connection closed".into(),
+            })
     }
 }

@@ -7,7 +7,9 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -95,7 +97,8 @@ pub type TopicPartition = (String, i32);
 pub struct Consumer {
     cluster: Arc<Cluster>,
     config: ConsumerConfig,
-    /// Next offset to fetch per assigned partition; `None` until reset.
+    /// Next offset to fetch per assigned partition; `None` until reset. Records fetched but
+    /// not yet returned by `poll` wait in `buffered`.
     positions: BTreeMap<TopicPartition, Option<i64>>,
     buffered: VecDeque<ConsumerRecord>,
 }
@@ -107,7 +110,12 @@ fn s(v: &str) -> StrBytes {
 impl Consumer {
     /// A consumer on `cluster` with nothing assigned.
     pub fn new(cluster: Arc<Cluster>, config: ConsumerConfig) -> Self {
-        Self { cluster, config, positions: BTreeMap::new(), buffered: VecDeque::new() }
+        Self {
+            cluster,
+            config,
+            positions: BTreeMap::new(),
+            buffered: VecDeque::new(),
+        }
     }
 
     /// Replaces the assignment. Positions of partitions kept are kept; new ones start unset.
@@ -117,7 +125,8 @@ impl Consumer {
             let pos = old.get(&tp).copied().flatten();
             self.positions.insert(tp, pos);
         }
-        self.buffered.retain(|r| self.positions.contains_key(&(r.topic.clone(), r.partition)));
+        self.buffered
+            .retain(|r| self.positions.contains_key(&(r.topic.clone(), r.partition)));
     }
 
     /// The assigned partitions.
@@ -127,35 +136,65 @@ impl Consumer {
 
     /// Sets the next offset to fetch for `tp`.
     pub fn seek(&mut self, tp: TopicPartition, offset: i64) -> Result<(), ClientError> {
-        let pos = self.positions.get_mut(&tp).ok_or_else(|| ClientError::Invalid(format!("{}-{} is not assigned", tp.0, tp.1)))?;
+        let pos = self
+            .positions
+            .get_mut(&tp)
+            .ok_or_else(|| ClientError::Invalid(format!("{}-{} is not assigned", tp.0, tp.1)))?;
         *pos = Some(offset);
-        self.buffered.retain(|r| (r.topic.as_str(), r.partition) != (tp.0.as_str(), tp.1));
+        self.buffered
+            .retain(|r| (r.topic.as_str(), r.partition) != (tp.0.as_str(), tp.1));
         Ok(())
     }
 
-    /// The next offset to fetch for `tp`, if known.
+    /// The offset of the next record `poll` will return for `tp`, if known.
     pub fn position(&self, tp: &TopicPartition) -> Option<i64> {
-        self.positions.get(tp).copied().flatten()
+        let buffered = self
+            .buffered
+            .iter()
+            .find(|r| r.partition == tp.1 && r.topic == tp.0)
+            .map(|r| r.offset);
+        buffered.or_else(|| self.positions.get(tp).copied().flatten())
     }
 
     /// Looks up offsets with ListOffsets: -2 earliest, -1 latest, otherwise by timestamp.
-    pub async fn list_offset(&self, tp: &TopicPartition, timestamp: i64) -> Result<i64, ClientError> {
+    pub async fn list_offset(
+        &self,
+        tp: &TopicPartition,
+        timestamp: i64,
+    ) -> Result<i64, ClientError> {
         let leader = self.cluster.leader(&tp.0, tp.1).await?;
         let conn = self.cluster.node(leader.leader).await?;
         let v = conn.version(ApiKey::ListOffsets)?;
-        let part = ListOffsetsPartition::default().with_partition_index(tp.1).with_timestamp(timestamp);
-        let topic = ListOffsetsTopic::default().with_name(TopicName(s(&tp.0))).with_partitions(vec![part]);
-        let isolation = if self.config.isolation == Isolation::ReadCommitted { 1 } else { 0 };
-        let req = ListOffsetsRequest::default().with_replica_id(kafka_protocol::messages::BrokerId(-1)).with_isolation_level(isolation).with_topics(vec![topic]);
+        let part = ListOffsetsPartition::default()
+            .with_partition_index(tp.1)
+            .with_timestamp(timestamp);
+        let topic = ListOffsetsTopic::default()
+            .with_name(TopicName(s(&tp.0)))
+            .with_partitions(vec![part]);
+        let isolation = if self.config.isolation == Isolation::ReadCommitted {
+            1
+        } else {
+            0
+        };
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_isolation_level(isolation)
+            .with_topics(vec![topic]);
         let resp: ListOffsetsResponse = conn.send(ApiKey::ListOffsets, v, &req).await?;
         let p = resp
             .topics
             .iter()
             .flat_map(|t| &t.partitions)
             .find(|p| p.partition_index == tp.1)
-            .ok_or_else(|| ClientError::Protocol("ListOffsets answered another partition".into()))?;
-        if let Some(e) = ClientError::kafka(p.error_code, format!("list offsets {}-{}", tp.0, tp.1)) {
-            if matches!(e.code(), Some(ResponseError::NotLeaderOrFollower | ResponseError::UnknownTopicOrPartition)) {
+            .ok_or_else(|| {
+                ClientError::Protocol("ListOffsets answered another partition".into())
+            })?;
+        if let Some(e) = ClientError::kafka(p.error_code, format!("list offsets {}-{}", tp.0, tp.1))
+        {
+            if matches!(
+                e.code(),
+                Some(ResponseError::NotLeaderOrFollower | ResponseError::UnknownTopicOrPartition)
+            ) {
                 self.cluster.forget(&tp.0).await;
             }
             return Err(e);
@@ -190,16 +229,28 @@ impl Consumer {
     }
 
     async fn fetch(&mut self, timeout: Duration) -> Result<(), ClientError> {
-        let unset: Vec<TopicPartition> = self.positions.iter().filter(|(_, p)| p.is_none()).map(|(tp, _)| tp.clone()).collect();
+        let unset: Vec<TopicPartition> = self
+            .positions
+            .iter()
+            .filter(|(_, p)| p.is_none())
+            .map(|(tp, _)| tp.clone())
+            .collect();
         for tp in unset {
             self.reset(&tp).await?;
         }
         let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, i64, i32)>> = BTreeMap::new();
         for (tp, pos) in &self.positions {
             let info = self.cluster.leader(&tp.0, tp.1).await?;
-            by_leader.entry(info.leader).or_default().push((tp.clone(), pos.expect("reset above"), info.leader_epoch));
+            by_leader.entry(info.leader).or_default().push((
+                tp.clone(),
+                pos.expect("reset above"),
+                info.leader_epoch,
+            ));
         }
-        let wait_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX).min(self.config.fetch_max_wait_ms).max(0);
+        let wait_ms = i32::try_from(timeout.as_millis())
+            .unwrap_or(i32::MAX)
+            .min(self.config.fetch_max_wait_ms)
+            .max(0);
         let mut tasks = tokio::task::JoinSet::new();
         for (leader, parts) in by_leader {
             let cluster = Arc::clone(&self.cluster);
@@ -209,7 +260,10 @@ impl Consumer {
         let mut first_err = None;
         let mut results = Vec::new();
         while let Some(joined) = tasks.join_next().await {
-            match joined.map_err(|e| ClientError::Protocol(e.to_string())).and_then(|r| r) {
+            match joined
+                .map_err(|e| ClientError::Protocol(e.to_string()))
+                .and_then(|r| r)
+            {
                 Ok(r) => results.push(r),
                 Err(e) => first_err = first_err.or(Some(e)),
             }
@@ -236,19 +290,27 @@ impl Consumer {
             let topic = t.topic.0.to_string();
             for p in t.partitions {
                 let tp = (topic.clone(), p.partition_index);
-                let Some(Some(pos)) = self.positions.get(&tp).copied() else { continue };
+                let Some(Some(pos)) = self.positions.get(&tp).copied() else {
+                    continue;
+                };
                 if p.error_code != 0 {
                     let code = ResponseError::try_from_code(p.error_code).expect("nonzero");
                     match code {
                         ResponseError::OffsetOutOfRange => {
                             self.positions.insert(tp.clone(), None);
                             if self.config.auto_offset_reset == OffsetReset::None {
-                                first_err = first_err.or(ClientError::kafka(p.error_code, format!("fetch {topic}-{} at {pos}", p.partition_index)));
+                                first_err = first_err.or(ClientError::kafka(
+                                    p.error_code,
+                                    format!("fetch {topic}-{} at {pos}", p.partition_index),
+                                ));
                             }
                         }
                         _ => {
                             self.cluster.forget(&topic).await;
-                            first_err = first_err.or(ClientError::kafka(p.error_code, format!("fetch {topic}-{}", p.partition_index)));
+                            first_err = first_err.or(ClientError::kafka(
+                                p.error_code,
+                                format!("fetch {topic}-{}", p.partition_index),
+                            ));
                         }
                     }
                     continue;
@@ -295,7 +357,12 @@ impl Consumer {
 }
 
 fn corrupt(tp: &TopicPartition, offset: i64, reason: String) -> ClientError {
-    ClientError::Corrupt { topic: tp.0.clone(), partition: tp.1, offset, reason }
+    ClientError::Corrupt {
+        topic: tp.0.clone(),
+        partition: tp.1,
+        offset,
+        reason,
+    }
 }
 
 async fn fetch_from(
@@ -318,8 +385,19 @@ async fn fetch_from(
         }
         topics.entry(topic).or_default().push(fp);
     }
-    let topics = topics.into_iter().map(|(t, ps)| FetchTopic::default().with_topic(TopicName(s(&t))).with_partitions(ps)).collect();
-    let isolation = if cfg.isolation == Isolation::ReadCommitted { 1 } else { 0 };
+    let topics = topics
+        .into_iter()
+        .map(|(t, ps)| {
+            FetchTopic::default()
+                .with_topic(TopicName(s(&t)))
+                .with_partitions(ps)
+        })
+        .collect();
+    let isolation = if cfg.isolation == Isolation::ReadCommitted {
+        1
+    } else {
+        0
+    };
     let req = FetchRequest::default()
         .with_replica_id(kafka_protocol::messages::BrokerId(-1))
         .with_max_wait_ms(wait_ms)

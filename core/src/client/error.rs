@@ -56,7 +56,9 @@ impl ClientError {
     /// Whether retrying the same operation may succeed.
     pub fn is_retriable(&self) -> bool {
         match self {
-            ClientError::Connection { .. } | ClientError::Timeout { .. } | ClientError::Corrupt { .. } => true,
+            ClientError::Connection { .. }
+            | ClientError::Timeout { .. }
+            | ClientError::Corrupt { .. } => true,
             ClientError::Kafka { code, .. } => code.is_retriable(),
             ClientError::Protocol(_) | ClientError::Invalid(_) | ClientError::Closed => false,
         }
@@ -71,6 +73,9 @@ impl ClientError {
     }
 
     pub(crate) fn kafka(code: i16, context: impl Into<String>) -> Option<Self> {
-        ResponseError::try_from_code(code).map(|code| ClientError::Kafka { code, context: context.into() })
+        ResponseError::try_from_code(code).map(|code| ClientError::Kafka {
+            code,
+            context: context.into(),
+        })
     }
 }

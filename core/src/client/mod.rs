@@ -12,7 +12,9 @@ mod producer;
 pub use admin::{Admin, NewTopic, TopicListing};
 pub use cluster::{ClientConfig, Cluster, PartitionInfo};
 pub use conn::{ConnConfig, Connection};
-pub use consumer::{ConsumerConfig, Consumer, ConsumerRecord, Isolation, OffsetReset, TopicPartition};
+pub use consumer::{
+    Consumer, ConsumerConfig, ConsumerRecord, Isolation, OffsetReset, TopicPartition,
+};
 pub use error::ClientError;
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{Delivery, Producer, ProducerConfig, Record, RecordMetadata};

@@ -20,7 +20,10 @@ use crate::record::{Codec, Header, ProducerBatch, RecordToEncode, encode_batch};
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
+    ProducerId, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -92,8 +95,17 @@ pub struct Record {
 
 impl Record {
     /// A record with a key and a value.
-    pub fn new(topic: impl Into<String>, key: Option<impl Into<Bytes>>, value: impl Into<Bytes>) -> Self {
-        Self { topic: topic.into(), key: key.map(Into::into), value: Some(value.into()), ..Default::default() }
+    pub fn new(
+        topic: impl Into<String>,
+        key: Option<impl Into<Bytes>>,
+        value: impl Into<Bytes>,
+    ) -> Self {
+        Self {
+            topic: topic.into(),
+            key: key.map(Into::into),
+            value: Some(value.into()),
+            ..Default::default()
+        }
     }
 }
 
@@ -181,17 +193,29 @@ fn record_size(r: &Record) -> usize {
     RECORD_OVERHEAD_BYTES
         + r.key.as_ref().map_or(0, Bytes::len)
         + r.value.as_ref().map_or(0, Bytes::len)
-        + r.headers.iter().map(|h| h.key.len() + h.value.as_ref().map_or(0, Bytes::len) + 4).sum::<usize>()
+        + r.headers
+            .iter()
+            .map(|h| h.key.len() + h.value.as_ref().map_or(0, Bytes::len) + 4)
+            .sum::<usize>()
 }
 
 impl Producer {
     /// A producer on `cluster`. An idempotent producer takes its producer id first.
-    pub async fn new(cluster: Arc<Cluster>, config: ProducerConfig, clock: Clock) -> Result<Self, ClientError> {
+    pub async fn new(
+        cluster: Arc<Cluster>,
+        config: ProducerConfig,
+        clock: Clock,
+    ) -> Result<Self, ClientError> {
         if config.idempotent && config.acks != -1 {
-            return Err(ClientError::Invalid("an idempotent producer needs acks = -1".into()));
+            return Err(ClientError::Invalid(
+                "an idempotent producer needs acks = -1".into(),
+            ));
         }
         if !matches!(config.acks, -1..=1) {
-            return Err(ClientError::Invalid(format!("acks must be -1, 0 or 1, not {}", config.acks)));
+            return Err(ClientError::Invalid(format!(
+                "acks must be -1, 0 or 1, not {}",
+                config.acks
+            )));
         }
         let shared = Arc::new(Shared {
             cluster,
@@ -239,12 +263,18 @@ impl Producer {
         if size > s.config.record_bytes_max || size > s.config.buffer_bytes_max {
             return Err(ClientError::Kafka {
                 code: ResponseError::MessageTooLarge,
-                context: format!("record of {size} bytes; the limit is {}", s.config.record_bytes_max),
+                context: format!(
+                    "record of {size} bytes; the limit is {}",
+                    s.config.record_bytes_max
+                ),
             });
         }
         let partitions = s.cluster.partitions(&record.topic).await?.len() as i32;
         if partitions == 0 {
-            return Err(ClientError::Protocol(format!("topic {} has no partitions", record.topic)));
+            return Err(ClientError::Protocol(format!(
+                "topic {} has no partitions",
+                record.topic
+            )));
         }
         loop {
             let room = s.room.notified();
@@ -261,7 +291,12 @@ impl Producer {
         let mut a = s.lock();
         let partition = match (record.partition, &record.key) {
             (Some(p), _) if (0..partitions).contains(&p) => p,
-            (Some(p), _) => return Err(ClientError::Invalid(format!("{} has no partition {p}", record.topic))),
+            (Some(p), _) => {
+                return Err(ClientError::Invalid(format!(
+                    "{} has no partition {p}",
+                    record.topic
+                )));
+            }
             (None, Some(k)) => partition_for_key(k, partitions),
             (None, None) => {
                 let rr = a.round_robin.entry(record.topic.clone()).or_insert(0);
@@ -274,8 +309,14 @@ impl Producer {
             headers: record.headers,
             timestamp: record.timestamp.unwrap_or_else(|| s.clock.now_ms()),
         };
-        let queue = a.queues.entry((record.topic.clone(), partition)).or_default();
-        let fits = queue.batches.back().is_some_and(|b| b.sealed.is_none() && b.bytes + size <= s.config.batch_bytes_max);
+        let queue = a
+            .queues
+            .entry((record.topic.clone(), partition))
+            .or_default();
+        let fits = queue
+            .batches
+            .back()
+            .is_some_and(|b| b.sealed.is_none() && b.bytes + size <= s.config.batch_bytes_max);
         if !fits {
             queue.batches.push_back(Batch {
                 records: Vec::new(),
@@ -302,7 +343,8 @@ impl Producer {
         a.pending_records += 1;
         s.pending.send_replace(a.pending_records);
         drop(a);
-        if full || s.config.linger_ms == 0 {
+        // A new batch needs its linger deadline scheduled; a full one can go now.
+        if !fits || full || s.config.linger_ms == 0 {
             s.wake.notify_one();
         }
         Ok(Delivery { rx })
@@ -348,9 +390,13 @@ impl Shared {
     async fn init_producer_id(&self, pid: i64, epoch: i16) -> Result<(i64, i16), ClientError> {
         let conn = self.cluster.any().await?;
         let v = conn.version(ApiKey::InitProducerId)?;
-        let mut req = InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000);
+        let mut req = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000);
         if v >= 3 {
-            req = req.with_producer_id(ProducerId(pid)).with_producer_epoch(epoch);
+            req = req
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch);
         }
         let resp: InitProducerIdResponse = conn.send(ApiKey::InitProducerId, v, &req).await?;
         if let Some(e) = ClientError::kafka(resp.error_code, "InitProducerId") {
@@ -360,14 +406,30 @@ impl Shared {
     }
 
     fn backoff(&self, attempts: u32) -> Duration {
-        let ms = self.config.retry_backoff_ms.saturating_mul(1u64 << attempts.min(16)).min(self.config.retry_backoff_max_ms);
+        let ms = self
+            .config
+            .retry_backoff_ms
+            .saturating_mul(1u64 << attempts.min(16))
+            .min(self.config.retry_backoff_max_ms);
         Duration::from_millis(ms.max(1))
     }
 
-    fn settle(&self, a: &mut Accum, batch: Batch, topic: &str, partition: i32, result: Result<i64, ClientError>) {
+    fn settle(
+        &self,
+        a: &mut Accum,
+        batch: Batch,
+        topic: &str,
+        partition: i32,
+        result: Result<i64, ClientError>,
+    ) {
         a.buffered_bytes -= batch.bytes;
         a.pending_records -= batch.replies.len();
-        for (i, (reply, rec)) in batch.replies.into_iter().zip(batch.records.iter()).enumerate() {
+        for (i, (reply, rec)) in batch
+            .replies
+            .into_iter()
+            .zip(batch.records.iter())
+            .enumerate()
+        {
             let outcome = match &result {
                 Ok(base) => Ok(RecordMetadata {
                     topic: topic.to_string(),
@@ -399,7 +461,10 @@ impl Shared {
                     a.bump_needed = a.producer_id >= 0;
                     q.retry_at = None;
                 }
-                let err = ClientError::Timeout { addr: format!("{}-{}", key.0, key.1), ms: self.config.delivery_timeout_ms };
+                let err = ClientError::Timeout {
+                    addr: format!("{}-{}", key.0, key.1),
+                    ms: self.config.delivery_timeout_ms,
+                };
                 self.settle(a, batch, &key.0, key.1, Err(err));
             }
         }
@@ -414,11 +479,14 @@ impl Shared {
         let mut soonest = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         let (pid, epoch, bump, flushing) = (a.producer_id, a.epoch, a.bump_needed, a.flushing > 0);
         for ((topic, partition), q) in a.queues.iter_mut() {
-            let Some(front) = q.batches.front() else { continue };
-            soonest(front.deadline);
+            let Some(front) = q.batches.front() else {
+                continue;
+            };
             if q.in_flight {
+                // Its completion wakes the task.
                 continue;
             }
+            soonest(front.deadline);
             if let Some(t) = q.retry_at.filter(|t| *t > now) {
                 soonest(t);
                 continue;
@@ -451,7 +519,10 @@ impl Shared {
                         if pid >= 0 {
                             q.next_sequence = next_sequence(q.next_sequence, front.records.len());
                         }
-                        front.sealed = Some(Sealed { bytes, base_sequence });
+                        front.sealed = Some(Sealed {
+                            bytes,
+                            base_sequence,
+                        });
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "could not encode a batch");
@@ -462,7 +533,11 @@ impl Shared {
             q.in_flight = true;
             q.retry_at = None;
             let bytes = front.sealed.as_ref().expect("sealed above").bytes.clone();
-            out.push(Outgoing { topic: topic.clone(), partition: *partition, bytes });
+            out.push(Outgoing {
+                topic: topic.clone(),
+                partition: *partition,
+                bytes,
+            });
         }
         (out, next)
     }
@@ -475,9 +550,16 @@ impl Shared {
             let (ready, next, bump) = {
                 let mut a = self.lock();
                 self.expire(&mut a, now);
-                let quiet = a.queues.values().all(|q| !q.in_flight && q.batches.front().is_none_or(|b| b.sealed.is_none()));
+                let quiet = a
+                    .queues
+                    .values()
+                    .all(|q| !q.in_flight && q.batches.front().is_none_or(|b| b.sealed.is_none()));
                 let bump = a.bump_needed && quiet;
-                let (ready, next) = if bump { (Vec::new(), None) } else { self.take_ready(&mut a, now) };
+                let (ready, next) = if bump {
+                    (Vec::new(), None)
+                } else {
+                    self.take_ready(&mut a, now)
+                };
                 (ready, next, bump)
             };
             if bump {
@@ -485,12 +567,20 @@ impl Shared {
                 continue;
             }
             if !ready.is_empty() {
+                // Dispatching may have failed some batches and set their retry times, so the
+                // next wake-up must be computed afresh.
                 self.dispatch(ready).await;
+                continue;
             }
             if *closed.borrow() && self.lock().pending_records == 0 {
                 return;
             }
-            let sleep = next.map_or(Duration::from_secs(3600), |t| t.saturating_duration_since(now));
+            // Never a zero sleep: that would spin without letting simulated time advance.
+            let sleep = next
+                .map_or(Duration::from_secs(3600), |t| {
+                    t.saturating_duration_since(now)
+                })
+                .max(Duration::from_millis(1));
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}
@@ -559,8 +649,14 @@ impl Shared {
                         .flat_map(|t| &t.partition_responses)
                         .find(|p| p.index == b.partition);
                     let outcome = match r {
-                        None => Err(ClientError::Protocol(format!("no response for {}-{}", b.topic, b.partition))),
-                        Some(p) => match ClientError::kafka(p.error_code, format!("produce to {}-{}", b.topic, b.partition)) {
+                        None => Err(ClientError::Protocol(format!(
+                            "no response for {}-{}",
+                            b.topic, b.partition
+                        ))),
+                        Some(p) => match ClientError::kafka(
+                            p.error_code,
+                            format!("produce to {}-{}", b.topic, b.partition),
+                        ) {
                             Some(e) => Err(e),
                             None => Ok(p.base_offset),
                         },
@@ -572,21 +668,34 @@ impl Shared {
         self.wake.notify_one();
     }
 
-    async fn produce(&self, leader: i32, batches: &[Outgoing]) -> Result<Option<ProduceResponse>, ClientError> {
+    async fn produce(
+        &self,
+        leader: i32,
+        batches: &[Outgoing],
+    ) -> Result<Option<ProduceResponse>, ClientError> {
         let conn = self.cluster.node(leader).await?;
         let v = conn.version(ApiKey::Produce)?;
         let mut topics: BTreeMap<&str, Vec<PartitionProduceData>> = BTreeMap::new();
         for b in batches {
-            topics
-                .entry(&b.topic)
-                .or_default()
-                .push(PartitionProduceData::default().with_index(b.partition).with_records(Some(b.bytes.clone())));
+            topics.entry(&b.topic).or_default().push(
+                PartitionProduceData::default()
+                    .with_index(b.partition)
+                    .with_records(Some(b.bytes.clone())),
+            );
         }
         let topic_data = topics
             .into_iter()
-            .map(|(t, parts)| TopicProduceData::default().with_name(TopicName(StrBytes::from_string(t.to_string()))).with_partition_data(parts))
+            .map(|(t, parts)| {
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                    .with_partition_data(parts)
+            })
             .collect();
-        let req = ProduceRequest::default().with_transactional_id(None).with_acks(self.config.acks).with_timeout_ms(self.config.ack_timeout_ms).with_topic_data(topic_data);
+        let req = ProduceRequest::default()
+            .with_transactional_id(None)
+            .with_acks(self.config.acks)
+            .with_timeout_ms(self.config.ack_timeout_ms)
+            .with_topic_data(topic_data);
         if self.config.acks == 0 {
             conn.send_oneway(ApiKey::Produce, v, &req).await?;
             return Ok(None);
@@ -600,17 +709,31 @@ impl Shared {
         let mut a = self.lock();
         let a = &mut *a;
         let key = (topic.to_string(), partition);
-        let Some(q) = a.queues.get_mut(&key) else { return };
+        let Some(q) = a.queues.get_mut(&key) else {
+            return;
+        };
         q.in_flight = false;
         let retriable = matches!(&outcome, Err(e) if e.is_retriable());
         if let Err(e) = &outcome
-            && matches!(e.code(), Some(ResponseError::NotLeaderOrFollower | ResponseError::UnknownTopicOrPartition | ResponseError::LeaderNotAvailable))
+            && matches!(
+                e.code(),
+                Some(
+                    ResponseError::NotLeaderOrFollower
+                        | ResponseError::UnknownTopicOrPartition
+                        | ResponseError::LeaderNotAvailable
+                )
+            )
         {
             let cluster = Arc::clone(&self.cluster);
             let t = topic.to_string();
             tokio::spawn(async move { cluster.forget(&t).await });
         }
-        let Some(front) = q.batches.front_mut() else { return };
+        let Some(front) = q.batches.front_mut() else {
+            return;
+        };
+        if let Err(e) = &outcome {
+            tracing::debug!(topic, partition, attempts = front.attempts, error = %e, "produce attempt failed");
+        }
         if retriable && front.deadline > now {
             front.attempts += 1;
             q.retry_at = Some(now + self.backoff(front.attempts));
@@ -623,7 +746,10 @@ impl Shared {
             if retriable {
                 // Timed out while its fate was unknown.
                 a.bump_needed = true;
-            } else if e.code().is_some_and(|c| c != ResponseError::OutOfOrderSequenceNumber) {
+            } else if e
+                .code()
+                .is_some_and(|c| c != ResponseError::OutOfOrderSequenceNumber)
+            {
                 // The broker refused it without writing it: its sequence numbers are unused.
                 q.next_sequence = sealed.base_sequence;
                 for later in q.batches.iter_mut() {
@@ -640,5 +766,9 @@ impl Shared {
 fn next_sequence(seq: i32, records: usize) -> i32 {
     let n = i32::try_from(records).expect("batch record count fits i32");
     let next = i64::from(seq) + i64::from(n);
-    if next > i64::from(i32::MAX) { (next - i64::from(i32::MAX) - 1) as i32 } else { next as i32 }
+    if next > i64::from(i32::MAX) {
+        (next - i64::from(i32::MAX) - 1) as i32
+    } else {
+        next as i32
+    }
 }

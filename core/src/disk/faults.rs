@@ -34,6 +34,8 @@ struct State {
     pending_damage: Option<CrashDamage>,
     rng: WeirRng,
     errors_injected: u64,
+    /// Range of simulated fsync latency, in milliseconds.
+    sync_latency_ms: (u64, u64),
 }
 
 /// Garbage to write over a file at the next start of the host.
@@ -57,6 +59,7 @@ impl DiskFaults {
             pending_damage: None,
             rng,
             errors_injected: 0,
+            sync_latency_ms: (0, 0),
         })))
     }
 
@@ -72,6 +75,25 @@ impl DiskFaults {
     /// Starts or stops failing every operation with `EIO`.
     pub fn set_failing(&self, failing: bool) {
         self.state().failing = failing;
+    }
+
+    /// Makes every fsync take between `min_ms` and `max_ms` of simulated time, so that writes
+    /// spend time acknowledged by the page cache but not yet durable, as on a real disk.
+    pub fn set_sync_latency_ms(&self, min_ms: u64, max_ms: u64) {
+        assert!(min_ms <= max_ms);
+        self.state().sync_latency_ms = (min_ms, max_ms);
+    }
+
+    /// How long the next fsync takes.
+    pub(crate) fn next_sync_latency(&self) -> std::time::Duration {
+        let mut s = self.state();
+        let (lo, hi) = s.sync_latency_ms;
+        let ms = if hi == 0 {
+            0
+        } else {
+            s.rng.random_range(lo..=hi)
+        };
+        std::time::Duration::from_millis(ms)
     }
 
     /// How many operations have failed with an injected error so far.
@@ -116,7 +138,11 @@ impl DiskFaults {
         let span = (end.saturating_sub(synced_len)).clamp(1, CRASH_GARBAGE_BYTES_MAX);
         let len = s.rng.random_range(1..=span);
         let garbage: Vec<u8> = (0..len).map(|_| s.rng.random()).collect();
-        s.pending_damage = Some(CrashDamage { path, offset: synced_len, garbage });
+        s.pending_damage = Some(CrashDamage {
+            path,
+            offset: synced_len,
+            garbage,
+        });
     }
 
     pub(crate) fn take_crash_damage(&self) -> Option<CrashDamage> {

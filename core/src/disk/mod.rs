@@ -47,17 +47,26 @@ pub const SMALL_FILE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 impl Disk {
     /// A disk rooted at `root` on the real filesystem.
     pub fn real(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), kind: Kind::Real }
+        Self {
+            root: root.into(),
+            kind: Kind::Real,
+        }
     }
 
     /// A disk rooted at `root` on the current simulated host's filesystem.
     pub fn sim(root: impl Into<PathBuf>, faults: DiskFaults) -> Self {
-        Self { root: root.into(), kind: Kind::Sim(faults) }
+        Self {
+            root: root.into(),
+            kind: Kind::Sim(faults),
+        }
     }
 
     /// The same disk, rooted at the subdirectory `dir`.
     pub fn sub(&self, dir: &str) -> io::Result<Self> {
-        Ok(Self { root: self.path(dir)?, kind: self.kind.clone() })
+        Ok(Self {
+            root: self.path(dir)?,
+            kind: self.kind.clone(),
+        })
     }
 
     /// The root of this disk.
@@ -83,11 +92,33 @@ impl Disk {
             return Ok(self.root.clone());
         }
         let rel_path = Path::new(rel);
-        let clean = rel_path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        let clean = rel_path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
         if !clean {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("path {rel:?} escapes the disk")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("path {rel:?} escapes the disk"),
+            ));
         }
         Ok(self.root.join(rel_path))
+    }
+
+    /// Creates the root directory if needed and makes its entry durable in its parent.
+    pub async fn create_root(&self) -> io::Result<()> {
+        self.check()?;
+        match &self.kind {
+            Kind::Real => std::fs::create_dir_all(&self.root)?,
+            Kind::Sim(_) => simfs::create_dir_all(&self.root)?,
+        }
+        let Some(parent) = self.root.parent() else {
+            return Ok(());
+        };
+        let parent_disk = Self {
+            root: parent.to_path_buf(),
+            kind: self.kind.clone(),
+        };
+        parent_disk.sync_dir(".").await
     }
 
     /// Creates `rel` and its parents. Call [`Disk::sync_dir`] on the parent to make it durable.
@@ -144,13 +175,27 @@ impl Disk {
         let path = self.path(rel)?;
         let file = match &self.kind {
             Kind::Real => FileKind::Real(
-                std::fs::OpenOptions::new().read(true).write(true).create(create).truncate(false).open(&path)?,
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(create)
+                    .truncate(false)
+                    .open(&path)?,
             ),
             Kind::Sim(_) => FileKind::Sim(
-                simfs::OpenOptions::new().read(true).write(true).create(create).truncate(false).open(&path)?,
+                simfs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(create)
+                    .truncate(false)
+                    .open(&path)?,
             ),
         };
-        Ok(DiskFile { file, path, faults: self.faults().cloned() })
+        Ok(DiskFile {
+            file,
+            path,
+            faults: self.faults().cloned(),
+        })
     }
 
     /// Removes file `rel`; durable once its directory is synced.
@@ -191,7 +236,11 @@ impl Disk {
             Kind::Real => tokio::task::spawn_blocking(move || std::fs::File::open(p)?.sync_all())
                 .await
                 .map_err(io::Error::other)?,
-            Kind::Sim(_) => simfs::sync_dir(p),
+            Kind::Sim(faults) => {
+                tokio::time::sleep(faults.next_sync_latency()).await;
+                faults.check()?;
+                simfs::sync_dir(p)
+            }
         }
     }
 
@@ -226,19 +275,29 @@ impl Disk {
         f.sync().await?;
         drop(f);
         self.rename(&tmp, rel)?;
-        let parent = Path::new(rel).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        let parent = Path::new(rel)
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
         self.sync_dir(&parent).await
     }
 
     /// Applies the damage a crash may leave on the simulated disk (see [`DiskFaults`]). Call it at
     /// host start, before anything reads the disk. A no-op on a real disk.
     pub fn apply_crash_damage(&self) -> io::Result<()> {
-        let Some(faults) = self.faults() else { return Ok(()) };
-        let Some(damage) = faults.take_crash_damage() else { return Ok(()) };
+        let Some(faults) = self.faults() else {
+            return Ok(());
+        };
+        let Some(damage) = faults.take_crash_damage() else {
+            return Ok(());
+        };
         if !simfs::exists(&damage.path) {
             return Ok(());
         }
-        let f = simfs::OpenOptions::new().read(true).write(true).open(&damage.path)?;
+        let f = simfs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&damage.path)?;
         std::os::unix::fs::FileExt::write_at(&f, &damage.garbage, damage.offset)?;
         // The garbage is what the platter holds now, so it must survive a later crash too.
         f.sync_all()
@@ -261,7 +320,11 @@ impl DiskFile {
             FileKind::Real(f) => FileKind::Real(f.try_clone()?),
             FileKind::Sim(f) => FileKind::Sim(f.try_clone()?),
         };
-        Ok(Self { file, path: self.path.clone(), faults: self.faults.clone() })
+        Ok(Self {
+            file,
+            path: self.path.clone(),
+            faults: self.faults.clone(),
+        })
     }
 
     /// Current length in bytes.
@@ -284,8 +347,12 @@ impl DiskFile {
         let mut done = 0;
         while done < buf.len() {
             let n = match &self.file {
-                FileKind::Real(f) => std::os::unix::fs::FileExt::read_at(f, &mut buf[done..], offset + done as u64)?,
-                FileKind::Sim(f) => std::os::unix::fs::FileExt::read_at(f, &mut buf[done..], offset + done as u64)?,
+                FileKind::Real(f) => {
+                    std::os::unix::fs::FileExt::read_at(f, &mut buf[done..], offset + done as u64)?
+                }
+                FileKind::Sim(f) => {
+                    std::os::unix::fs::FileExt::read_at(f, &mut buf[done..], offset + done as u64)?
+                }
             };
             if n == 0 {
                 break;
@@ -299,7 +366,10 @@ impl DiskFile {
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let n = self.read_at(buf, offset)?;
         if n < buf.len() {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{}: short read", self.path.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{}: short read", self.path.display()),
+            ));
         }
         Ok(())
     }
@@ -332,9 +402,15 @@ impl DiskFile {
         match &self.file {
             FileKind::Real(f) => {
                 let f = f.try_clone()?;
-                tokio::task::spawn_blocking(move || f.sync_all()).await.map_err(io::Error::other)?
+                tokio::task::spawn_blocking(move || f.sync_all())
+                    .await
+                    .map_err(io::Error::other)?
             }
             FileKind::Sim(f) => {
+                if let Some(faults) = &self.faults {
+                    tokio::time::sleep(faults.next_sync_latency()).await;
+                    faults.check()?;
+                }
                 f.sync_all()?;
                 if let Some(faults) = &self.faults {
                     faults.record_sync(&self.path);
@@ -355,7 +431,10 @@ mod tests {
         assert!(d.path("../etc/passwd").is_err());
         assert!(d.path("/etc/passwd").is_err());
         assert!(d.path("a/../../b").is_err());
-        assert_eq!(d.path("topic-0/00.log").unwrap(), PathBuf::from("/tmp/weir-root/topic-0/00.log"));
+        assert_eq!(
+            d.path("topic-0/00.log").unwrap(),
+            PathBuf::from("/tmp/weir-root/topic-0/00.log")
+        );
     }
 
     #[tokio::test]
@@ -371,7 +450,10 @@ mod tests {
         assert_eq!(&buf, b"hello");
         d.write_atomic("a/meta", b"{}").await.unwrap();
         assert_eq!(d.read_small("a/meta").unwrap().unwrap(), b"{}");
-        assert_eq!(d.list("a").unwrap(), vec!["f".to_string(), "meta".to_string()]);
+        assert_eq!(
+            d.list("a").unwrap(),
+            vec!["f".to_string(), "meta".to_string()]
+        );
         assert_eq!(d.list("missing").unwrap(), Vec::<String>::new());
     }
 }

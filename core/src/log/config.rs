@@ -96,7 +96,10 @@ pub const KNOWN_KEYS: [&str; 12] = [
 ];
 
 fn long(key: &str, value: &str, min: i64, max: i64) -> Result<i64, String> {
-    let v: i64 = value.trim().parse().map_err(|_| format!("{key}: {value:?} is not an integer"))?;
+    let v: i64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{key}: {value:?} is not an integer"))?;
     if v < min || v > max {
         return Err(format!("{key}: {v} is outside [{min}, {max}]"));
     }
@@ -110,10 +113,17 @@ impl TopicConfig {
             "retention.ms" => self.retention_ms = long(key, value, -1, i64::MAX)?,
             "retention.bytes" => self.retention_bytes = long(key, value, -1, i64::MAX)?,
             "segment.bytes" => {
-                self.segment_bytes = long(key, value, SEGMENT_BYTES_MIN as i64, SEGMENT_BYTES_MAX as i64)? as u64
+                self.segment_bytes = long(
+                    key,
+                    value,
+                    SEGMENT_BYTES_MIN as i64,
+                    SEGMENT_BYTES_MAX as i64,
+                )? as u64
             }
             "segment.ms" => self.segment_ms = long(key, value, 1, i64::MAX)?,
-            "min.insync.replicas" => self.min_insync_replicas = long(key, value, 1, i64::from(i32::MAX))? as i32,
+            "min.insync.replicas" => {
+                self.min_insync_replicas = long(key, value, 1, i64::from(i32::MAX))? as i32
+            }
             "max.message.bytes" => {
                 self.max_message_bytes = long(key, value, 0, MAX_MESSAGE_BYTES_MAX as i64)? as usize
             }
@@ -121,7 +131,8 @@ impl TopicConfig {
                 self.compression = match value {
                     "producer" => TopicCompression::Producer,
                     other => TopicCompression::Codec(
-                        Codec::parse(other).ok_or_else(|| format!("{key}: unknown codec {other:?}"))?,
+                        Codec::parse(other)
+                            .ok_or_else(|| format!("{key}: unknown codec {other:?}"))?,
                     ),
                 }
             }
@@ -129,7 +140,9 @@ impl TopicConfig {
                 self.cleanup_policy = match value {
                     "delete" => CleanupPolicy::Delete,
                     "compact" | "compact,delete" | "delete,compact" => {
-                        return Err(format!("{key}: {value:?} is not supported: this broker does not compact logs"));
+                        return Err(format!(
+                            "{key}: {value:?} is not supported: this broker does not compact logs"
+                        ));
                     }
                     other => return Err(format!("{key}: unknown policy {other:?}")),
                 }
@@ -138,10 +151,16 @@ impl TopicConfig {
                 self.timestamp_type = match value {
                     "CreateTime" => TimestampType::CreateTime,
                     "LogAppendTime" => TimestampType::LogAppendTime,
-                    other => return Err(format!("{key}: {other:?} is neither CreateTime nor LogAppendTime")),
+                    other => {
+                        return Err(format!(
+                            "{key}: {other:?} is neither CreateTime nor LogAppendTime"
+                        ));
+                    }
                 }
             }
-            "index.interval.bytes" => self.index_interval_bytes = long(key, value, 0, i64::from(i32::MAX))? as u64,
+            "index.interval.bytes" => {
+                self.index_interval_bytes = long(key, value, 0, i64::from(i32::MAX))? as u64
+            }
             "flush.messages" => self.flush_messages = long(key, value, -1, i64::MAX)?,
             "flush.ms" => self.flush_ms = long(key, value, 1, i64::MAX)?,
             other => return Err(format!("unknown topic config {other:?}")),
@@ -221,7 +240,10 @@ mod tests {
             ("no.such.config", "1"),
         ];
         for (k, v) in cases {
-            assert!(TopicConfig::default().set(k, v).is_err(), "{k}={v} should be refused");
+            assert!(
+                TopicConfig::default().set(k, v).is_err(),
+                "{k}={v} should be refused"
+            );
         }
     }
 }

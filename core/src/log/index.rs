@@ -80,7 +80,10 @@ impl<E: Entry> Index<E> {
     /// An index over `file` whose contents are discarded (to be rebuilt).
     pub fn empty(file: DiskFile) -> io::Result<Self> {
         file.set_len(0)?;
-        Ok(Self { file, entries: Vec::new() })
+        Ok(Self {
+            file,
+            entries: Vec::new(),
+        })
     }
 
     /// Loads the entries in `file`, or `None` if they fail the sanity check `valid` (a torn,
@@ -105,10 +108,14 @@ impl<E: Entry> Index<E> {
 
     /// Appends an entry in memory and to the file (not synced).
     pub fn push(&mut self, e: E) -> io::Result<()> {
-        debug_assert!(self.entries.last().is_none_or(|p| e.follows(p)), "index entries must be ordered");
+        debug_assert!(
+            self.entries.last().is_none_or(|p| e.follows(p)),
+            "index entries must be ordered"
+        );
         let mut buf = Vec::with_capacity(E::LEN);
         e.encode(&mut buf);
-        self.file.write_all_at(&buf, (self.entries.len() * E::LEN) as u64)?;
+        self.file
+            .write_all_at(&buf, (self.entries.len() * E::LEN) as u64)?;
         self.entries.push(e);
         Ok(())
     }

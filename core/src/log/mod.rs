@@ -76,14 +76,20 @@ pub struct Log {
 impl Log {
     /// Opens the log stored on `disk` (the partition's directory), creating an empty one if the
     /// directory holds none, and recovers its tail.
-    pub async fn open(disk: Disk, config: TopicConfig, clock: Clock, tail: TailRecovery) -> io::Result<(Self, RecoveryReport)> {
+    pub async fn open(
+        disk: Disk,
+        config: TopicConfig,
+        clock: Clock,
+        tail: TailRecovery,
+    ) -> io::Result<(Self, RecoveryReport)> {
         let names = disk.list(".")?;
         let mut bases: Vec<i64> = names.iter().filter_map(|n| parse_log_name(n)).collect();
         bases.sort_unstable();
         // Leftovers of interrupted work: temporary files and indexes whose segment is gone.
         for name in &names {
             let orphan_index = [".index", ".timeindex"].iter().any(|sfx| {
-                name.strip_suffix(sfx).is_some_and(|stem| stem.parse::<i64>().map_or(true, |b| !bases.contains(&b)))
+                name.strip_suffix(sfx)
+                    .is_some_and(|stem| stem.parse::<i64>().map_or(true, |b| !bases.contains(&b)))
             });
             if name.ends_with(".tmp") || orphan_index {
                 disk.remove_file(name)?;
@@ -91,7 +97,10 @@ impl Log {
         }
         let now = clock.now_ms();
         let mut segments = BTreeMap::new();
-        let mut report = RecoveryReport { segments: bases.len(), ..Default::default() };
+        let mut report = RecoveryReport {
+            segments: bases.len(),
+            ..Default::default()
+        };
         let last = bases.last().copied();
         let mut expected_base: Option<i64> = None;
         for base in bases {
@@ -100,13 +109,16 @@ impl Log {
                 (true, TailRecovery::Check) => OpenMode::Recover,
                 (true, TailRecovery::UnsafeSkip) => OpenMode::UnsafeNoTruncate,
             };
-            let (seg, cut) = Segment::open(&disk, base, now, config.index_interval_bytes, mode).await?;
+            let (seg, cut) =
+                Segment::open(&disk, base, now, config.index_interval_bytes, mode).await?;
             if let Some(expected) = expected_base
                 && expected != base
             {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("segment {base} does not follow the previous segment, which ends at {expected}"),
+                    format!(
+                        "segment {base} does not follow the previous segment, which ends at {expected}"
+                    ),
                 ));
             }
             expected_base = Some(seg.next_offset);
@@ -117,21 +129,36 @@ impl Log {
             segments.insert(base, seg);
         }
         if segments.is_empty() {
-            segments.insert(0, Segment::create(&disk, 0, now, config.index_interval_bytes)?);
+            segments.insert(
+                0,
+                Segment::create(&disk, 0, now, config.index_interval_bytes)?,
+            );
             disk.sync_dir(".").await?;
         }
         let log_start_offset = *segments.keys().next().expect("at least one segment");
-        let log = Self { disk, config, segments, log_start_offset, clock };
+        let log = Self {
+            disk,
+            config,
+            segments,
+            log_start_offset,
+            clock,
+        };
         report.log_end_offset = log.log_end_offset();
         Ok((log, report))
     }
 
     fn active(&self) -> &Segment {
-        self.segments.values().next_back().expect("a log always has an active segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
     }
 
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments.values_mut().next_back().expect("a log always has an active segment")
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
     }
 
     /// The first offset still in the log.
@@ -185,13 +212,18 @@ impl Log {
         self.roll_if_needed(batch.len()).await?;
         let base = self.log_end_offset();
         crate::record::set_base_offset(batch, base);
-        let header = BatchHeader::parse(batch).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let header = BatchHeader::parse(batch)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         self.active_mut().append(batch, &header)?;
         Ok(header)
     }
 
     fn segment_for(&self, offset: i64) -> Option<&Segment> {
-        self.segments.range(..=offset).next_back().map(|(_, s)| s).filter(|s| offset < s.next_offset)
+        self.segments
+            .range(..=offset)
+            .next_back()
+            .map(|(_, s)| s)
+            .filter(|s| offset < s.next_offset)
     }
 
     /// Reads whole batches starting with the one that holds `offset`, up to about `max_bytes`
@@ -205,11 +237,19 @@ impl Log {
         if offset >= limit {
             return Ok(Vec::new());
         }
-        let Some(seg) = self.segment_for(offset) else { return Ok(Vec::new()) };
-        let Some((pos, _)) = seg.position_of(offset)? else { return Ok(Vec::new()) };
+        let Some(seg) = self.segment_for(offset) else {
+            return Ok(Vec::new());
+        };
+        let Some((pos, _)) = seg.position_of(offset)? else {
+            return Ok(Vec::new());
+        };
         let avail = (seg.size - pos) as usize;
-        let mut buf = seg.read(pos, avail.min(max_bytes.max(crate::record::BATCH_HEADER_LEN)))?;
-        let first = BatchHeader::parse(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let mut buf = seg.read(
+            pos,
+            avail.min(max_bytes.max(crate::record::BATCH_HEADER_LEN)),
+        )?;
+        let first = BatchHeader::parse(&buf)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         if first.last_offset() >= limit {
             return Ok(Vec::new());
         }
@@ -220,7 +260,8 @@ impl Log {
         let mut iter = BatchIter::new(&buf);
         let mut end_pos = 0;
         for item in iter.by_ref() {
-            let (h, _) = item.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            let (h, _) =
+                item.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
             if h.last_offset() >= limit {
                 break;
             }
@@ -231,9 +272,15 @@ impl Log {
     }
 
     /// The first record at or after `timestamp` below `limit`, as (offset, timestamp).
-    pub fn offset_for_timestamp(&self, timestamp: i64, limit: i64) -> io::Result<Option<(i64, i64)>> {
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp: i64,
+        limit: i64,
+    ) -> io::Result<Option<(i64, i64)>> {
         for seg in self.segments.values() {
-            let Some(pos) = seg.position_for_timestamp(timestamp)? else { continue };
+            let Some(pos) = seg.position_for_timestamp(timestamp)? else {
+                continue;
+            };
             return self.first_record_at_or_after(seg, pos, timestamp, limit);
         }
         Ok(None)
@@ -248,24 +295,38 @@ impl Log {
             }
         }
         let Some(seg) = best else { return Ok(None) };
-        let Some(pos) = seg.position_for_timestamp(seg.max_timestamp)? else { return Ok(None) };
+        let Some(pos) = seg.position_for_timestamp(seg.max_timestamp)? else {
+            return Ok(None);
+        };
         self.first_record_at_or_after(seg, pos, seg.max_timestamp, limit)
     }
 
-    fn first_record_at_or_after(&self, seg: &Segment, pos: u64, timestamp: i64, limit: i64) -> io::Result<Option<(i64, i64)>> {
+    fn first_record_at_or_after(
+        &self,
+        seg: &Segment,
+        pos: u64,
+        timestamp: i64,
+        limit: i64,
+    ) -> io::Result<Option<(i64, i64)>> {
         let len = BatchHeader::parse(&seg.read(pos, crate::record::BATCH_HEADER_LEN)?)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
             .total_len();
         let batch = bytes::Bytes::from(seg.read(pos, len)?);
         let (_, records) = decode_batch_records(&batch, LOOKUP_DECOMPRESSED_BYTES_MAX)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        Ok(records.iter().find(|r| r.timestamp >= timestamp && r.offset < limit).map(|r| (r.offset, r.timestamp)))
+        Ok(records
+            .iter()
+            .find(|r| r.timestamp >= timestamp && r.offset < limit)
+            .map(|r| (r.offset, r.timestamp)))
     }
 
     /// Calls `f` with the header of every batch from the log start, in order.
     pub fn scan_headers(&self, mut f: impl FnMut(&BatchHeader)) -> io::Result<()> {
         for seg in self.segments.values() {
-            let _ = seg.scan(0, seg.base_offset, false, |_, h| f(h))?;
+            seg.scan(0, seg.base_offset, false, |_, h| {
+                f(h);
+                std::ops::ControlFlow::Continue(())
+            })?;
         }
         Ok(())
     }
@@ -285,8 +346,10 @@ impl Log {
         let mut doomed = Vec::new();
         let sealed = self.segments.len().saturating_sub(1);
         for seg in self.segments.values().take(sealed) {
-            let expired = cfg.retention_ms >= 0 && seg.max_timestamp < now.saturating_sub(cfg.retention_ms);
-            let oversize = cfg.retention_bytes >= 0 && total - seg.size >= cfg.retention_bytes as u64;
+            let expired =
+                cfg.retention_ms >= 0 && seg.max_timestamp < now.saturating_sub(cfg.retention_ms);
+            let oversize =
+                cfg.retention_bytes >= 0 && total - seg.size >= cfg.retention_bytes as u64;
             if !(expired || oversize) || seg.next_offset > limit {
                 break;
             }
@@ -299,7 +362,11 @@ impl Log {
         for base in &doomed {
             self.segments.remove(base);
         }
-        self.log_start_offset = *self.segments.keys().next().expect("the active segment is never deleted");
+        self.log_start_offset = *self
+            .segments
+            .keys()
+            .next()
+            .expect("the active segment is never deleted");
         for base in &doomed {
             for name in file_names(*base) {
                 self.disk.remove_file(&name)?;

@@ -4,11 +4,12 @@ use super::index::{Index, OffsetEntry, TimeEntry};
 use crate::disk::{Disk, DiskFile};
 use crate::record::{BATCH_HEADER_LEN, BatchHeader, verify_crc};
 use std::io;
+use std::ops::ControlFlow;
 
 /// Largest batch the log will ever hold, in bytes. A header claiming more is garbage.
 pub(crate) const BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// How much of a segment is read at a time when scanning, in bytes.
-const SCAN_CHUNK_BYTES: usize = 256 * 1024;
+const SCAN_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Where a scan of a segment stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,7 +29,11 @@ struct ChunkReader<'a> {
 
 impl<'a> ChunkReader<'a> {
     fn new(file: &'a DiskFile) -> Self {
-        Self { file, buf: Vec::new(), start: 0 }
+        Self {
+            file,
+            buf: Vec::new(),
+            start: 0,
+        }
     }
 
     /// `len` bytes at `pos`; the caller has checked they lie within the file.
@@ -40,7 +45,10 @@ impl<'a> ChunkReader<'a> {
             self.buf.truncate(n);
             self.start = pos;
             if n < len {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "segment shorter than its size"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "segment shorter than its size",
+                ));
             }
         }
         let at = (pos - self.start) as usize;
@@ -80,7 +88,11 @@ pub(crate) struct Segment {
 
 /// File names of the segment starting at `base`.
 pub(crate) fn file_names(base: i64) -> [String; 3] {
-    [format!("{base:020}.log"), format!("{base:020}.index"), format!("{base:020}.timeindex")]
+    [
+        format!("{base:020}.log"),
+        format!("{base:020}.index"),
+        format!("{base:020}.timeindex"),
+    ]
 }
 
 /// Parses the base offset out of a `.log` file name.
@@ -94,7 +106,12 @@ pub(crate) fn parse_log_name(name: &str) -> Option<i64> {
 
 impl Segment {
     /// Creates a new, empty segment. The caller syncs the directory to make the files durable.
-    pub fn create(disk: &Disk, base: i64, now_ms: i64, index_interval_bytes: u64) -> io::Result<Self> {
+    pub fn create(
+        disk: &Disk,
+        base: i64,
+        now_ms: i64,
+        index_interval_bytes: u64,
+    ) -> io::Result<Self> {
         let [log, idx, tidx] = file_names(base);
         let log = disk.open(&log, true)?;
         log.set_len(0)?;
@@ -161,7 +178,9 @@ impl Segment {
             return Ok((seg, None));
         }
         let [_, idx_name, tidx_name] = file_names(base);
-        let loaded_offsets = Index::load(disk.open(&idx_name, false)?, |e: &OffsetEntry| u64::from(e.position) < size)?;
+        let loaded_offsets = Index::load(disk.open(&idx_name, false)?, |e: &OffsetEntry| {
+            u64::from(e.position) < size
+        })?;
         let loaded_times = Index::load(disk.open(&tidx_name, false)?, |_: &TimeEntry| true)?;
         let end = match (loaded_offsets, loaded_times) {
             (Some(offsets), Some(times)) => {
@@ -186,7 +205,10 @@ impl Segment {
     /// max timestamp of the unindexed tail.
     fn resume_from(&mut self, from: Option<OffsetEntry>) -> io::Result<ScanEnd> {
         let (pos, expected) = match from {
-            Some(e) => (u64::from(e.position), self.base_offset + i64::from(e.rel_offset)),
+            Some(e) => (
+                u64::from(e.position),
+                self.base_offset + i64::from(e.rel_offset),
+            ),
             None => (0, self.base_offset),
         };
         let mut next = expected;
@@ -194,6 +216,7 @@ impl Segment {
         let end = self.scan(pos, expected, false, |_, h| {
             next = h.next_offset();
             max_ts = max_ts.max(h.max_timestamp);
+            ControlFlow::Continue(())
         })?;
         self.next_offset = next;
         self.max_timestamp = max_ts;
@@ -210,7 +233,10 @@ impl Segment {
         self.max_timestamp = -1;
         self.bytes_since_entry = 0;
         let mut found = Vec::new();
-        let end = self.scan(pos, self.base_offset, check_crc, |p, h| found.push((p, *h)))?;
+        let end = self.scan(pos, self.base_offset, check_crc, |p, h| {
+            found.push((p, *h));
+            ControlFlow::Continue(())
+        })?;
         for (p, h) in found {
             self.index_batch(p, &h)?;
         }
@@ -218,13 +244,14 @@ impl Segment {
     }
 
     /// Scans whole batches from byte `pos`, expecting the first at `expected_offset` and each
-    /// next one to follow on. Stops at the end or at the first invalid batch.
+    /// next one to follow on. Stops at the end, at the first invalid batch, or when `f` breaks
+    /// (which reports [`ScanEnd::Clean`]).
     pub fn scan(
         &self,
         mut pos: u64,
         mut expected_offset: i64,
         check_crc: bool,
-        mut f: impl FnMut(u64, &BatchHeader),
+        mut f: impl FnMut(u64, &BatchHeader) -> ControlFlow<()>,
     ) -> io::Result<ScanEnd> {
         let mut reader = ChunkReader::new(&self.log);
         let invalid = |position: u64, reason: String| Ok(ScanEnd::Invalid { position, reason });
@@ -239,20 +266,29 @@ impl Segment {
             };
             let len = header.total_len();
             if len > BATCH_BYTES_MAX || len as u64 > left {
-                return invalid(pos, format!("batch of {len} bytes runs past the end ({left} left)"));
+                return invalid(
+                    pos,
+                    format!("batch of {len} bytes runs past the end ({left} left)"),
+                );
             }
             if header.base_offset != expected_offset {
-                return invalid(pos, format!("batch at offset {} where {expected_offset} was expected", header.base_offset));
+                return invalid(
+                    pos,
+                    format!(
+                        "batch at offset {} where {expected_offset} was expected",
+                        header.base_offset
+                    ),
+                );
             }
             if header.last_offset() - self.base_offset > i64::from(u32::MAX) {
                 return invalid(pos, "offset beyond the segment's range".into());
             }
-            if check_crc {
-                if let Err(e) = verify_crc(&header, reader.get(pos, len)?) {
-                    return invalid(pos, e.to_string());
-                }
+            if check_crc && let Err(e) = verify_crc(&header, reader.get(pos, len)?) {
+                return invalid(pos, e.to_string());
             }
-            f(pos, &header);
+            if f(pos, &header).is_break() {
+                return Ok(ScanEnd::Clean);
+            }
             expected_offset = header.next_offset();
             pos += len as u64;
         }
@@ -261,12 +297,21 @@ impl Segment {
 
     /// Records a batch written at `pos` in the in-memory state and the indexes.
     fn index_batch(&mut self, pos: u64, h: &BatchHeader) -> io::Result<()> {
-        let rel = u32::try_from(h.base_offset - self.base_offset).expect("offset within segment range");
+        let rel =
+            u32::try_from(h.base_offset - self.base_offset).expect("offset within segment range");
         let position = u32::try_from(pos).expect("segment under 4 GiB");
         if self.bytes_since_entry >= self.index_interval_bytes {
-            self.offset_index.push(OffsetEntry { rel_offset: rel, position })?;
-            if h.max_timestamp.max(self.max_timestamp) > self.time_index.last().map_or(i64::MIN, |e| e.timestamp) {
-                self.time_index.push(TimeEntry { timestamp: h.max_timestamp.max(self.max_timestamp), rel_offset: rel })?;
+            self.offset_index.push(OffsetEntry {
+                rel_offset: rel,
+                position,
+            })?;
+            if h.max_timestamp.max(self.max_timestamp)
+                > self.time_index.last().map_or(i64::MIN, |e| e.timestamp)
+            {
+                self.time_index.push(TimeEntry {
+                    timestamp: h.max_timestamp.max(self.max_timestamp),
+                    rel_offset: rel,
+                })?;
             }
             self.bytes_since_entry = 0;
         }
@@ -279,8 +324,15 @@ impl Segment {
 
     /// Appends a whole batch whose base offset is already set to `self.next_offset`.
     pub fn append(&mut self, batch: &[u8], header: &BatchHeader) -> io::Result<()> {
-        assert_eq!(header.base_offset, self.next_offset, "appends must be dense");
-        assert_eq!(header.total_len(), batch.len(), "append takes exactly one batch");
+        assert_eq!(
+            header.base_offset, self.next_offset,
+            "appends must be dense"
+        );
+        assert_eq!(
+            header.total_len(),
+            batch.len(),
+            "append takes exactly one batch"
+        );
         let pos = self.size;
         self.log.write_all_at(batch, pos)?;
         self.index_batch(pos, header)
@@ -294,7 +346,10 @@ impl Segment {
         }
         let rel = u32::try_from(offset - self.base_offset).expect("offset within segment range");
         let (pos, expected) = match self.offset_index.floor(rel) {
-            Some(e) => (u64::from(e.position), self.base_offset + i64::from(e.rel_offset)),
+            Some(e) => (
+                u64::from(e.position),
+                self.base_offset + i64::from(e.rel_offset),
+            ),
             None => (0, self.base_offset),
         };
         let mut found = None;
@@ -314,8 +369,15 @@ impl Segment {
         if self.max_timestamp < ts {
             return Ok(None);
         }
-        let start_offset = self.time_index.last_below(ts).map_or(self.base_offset, |e| self.base_offset + i64::from(e.rel_offset));
-        let Some((start, base)) = self.position_of(start_offset)? else { return Ok(None) };
+        let start_offset = self
+            .time_index
+            .last_below(ts)
+            .map_or(self.base_offset, |e| {
+                self.base_offset + i64::from(e.rel_offset)
+            });
+        let Some((start, base)) = self.position_of(start_offset)? else {
+            return Ok(None);
+        };
         let mut found = None;
         self.scan_until(start, base, |p, h| {
             if h.max_timestamp >= ts {
@@ -328,13 +390,18 @@ impl Segment {
     }
 
     /// Scans from `pos` until `stop` returns true.
-    fn scan_until(&self, pos: u64, expected: i64, mut stop: impl FnMut(u64, &BatchHeader) -> bool) -> io::Result<()> {
-        let mut done = false;
-        // A scan stopped early reports Clean or Invalid past the point of interest; either way
-        // the batches before it were whole, so the result is not needed.
-        let _ = self.scan(pos, expected, false, |p, h| {
-            if !done {
-                done = stop(p, h);
+    fn scan_until(
+        &self,
+        pos: u64,
+        expected: i64,
+        mut stop: impl FnMut(u64, &BatchHeader) -> bool,
+    ) -> io::Result<()> {
+        // Where the scan ends does not matter: the batches before the point of interest were whole.
+        self.scan(pos, expected, false, |p, h| {
+            if stop(p, h) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
             }
         })?;
         Ok(())

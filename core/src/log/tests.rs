@@ -15,19 +15,28 @@ fn batch(tag: usize, n: usize, ts: i64) -> Vec<u8> {
             timestamp: ts + i as i64,
         })
         .collect();
-    let meta = ProducerBatch { producer_id: -1, producer_epoch: -1, base_sequence: -1, transactional: false, codec: Codec::None };
+    let meta = ProducerBatch {
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+        transactional: false,
+        codec: Codec::None,
+    };
     encode_batch(&records, &meta).unwrap().to_vec()
 }
 
 fn small_segments() -> TopicConfig {
-    let mut c = TopicConfig::default();
-    c.segment_bytes = 1024;
-    c.index_interval_bytes = 128;
-    c
+    TopicConfig {
+        segment_bytes: 1024,
+        index_interval_bytes: 128,
+        ..TopicConfig::default()
+    }
 }
 
 async fn open(dir: &std::path::Path, config: TopicConfig) -> (Log, RecoveryReport) {
-    Log::open(Disk::real(dir), config, clock(), TailRecovery::Check).await.unwrap()
+    Log::open(Disk::real(dir), config, clock(), TailRecovery::Check)
+        .await
+        .unwrap()
 }
 
 fn values(bytes: &[u8]) -> Vec<(i64, String)> {
@@ -35,7 +44,12 @@ fn values(bytes: &[u8]) -> Vec<(i64, String)> {
     for item in BatchIter::new(bytes) {
         let (_, b) = item.unwrap();
         let (_, recs) = decode_batch_records(&Bytes::copy_from_slice(b), 1 << 20).unwrap();
-        out.extend(recs.into_iter().map(|r| (r.offset, String::from_utf8(r.value.unwrap().to_vec()).unwrap())));
+        out.extend(recs.into_iter().map(|r| {
+            (
+                r.offset,
+                String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+            )
+        }));
     }
     out
 }
@@ -64,7 +78,10 @@ async fn appends_get_dense_offsets_and_roll_segments() {
         assert_eq!(h.base_offset, i as i64 * 3);
     }
     assert_eq!(log.log_end_offset(), 120);
-    assert!(log.segment_count() > 3, "small segment.bytes rolls segments");
+    assert!(
+        log.segment_count() > 3,
+        "small segment.bytes rolls segments"
+    );
     let all = read_all(&log);
     assert_eq!(all.len(), 120);
     for (i, (o, v)) in all.iter().enumerate() {
@@ -76,7 +93,10 @@ async fn appends_get_dense_offsets_and_roll_segments() {
     assert_eq!(mid.first().unwrap().0, 60);
     // The limit (high watermark) hides batches that reach it.
     assert!(log.read(60, 4096, 62).unwrap().is_empty());
-    assert!(matches!(log.read(121, 10, i64::MAX), Err(ReadError::OutOfRange { .. })));
+    assert!(matches!(
+        log.read(121, 10, i64::MAX),
+        Err(ReadError::OutOfRange { .. })
+    ));
 }
 
 #[tokio::test]
@@ -91,7 +111,11 @@ async fn reopen_keeps_everything_and_rebuilds_a_garbled_index() {
         f.sync().await.unwrap();
     }
     // Garble the index of the first (sealed) segment.
-    std::fs::write(dir.path().join(format!("{:020}.index", 0)), b"garbage!garbage").unwrap();
+    std::fs::write(
+        dir.path().join(format!("{:020}.index", 0)),
+        b"garbage!garbage",
+    )
+    .unwrap();
     let (log, report) = open(dir.path(), small_segments()).await;
     assert_eq!(report.truncated_bytes, 0);
     assert_eq!(log.log_end_offset(), 60);
@@ -115,9 +139,9 @@ async fn recovery_truncates_torn_and_corrupt_tails_but_keeps_whole_batches() {
         let path = dir.path().join(format!("{:020}.log", 0));
         let mut bytes = std::fs::read(&path).unwrap();
         match damage {
-            0 => bytes.truncate(tail_start as usize + 30),           // torn mid-header
-            1 => bytes[tail_start as usize + 70] ^= 0x5a,           // corrupt record byte: CRC mismatch
-            _ => bytes.extend_from_slice(&[0xde; 200]),             // garbage after the last batch
+            0 => bytes.truncate(tail_start as usize + 30), // torn mid-header
+            1 => bytes[tail_start as usize + 70] ^= 0x5a,  // corrupt record byte: CRC mismatch
+            _ => bytes.extend_from_slice(&[0xde; 200]),    // garbage after the last batch
         }
         std::fs::write(&path, &bytes).unwrap();
         let (log, report) = open(dir.path(), TopicConfig::default()).await;
@@ -142,10 +166,20 @@ async fn unsafe_skip_keeps_the_damage() {
     let len = bytes.len();
     bytes.extend_from_slice(&[0xab; 100]);
     std::fs::write(&path, &bytes).unwrap();
-    let (mut log, report) = Log::open(Disk::real(dir.path()), TopicConfig::default(), clock(), TailRecovery::UnsafeSkip).await.unwrap();
+    let (mut log, report) = Log::open(
+        Disk::real(dir.path()),
+        TopicConfig::default(),
+        clock(),
+        TailRecovery::UnsafeSkip,
+    )
+    .await
+    .unwrap();
     assert_eq!(report.truncated_bytes, 0);
     log.append(&mut batch(9, 1, 100)).await.unwrap();
-    assert!(std::fs::read(&path).unwrap().len() > len + 100, "appended after the garbage");
+    assert!(
+        std::fs::read(&path).unwrap().len() > len + 100,
+        "appended after the garbage"
+    );
 }
 
 #[tokio::test]
@@ -153,14 +187,31 @@ async fn timestamp_lookup_finds_the_first_record_at_or_after() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = open(dir.path(), small_segments()).await;
     for i in 0..50 {
-        log.append(&mut batch(i, 2, 10_000 + i as i64 * 100)).await.unwrap();
+        log.append(&mut batch(i, 2, 10_000 + i as i64 * 100))
+            .await
+            .unwrap();
     }
-    assert_eq!(log.offset_for_timestamp(0, i64::MAX).unwrap(), Some((0, 10_000)));
-    assert_eq!(log.offset_for_timestamp(10_001, i64::MAX).unwrap(), Some((1, 10_001)));
-    assert_eq!(log.offset_for_timestamp(10_002, i64::MAX).unwrap(), Some((2, 10_100)));
-    assert_eq!(log.offset_for_timestamp(14_901, i64::MAX).unwrap(), Some((99, 14_901)));
+    assert_eq!(
+        log.offset_for_timestamp(0, i64::MAX).unwrap(),
+        Some((0, 10_000))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(10_001, i64::MAX).unwrap(),
+        Some((1, 10_001))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(10_002, i64::MAX).unwrap(),
+        Some((2, 10_100))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(14_901, i64::MAX).unwrap(),
+        Some((99, 14_901))
+    );
     assert_eq!(log.offset_for_timestamp(14_902, i64::MAX).unwrap(), None);
-    assert_eq!(log.max_timestamp_record(i64::MAX).unwrap(), Some((99, 14_901)));
+    assert_eq!(
+        log.max_timestamp_record(i64::MAX).unwrap(),
+        Some((99, 14_901))
+    );
 }
 
 #[tokio::test]
@@ -178,7 +229,10 @@ async fn retention_deletes_old_segments_and_advances_the_start() {
     assert_eq!(log.segment_count(), before - deleted);
     assert!(log.size_bytes() <= 3000 + 1024);
     assert!(log.log_start_offset() > 0);
-    assert!(matches!(log.read(0, 100, i64::MAX), Err(ReadError::OutOfRange { .. })));
+    assert!(matches!(
+        log.read(0, 100, i64::MAX),
+        Err(ReadError::OutOfRange { .. })
+    ));
     let start = log.log_start_offset();
     assert_eq!(values(&log.read(start, 100, i64::MAX).unwrap())[0].0, start);
 

@@ -97,7 +97,10 @@ impl BatchHeader {
     /// Parses the header at the start of `buf`, checking only that the lengths are plausible.
     pub fn parse(buf: &[u8]) -> Result<Self, BatchError> {
         if buf.len() < BATCH_HEADER_LEN {
-            return Err(BatchError::Truncated(format!("{} bytes, header needs {BATCH_HEADER_LEN}", buf.len())));
+            return Err(BatchError::Truncated(format!(
+                "{} bytes, header needs {BATCH_HEADER_LEN}",
+                buf.len()
+            )));
         }
         let h = BatchHeader {
             base_offset: be_i64(buf, 0),
@@ -115,7 +118,10 @@ impl BatchHeader {
             record_count: be_i32(buf, 57),
         };
         if h.batch_length < LENGTH_COVERED_MIN {
-            return Err(BatchError::Invalid(format!("batch length {} below the header size", h.batch_length)));
+            return Err(BatchError::Invalid(format!(
+                "batch length {} below the header size",
+                h.batch_length
+            )));
         }
         if h.magic != 2 {
             return Err(BatchError::Magic(h.magic));
@@ -151,7 +157,11 @@ impl BatchHeader {
 
     /// Whether the timestamps were set by the producer or the broker.
     pub fn timestamp_type(&self) -> TimestampType {
-        if self.attributes & 0x08 != 0 { TimestampType::LogAppendTime } else { TimestampType::CreateTime }
+        if self.attributes & 0x08 != 0 {
+            TimestampType::LogAppendTime
+        } else {
+            TimestampType::CreateTime
+        }
     }
 
     /// Whether the batch belongs to a transaction.
@@ -171,7 +181,11 @@ impl BatchHeader {
 
     /// Sequence number of the last record (wrapping, as Kafka does).
     pub fn last_sequence(&self) -> i32 {
-        if self.base_sequence < 0 { -1 } else { self.base_sequence.wrapping_add(self.last_offset_delta) }
+        if self.base_sequence < 0 {
+            -1
+        } else {
+            self.base_sequence.wrapping_add(self.last_offset_delta)
+        }
     }
 }
 
@@ -184,7 +198,10 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
 pub fn verify_crc(header: &BatchHeader, batch: &[u8]) -> Result<(), BatchError> {
     let computed = compute_crc(batch);
     if computed != header.crc {
-        return Err(BatchError::Crc { stored: header.crc, computed });
+        return Err(BatchError::Crc {
+            stored: header.crc,
+            computed,
+        });
     }
     Ok(())
 }
@@ -220,7 +237,11 @@ pub struct BatchIter<'a> {
 impl<'a> BatchIter<'a> {
     /// Iterates over the batches in `buf`.
     pub fn new(buf: &'a [u8]) -> Self {
-        Self { buf, pos: 0, failed: false }
+        Self {
+            buf,
+            pos: 0,
+            failed: false,
+        }
     }
 
     /// Bytes consumed by the whole batches yielded so far.
@@ -283,11 +304,16 @@ pub fn validate_produced_batch(
         )));
     }
     if len > max_batch_bytes {
-        return Err(BatchError::TooLarge { size: len, limit: max_batch_bytes });
+        return Err(BatchError::TooLarge {
+            size: len,
+            limit: max_batch_bytes,
+        });
     }
     verify_crc(&header, bytes)?;
     if header.is_control() {
-        return Err(BatchError::Invalid("producers may not write control batches".into()));
+        return Err(BatchError::Invalid(
+            "producers may not write control batches".into(),
+        ));
     }
     if header.record_count == 0 || header.last_offset_delta != header.record_count - 1 {
         return Err(BatchError::Invalid(format!(
@@ -315,5 +341,8 @@ pub fn validate_produced_batch(
         expected_delta += 1;
         Ok(())
     })?;
-    Ok(ValidatedBatch { header, records: count })
+    Ok(ValidatedBatch {
+        header,
+        records: count,
+    })
 }

@@ -7,7 +7,9 @@ use super::batch::BatchError;
 use std::io::Read;
 
 /// Compression of a batch's records section.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Codec {
     /// Uncompressed.
@@ -30,7 +32,13 @@ const XERIAL_HEADER_LEN: usize = 16;
 
 impl Codec {
     /// All codecs, in attribute order.
-    pub const ALL: [Codec; 5] = [Codec::None, Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd];
+    pub const ALL: [Codec; 5] = [
+        Codec::None,
+        Codec::Gzip,
+        Codec::Snappy,
+        Codec::Lz4,
+        Codec::Zstd,
+    ];
 
     /// The codec named by the low three bits of a batch's attributes.
     pub fn from_attributes(attributes: i16) -> Result<Self, BatchError> {
@@ -86,7 +94,9 @@ fn err(codec: Codec, e: impl std::fmt::Display) -> BatchError {
 /// Reads `r` to the end, failing if it yields more than `max_out` bytes.
 fn read_capped(codec: Codec, r: impl Read, max_out: usize) -> Result<Vec<u8>, BatchError> {
     let mut out = Vec::new();
-    r.take(max_out as u64 + 1).read_to_end(&mut out).map_err(|e| err(codec, e))?;
+    r.take(max_out as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| err(codec, e))?;
     if out.len() > max_out {
         return Err(err(codec, format!("expands past the {max_out}-byte cap")));
     }
@@ -96,11 +106,16 @@ fn read_capped(codec: Codec, r: impl Read, max_out: usize) -> Result<Vec<u8>, Ba
 fn snappy_raw(input: &[u8], max_out: usize, out: &mut Vec<u8>) -> Result<(), BatchError> {
     let len = snap::raw::decompress_len(input).map_err(|e| err(Codec::Snappy, e))?;
     if out.len() + len > max_out {
-        return Err(err(Codec::Snappy, format!("expands past the {max_out}-byte cap")));
+        return Err(err(
+            Codec::Snappy,
+            format!("expands past the {max_out}-byte cap"),
+        ));
     }
     let start = out.len();
     out.resize(start + len, 0);
-    snap::raw::Decoder::new().decompress(input, &mut out[start..]).map_err(|e| err(Codec::Snappy, e))?;
+    snap::raw::Decoder::new()
+        .decompress(input, &mut out[start..])
+        .map_err(|e| err(Codec::Snappy, e))?;
     Ok(())
 }
 
@@ -109,26 +124,40 @@ pub fn decompress(codec: Codec, input: &[u8], max_out: usize) -> Result<Vec<u8>,
     match codec {
         Codec::None => {
             if input.len() > max_out {
-                return Err(err(codec, format!("{} bytes is over the {max_out}-byte cap", input.len())));
+                return Err(err(
+                    codec,
+                    format!("{} bytes is over the {max_out}-byte cap", input.len()),
+                ));
             }
             Ok(input.to_vec())
         }
         Codec::Gzip => read_capped(codec, flate2::read::GzDecoder::new(input), max_out),
-        Codec::Lz4 => read_capped(codec, lz4::Decoder::new(input).map_err(|e| err(codec, e))?, max_out),
+        Codec::Lz4 => read_capped(
+            codec,
+            lz4::Decoder::new(input).map_err(|e| err(codec, e))?,
+            max_out,
+        ),
         Codec::Zstd => {
             let mut d = zstd::stream::read::Decoder::new(input).map_err(|e| err(codec, e))?;
-            d.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| err(codec, e))?;
+            d.window_log_max(ZSTD_WINDOW_LOG_MAX)
+                .map_err(|e| err(codec, e))?;
             read_capped(codec, d, max_out)
         }
         Codec::Snappy => {
             let mut out = Vec::new();
             if input.starts_with(XERIAL_MAGIC) {
-                let mut rest = input.get(XERIAL_HEADER_LEN..).ok_or_else(|| err(codec, "short xerial header"))?;
+                let mut rest = input
+                    .get(XERIAL_HEADER_LEN..)
+                    .ok_or_else(|| err(codec, "short xerial header"))?;
                 while !rest.is_empty() {
-                    let len_bytes: [u8; 4] =
-                        rest.get(..4).and_then(|b| b.try_into().ok()).ok_or_else(|| err(codec, "short block length"))?;
+                    let len_bytes: [u8; 4] = rest
+                        .get(..4)
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or_else(|| err(codec, "short block length"))?;
                     let len = u32::from_be_bytes(len_bytes) as usize;
-                    let block = rest.get(4..4 + len).ok_or_else(|| err(codec, "block longer than the batch"))?;
+                    let block = rest
+                        .get(4..4 + len)
+                        .ok_or_else(|| err(codec, "block longer than the batch"))?;
                     snappy_raw(block, max_out, &mut out)?;
                     rest = &rest[4 + len..];
                 }
@@ -151,8 +180,16 @@ mod tests {
         e.write_all(&vec![0u8; 10 * 1024 * 1024]).unwrap();
         let bomb = e.finish().unwrap();
         assert!(bomb.len() < 64 * 1024);
-        assert!(matches!(decompress(Codec::Gzip, &bomb, 1024 * 1024), Err(BatchError::Compression(_))));
-        assert_eq!(decompress(Codec::Gzip, &bomb, 10 * 1024 * 1024).unwrap().len(), 10 * 1024 * 1024);
+        assert!(matches!(
+            decompress(Codec::Gzip, &bomb, 1024 * 1024),
+            Err(BatchError::Compression(_))
+        ));
+        assert_eq!(
+            decompress(Codec::Gzip, &bomb, 10 * 1024 * 1024)
+                .unwrap()
+                .len(),
+            10 * 1024 * 1024
+        );
     }
 
     #[test]

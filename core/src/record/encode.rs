@@ -39,15 +39,20 @@ pub struct ProducerBatch {
 /// Encodes `records` as one v2 batch with base offset 0.
 pub fn encode_batch(records: &[RecordToEncode], meta: &ProducerBatch) -> Result<Bytes, BatchError> {
     if records.is_empty() {
-        return Err(BatchError::Invalid("a batch needs at least one record".into()));
+        return Err(BatchError::Invalid(
+            "a batch needs at least one record".into(),
+        ));
     }
     let protocol_records: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, r)| {
             let i = i32::try_from(i).expect("batch record count fits i32");
-            let headers: IndexMap<StrBytes, Option<Bytes>> =
-                r.headers.iter().map(|h| (StrBytes::from_string(h.key.clone()), h.value.clone())).collect();
+            let headers: IndexMap<StrBytes, Option<Bytes>> = r
+                .headers
+                .iter()
+                .map(|h| (StrBytes::from_string(h.key.clone()), h.value.clone()))
+                .collect();
             Record {
                 transactional: meta.transactional,
                 control: false,
@@ -68,11 +73,18 @@ pub fn encode_batch(records: &[RecordToEncode], meta: &ProducerBatch) -> Result<
         })
         .collect();
     let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions { version: 2, compression: meta.codec.to_protocol() };
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: meta.codec.to_protocol(),
+    };
     RecordBatchEncoder::encode(&mut buf, protocol_records.iter(), &options)
         .map_err(|e| BatchError::Compression(e.to_string()))?;
     let header = BatchHeader::parse(&buf)?;
-    debug_assert_eq!(header.total_len(), buf.len(), "encoder produced exactly one batch");
+    debug_assert_eq!(
+        header.total_len(),
+        buf.len(),
+        "encoder produced exactly one batch"
+    );
     Ok(buf.freeze())
 }
 
@@ -84,9 +96,20 @@ mod tests {
 
     fn rec(i: usize) -> RecordToEncode {
         RecordToEncode {
-            key: if i % 3 == 0 { None } else { Some(Bytes::from(format!("k{i}"))) },
+            key: if i.is_multiple_of(3) {
+                None
+            } else {
+                Some(Bytes::from(format!("k{i}")))
+            },
             value: Some(Bytes::from(format!("value-{i}").repeat(i % 7 + 1))),
-            headers: if i % 2 == 0 { vec![Header { key: "h".into(), value: Some(Bytes::from_static(b"v")) }] } else { vec![] },
+            headers: if i.is_multiple_of(2) {
+                vec![Header {
+                    key: "h".into(),
+                    value: Some(Bytes::from_static(b"v")),
+                }]
+            } else {
+                vec![]
+            },
             timestamp: 1_700_000_000_000 + i as i64,
         }
     }
@@ -95,7 +118,13 @@ mod tests {
     fn every_codec_round_trips_and_validates() {
         let records: Vec<_> = (0..50).map(rec).collect();
         for codec in Codec::ALL {
-            let meta = ProducerBatch { producer_id: 7, producer_epoch: 1, base_sequence: 10, transactional: false, codec };
+            let meta = ProducerBatch {
+                producer_id: 7,
+                producer_epoch: 1,
+                base_sequence: 10,
+                transactional: false,
+                codec,
+            };
             let batch = encode_batch(&records, &meta).unwrap();
             let v = validate_produced_batch(&batch, 1 << 20, 1 << 20).unwrap();
             assert_eq!(v.records, 50);
@@ -117,7 +146,13 @@ mod tests {
     #[test]
     fn non_idempotent_batches_stay_whole() {
         let records: Vec<_> = (0..10).map(rec).collect();
-        let meta = ProducerBatch { producer_id: -1, producer_epoch: -1, base_sequence: -1, transactional: false, codec: Codec::None };
+        let meta = ProducerBatch {
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+            transactional: false,
+            codec: Codec::None,
+        };
         let batch = encode_batch(&records, &meta).unwrap();
         let v = validate_produced_batch(&batch, 1 << 20, 1 << 20).unwrap();
         assert_eq!(v.records, 10);

@@ -10,8 +10,9 @@ mod encode;
 mod records;
 
 pub use batch::{
-    BATCH_HEADER_LEN, BatchError, BatchHeader, BatchIter, TimestampType, ValidatedBatch, set_base_offset,
-    set_leader_epoch, set_max_timestamp_log_append, validate_produced_batch, verify_crc,
+    BATCH_HEADER_LEN, BatchError, BatchHeader, BatchIter, TimestampType, ValidatedBatch,
+    set_base_offset, set_leader_epoch, set_max_timestamp_log_append, validate_produced_batch,
+    verify_crc,
 };
 pub use compression::{Codec, decompress};
 pub use encode::{ProducerBatch, RecordToEncode, encode_batch};

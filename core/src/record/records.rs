@@ -52,7 +52,10 @@ impl<'a> Reader<'a> {
     }
 
     fn u8(&mut self) -> Result<u8, BatchError> {
-        let b = *self.buf.get(self.pos).ok_or_else(|| invalid("record runs past the batch"))?;
+        let b = *self
+            .buf
+            .get(self.pos)
+            .ok_or_else(|| invalid("record runs past the batch"))?;
         self.pos += 1;
         Ok(b)
     }
@@ -105,14 +108,23 @@ pub(crate) fn walk_records(
     count: i32,
     mut f: impl FnMut(&RecordView) -> Result<(), BatchError>,
 ) -> Result<i32, BatchError> {
-    let mut r = Reader { buf: section, pos: 0 };
+    let mut r = Reader {
+        buf: section,
+        pos: 0,
+    };
     for _ in 0..count {
         let len = r.varint()?;
         if len < 0 || len as usize > r.remaining() {
-            return Err(invalid(format!("record length {len} with {} bytes left", r.remaining())));
+            return Err(invalid(format!(
+                "record length {len} with {} bytes left",
+                r.remaining()
+            )));
         }
         let end = r.pos + len as usize;
-        let mut rec = Reader { buf: &section[..end], pos: r.pos };
+        let mut rec = Reader {
+            buf: &section[..end],
+            pos: r.pos,
+        };
         let _attributes = rec.u8()?;
         let timestamp_delta = rec.varlong()?;
         let offset_delta = rec.varint()?;
@@ -124,8 +136,11 @@ pub(crate) fn walk_records(
         }
         let mut headers = Vec::new();
         for _ in 0..header_count {
-            let (ks, ke) = rec.field("header key")?.ok_or_else(|| invalid("null header key"))?;
-            let name = std::str::from_utf8(&section[ks..ke]).map_err(|_| invalid("header key is not UTF-8"))?;
+            let (ks, ke) = rec
+                .field("header key")?
+                .ok_or_else(|| invalid("null header key"))?;
+            let name = std::str::from_utf8(&section[ks..ke])
+                .map_err(|_| invalid("header key is not UTF-8"))?;
             let hv = rec.field("header value")?;
             headers.push((name.to_string(), hv));
         }
@@ -133,20 +148,36 @@ pub(crate) fn walk_records(
             return Err(invalid("record length does not match its fields"));
         }
         r.pos = end;
-        f(&RecordView { offset_delta, timestamp_delta, key, value, headers })?;
+        f(&RecordView {
+            offset_delta,
+            timestamp_delta,
+            key,
+            value,
+            headers,
+        })?;
     }
     if r.remaining() != 0 {
-        return Err(invalid(format!("{} bytes after the last record", r.remaining())));
+        return Err(invalid(format!(
+            "{} bytes after the last record",
+            r.remaining()
+        )));
     }
     Ok(count)
 }
 
 /// Decodes the records of one whole batch after checking its CRC. Control batches decode to no
 /// records (their markers are not data). Decompressed contents are capped at `max_decompressed`.
-pub fn decode_batch_records(batch: &Bytes, max_decompressed: usize) -> Result<(BatchHeader, Vec<DecodedRecord>), BatchError> {
+pub fn decode_batch_records(
+    batch: &Bytes,
+    max_decompressed: usize,
+) -> Result<(BatchHeader, Vec<DecodedRecord>), BatchError> {
     let header = BatchHeader::parse(batch)?;
     if header.total_len() != batch.len() {
-        return Err(BatchError::Truncated(format!("batch claims {} bytes, have {}", header.total_len(), batch.len())));
+        return Err(BatchError::Truncated(format!(
+            "batch claims {} bytes, have {}",
+            header.total_len(),
+            batch.len()
+        )));
     }
     verify_crc(&header, batch)?;
     if header.is_control() {
@@ -154,7 +185,11 @@ pub fn decode_batch_records(batch: &Bytes, max_decompressed: usize) -> Result<(B
     }
     let section = match header.codec()? {
         Codec::None => batch.slice(BATCH_HEADER_LEN..),
-        codec => Bytes::from(decompress(codec, &batch[BATCH_HEADER_LEN..], max_decompressed)?),
+        codec => Bytes::from(decompress(
+            codec,
+            &batch[BATCH_HEADER_LEN..],
+            max_decompressed,
+        )?),
     };
     let mut out = Vec::new();
     let slice = |r: Option<(usize, usize)>| r.map(|(s, e)| section.slice(s..e));
@@ -168,7 +203,14 @@ pub fn decode_batch_records(batch: &Bytes, max_decompressed: usize) -> Result<(B
             timestamp,
             key: slice(v.key),
             value: slice(v.value),
-            headers: v.headers.iter().map(|(k, hv)| Header { key: k.clone(), value: slice(*hv) }).collect(),
+            headers: v
+                .headers
+                .iter()
+                .map(|(k, hv)| Header {
+                    key: k.clone(),
+                    value: slice(*hv),
+                })
+                .collect(),
         });
         Ok(())
     })?;

@@ -34,13 +34,20 @@ pub enum FrameError {
 }
 
 /// Reads one frame of at most `limit` bytes.
-pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, limit: usize) -> Result<Bytes, FrameError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    limit: usize,
+) -> Result<Bytes, FrameError> {
     let mut size_buf = [0u8; 4];
     let mut got = 0;
     while got < 4 {
         let n = r.read(&mut size_buf[got..]).await?;
         if n == 0 {
-            return Err(if got == 0 { FrameError::Closed } else { io::Error::from(io::ErrorKind::UnexpectedEof).into() });
+            return Err(if got == 0 {
+                FrameError::Closed
+            } else {
+                io::Error::from(io::ErrorKind::UnexpectedEof).into()
+            });
         }
         got += n;
     }
@@ -66,7 +73,8 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, limit: usize) -> Result
 
 /// Writes `body` as one frame.
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> io::Result<()> {
-    let size = i32::try_from(body.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 2 GiB"))?;
+    let size = i32::try_from(body.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 2 GiB"))?;
     w.write_all(&size.to_be_bytes()).await?;
     w.write_all(body).await?;
     w.flush().await
@@ -83,23 +91,35 @@ mod tests {
         assert_eq!(&read_frame(&mut b, 16).await.unwrap()[..], b"hello");
 
         a.write_all(&i32::MAX.to_be_bytes()).await.unwrap();
-        assert!(matches!(read_frame(&mut b, 1024).await, Err(FrameError::TooLarge { size: i32::MAX, .. })));
+        assert!(matches!(
+            read_frame(&mut b, 1024).await,
+            Err(FrameError::TooLarge { size: i32::MAX, .. })
+        ));
 
         let (mut a, mut b) = tokio::io::duplex(1 << 20);
         a.write_all(&(-5i32).to_be_bytes()).await.unwrap();
-        assert!(matches!(read_frame(&mut b, 1024).await, Err(FrameError::NegativeSize(-5))));
+        assert!(matches!(
+            read_frame(&mut b, 1024).await,
+            Err(FrameError::NegativeSize(-5))
+        ));
 
         let (mut a, mut b) = tokio::io::duplex(1 << 20);
         a.write_all(&100i32.to_be_bytes()).await.unwrap();
         a.write_all(b"short").await.unwrap();
         drop(a);
-        assert!(matches!(read_frame(&mut b, 1024).await, Err(FrameError::Io(_))));
+        assert!(matches!(
+            read_frame(&mut b, 1024).await,
+            Err(FrameError::Io(_))
+        ));
     }
 
     #[tokio::test]
     async fn clean_close_between_frames() {
         let (a, mut b) = tokio::io::duplex(64);
         drop(a);
-        assert!(matches!(read_frame(&mut b, 1024).await, Err(FrameError::Closed)));
+        assert!(matches!(
+            read_frame(&mut b, 1024).await,
+            Err(FrameError::Closed)
+        ));
     }
 }

@@ -48,23 +48,48 @@ pub(crate) struct Field {
 
 /// A field present in every version.
 pub(crate) const fn all(ty: Ty) -> Field {
-    Field { ty, min: 0, max: i16::MAX, tag: None }
+    Field {
+        ty,
+        min: 0,
+        max: i16::MAX,
+        tag: None,
+    }
 }
 /// A field present from version `v` on.
 pub(crate) const fn since(v: i16, ty: Ty) -> Field {
-    Field { ty, min: v, max: i16::MAX, tag: None }
+    Field {
+        ty,
+        min: v,
+        max: i16::MAX,
+        tag: None,
+    }
 }
 /// A field present up to and including version `v`.
 pub(crate) const fn until(v: i16, ty: Ty) -> Field {
-    Field { ty, min: 0, max: v, tag: None }
+    Field {
+        ty,
+        min: 0,
+        max: v,
+        tag: None,
+    }
 }
 /// A field present in versions `a..=b`.
 pub(crate) const fn between(a: i16, b: i16, ty: Ty) -> Field {
-    Field { ty, min: a, max: b, tag: None }
+    Field {
+        ty,
+        min: a,
+        max: b,
+        tag: None,
+    }
 }
 /// A tagged field with tag `tag`, from version `v` on.
 pub(crate) const fn tagged(tag: u32, v: i16, ty: Ty) -> Field {
-    Field { ty, min: v, max: i16::MAX, tag: Some(tag) }
+    Field {
+        ty,
+        min: v,
+        max: i16::MAX,
+        tag: Some(tag),
+    }
 }
 
 /// The layout of one request type.
@@ -99,7 +124,10 @@ struct Walker<'a> {
 
 impl<'a> Walker<'a> {
     fn fail<T>(&self, what: impl Into<String>) -> Result<T, GuardError> {
-        Err(GuardError { at: self.pos, what: what.into() })
+        Err(GuardError {
+            at: self.pos,
+            what: what.into(),
+        })
     }
 
     fn remaining(&self) -> usize {
@@ -118,7 +146,9 @@ impl<'a> Walker<'a> {
         if n > self.remaining() {
             return self.fail("truncated");
         }
-        let v = self.buf[self.pos..self.pos + n].iter().fold(0i64, |acc, b| (acc << 8) | i64::from(*b));
+        let v = self.buf[self.pos..self.pos + n]
+            .iter()
+            .fold(0i64, |acc, b| (acc << 8) | i64::from(*b));
         self.pos += n;
         // Sign-extend from n bytes.
         let shift = 64 - 8 * n as u32;
@@ -128,7 +158,9 @@ impl<'a> Walker<'a> {
     fn uvarint(&mut self) -> Result<u64, GuardError> {
         let mut v: u64 = 0;
         for i in 0..5 {
-            let Some(&b) = self.buf.get(self.pos) else { return self.fail("truncated varint") };
+            let Some(&b) = self.buf.get(self.pos) else {
+                return self.fail("truncated varint");
+            };
             self.pos += 1;
             v |= u64::from(b & 0x7f) << (7 * i);
             if b & 0x80 == 0 {
@@ -153,7 +185,10 @@ impl<'a> Walker<'a> {
             }
         };
         if n > self.remaining() as u64 {
-            return self.fail(format!("length {n} is more than the {} bytes left", self.remaining()));
+            return self.fail(format!(
+                "length {n} is more than the {} bytes left",
+                self.remaining()
+            ));
         }
         Ok(Some(n as usize))
     }
@@ -193,7 +228,10 @@ impl<'a> Walker<'a> {
 
     fn walk_struct(&mut self, fields: &[Field]) -> Result<(), GuardError> {
         let v = self.version;
-        for f in fields.iter().filter(|f| f.tag.is_none() && (f.min..=f.max).contains(&v)) {
+        for f in fields
+            .iter()
+            .filter(|f| f.tag.is_none() && (f.min..=f.max).contains(&v))
+        {
             self.walk_ty(&f.ty)?;
         }
         if self.flexible {
@@ -205,21 +243,30 @@ impl<'a> Walker<'a> {
     fn walk_tags(&mut self, fields: &[Field]) -> Result<(), GuardError> {
         let count = self.uvarint()?;
         if count > self.remaining() as u64 {
-            return self.fail(format!("{count} tagged fields with {} bytes left", self.remaining()));
+            return self.fail(format!(
+                "{count} tagged fields with {} bytes left",
+                self.remaining()
+            ));
         }
         for _ in 0..count {
             let tag = self.uvarint()?;
             let size = self.uvarint()? as usize;
             if size > self.remaining() {
-                return self.fail(format!("tagged field of {size} bytes with {} left", self.remaining()));
+                return self.fail(format!(
+                    "tagged field of {size} bytes with {} left",
+                    self.remaining()
+                ));
             }
-            let known = fields.iter().find(|f| f.tag.map(u64::from) == Some(tag) && (f.min..=f.max).contains(&self.version));
+            let known = fields.iter().find(|f| {
+                f.tag.map(u64::from) == Some(tag) && (f.min..=f.max).contains(&self.version)
+            });
             match known {
                 Some(f) => {
                     let end = self.pos + size;
                     self.walk_ty(&f.ty)?;
                     if self.pos != end {
-                        return self.fail(format!("tagged field {tag} does not fill its {size} bytes"));
+                        return self
+                            .fail(format!("tagged field {tag} does not fill its {size} bytes"));
                     }
                 }
                 None => self.pos += size,
@@ -232,8 +279,16 @@ impl<'a> Walker<'a> {
 /// Checks that `body` (the request after its header) is a well-bounded message of `schema` at
 /// `version`, and that nothing follows it.
 pub(crate) fn check(schema: &Schema, version: i16, body: &[u8]) -> Result<(), GuardError> {
-    debug_assert!((schema.min..=schema.max).contains(&version), "version checked before the guard");
-    let mut w = Walker { buf: body, pos: 0, version, flexible: version >= schema.flexible_from };
+    debug_assert!(
+        (schema.min..=schema.max).contains(&version),
+        "version checked before the guard"
+    );
+    let mut w = Walker {
+        buf: body,
+        pos: 0,
+        version,
+        flexible: version >= schema.flexible_from,
+    };
     w.walk_struct(schema.fields)?;
     if w.remaining() != 0 {
         return w.fail(format!("{} bytes after the message", w.remaining()));

@@ -66,10 +66,22 @@ pub fn parse_request(frame: Bytes) -> Result<RawRequest, RequestError> {
         .map_err(|e| RequestError::Header(e.to_string()))?;
     let schema = schemas::schema(api).ok_or(RequestError::UnknownApi(key))?;
     if !(schema.min..=schema.max).contains(&version) {
-        return Err(RequestError::Body { api, version, reason: "version outside the guarded range".into() });
+        return Err(RequestError::Body {
+            api,
+            version,
+            reason: "version outside the guarded range".into(),
+        });
     }
-    guard::check(schema, version, &buf).map_err(|e| RequestError::Body { api, version, reason: e.to_string() })?;
-    Ok(RawRequest { api, header, body: buf })
+    guard::check(schema, version, &buf).map_err(|e| RequestError::Body {
+        api,
+        version,
+        reason: e.to_string(),
+    })?;
+    Ok(RawRequest {
+        api,
+        header,
+        body: buf,
+    })
 }
 
 impl RawRequest {
@@ -81,8 +93,11 @@ impl RawRequest {
     /// Decodes the body as `T`.
     pub fn decode<T: Decodable>(&self) -> Result<T, RequestError> {
         let mut body = self.body.clone();
-        let msg = T::decode(&mut body, self.version())
-            .map_err(|e| RequestError::Body { api: self.api, version: self.version(), reason: e.to_string() })?;
+        let msg = T::decode(&mut body, self.version()).map_err(|e| RequestError::Body {
+            api: self.api,
+            version: self.version(),
+            reason: e.to_string(),
+        })?;
         if body.has_remaining() {
             return Err(RequestError::Body {
                 api: self.api,
@@ -95,42 +110,76 @@ impl RawRequest {
 }
 
 /// Encodes a response frame body (header + message) for `api` at `version`.
-pub fn encode_response<T: Encodable>(correlation_id: i32, api: ApiKey, version: i16, msg: &T) -> Bytes {
+pub fn encode_response<T: Encodable>(
+    correlation_id: i32,
+    api: ApiKey,
+    version: i16,
+    msg: &T,
+) -> Bytes {
     let mut buf = BytesMut::new();
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     // ApiVersions responses always use header v0 so that a client can read them before it
     // knows which versions the broker speaks.
-    let header_version = if api == ApiKey::ApiVersions { 0 } else { api.response_header_version(version) };
-    header.encode(&mut buf, header_version).expect("response header encodes");
-    msg.encode(&mut buf, version).expect("responses are built for the version they are encoded at");
+    let header_version = if api == ApiKey::ApiVersions {
+        0
+    } else {
+        api.response_header_version(version)
+    };
+    header
+        .encode(&mut buf, header_version)
+        .expect("response header encodes");
+    msg.encode(&mut buf, version)
+        .expect("responses are built for the version they are encoded at");
     buf.freeze()
 }
 
 /// Encodes a request frame body (header + message).
-pub fn encode_request<T: Encodable>(api: ApiKey, version: i16, correlation_id: i32, client_id: &str, msg: &T) -> Result<Bytes, String> {
+pub fn encode_request<T: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    client_id: &str,
+    msg: &T,
+) -> Result<Bytes, String> {
     let mut buf = BytesMut::new();
     let header = RequestHeader::default()
         .with_request_api_key(api as i16)
         .with_request_api_version(version)
         .with_correlation_id(correlation_id)
-        .with_client_id(Some(kafka_protocol::protocol::StrBytes::from_string(client_id.to_string())));
-    header.encode(&mut buf, api.request_header_version(version)).map_err(|e| e.to_string())?;
-    msg.encode(&mut buf, version).map_err(|e| format!("{api:?} v{version}: {e}"))?;
+        .with_client_id(Some(kafka_protocol::protocol::StrBytes::from_string(
+            client_id.to_string(),
+        )));
+    header
+        .encode(&mut buf, api.request_header_version(version))
+        .map_err(|e| e.to_string())?;
+    msg.encode(&mut buf, version)
+        .map_err(|e| format!("{api:?} v{version}: {e}"))?;
     Ok(buf.freeze())
 }
 
 /// Splits a response frame into its correlation id and decodes the body as `T`.
-pub fn decode_response<T: Decodable>(frame: Bytes, api: ApiKey, version: i16) -> Result<(i32, T), String> {
+pub fn decode_response<T: Decodable>(
+    frame: Bytes,
+    api: ApiKey,
+    version: i16,
+) -> Result<(i32, T), String> {
     let mut buf = frame;
-    let header_version = if api == ApiKey::ApiVersions { 0 } else { api.response_header_version(version) };
+    let header_version = if api == ApiKey::ApiVersions {
+        0
+    } else {
+        api.response_header_version(version)
+    };
     let header = ResponseHeader::decode(&mut buf, header_version).map_err(|e| e.to_string())?;
-    let msg = T::decode(&mut buf, version).map_err(|e| format!("{api:?} v{version} response: {e}"))?;
+    let msg =
+        T::decode(&mut buf, version).map_err(|e| format!("{api:?} v{version} response: {e}"))?;
     Ok((header.correlation_id, msg))
 }
 
 /// Reads the correlation id of a response frame without decoding it.
 pub fn response_correlation_id(frame: &[u8]) -> Option<i32> {
-    frame.get(..4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    frame
+        .get(..4)
+        .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 #[cfg(test)]

@@ -54,7 +54,12 @@ const LIST_OFFSETS: Schema = Schema {
     min: 1,
     max: 10,
     flexible_from: 6,
-    fields: &[all(I32), since(2, I8), all(Arr(LIST_OFFSETS_TOPIC)), since(10, I32)],
+    fields: &[
+        all(I32),
+        since(2, I8),
+        all(Arr(LIST_OFFSETS_TOPIC)),
+        since(10, I32),
+    ],
 };
 
 const METADATA_TOPIC: &[Field] = &[since(10, Uuid), all(Str)];
@@ -62,16 +67,30 @@ const METADATA: Schema = Schema {
     min: 0,
     max: 13,
     flexible_from: 9,
-    fields: &[all(Arr(METADATA_TOPIC)), since(4, I8), between(8, 10, I8), since(8, I8)],
+    fields: &[
+        all(Arr(METADATA_TOPIC)),
+        since(4, I8),
+        between(8, 10, I8),
+        since(8, I8),
+    ],
 };
 
-const API_VERSIONS: Schema =
-    Schema { min: 0, max: 4, flexible_from: 3, fields: &[since(3, Str), since(3, Str)] };
+const API_VERSIONS: Schema = Schema {
+    min: 0,
+    max: 4,
+    flexible_from: 3,
+    fields: &[since(3, Str), since(3, Str)],
+};
 
 const CREATE_ASSIGNMENT: &[Field] = &[all(I32), all(ArrOf(&I32))];
 const CREATE_CONFIG: &[Field] = &[all(Str), all(Str)];
-const CREATE_TOPIC: &[Field] =
-    &[all(Str), all(I32), all(I16), all(Arr(CREATE_ASSIGNMENT)), all(Arr(CREATE_CONFIG))];
+const CREATE_TOPIC: &[Field] = &[
+    all(Str),
+    all(I32),
+    all(I16),
+    all(Arr(CREATE_ASSIGNMENT)),
+    all(Arr(CREATE_CONFIG)),
+];
 const CREATE_TOPICS: Schema = Schema {
     min: 2,
     max: 7,
@@ -84,7 +103,11 @@ const DELETE_TOPICS: Schema = Schema {
     min: 1,
     max: 6,
     flexible_from: 4,
-    fields: &[since(6, Arr(DELETE_TOPIC_STATE)), until(5, ArrOf(&Str)), all(I32)],
+    fields: &[
+        since(6, Arr(DELETE_TOPIC_STATE)),
+        until(5, ArrOf(&Str)),
+        all(I32),
+    ],
 };
 
 const INIT_PRODUCER_ID: Schema = Schema {

@@ -11,25 +11,62 @@ fn frame<T: Encodable>(api: ApiKey, version: i16, msg: &T) -> Bytes {
     encode_request(api, version, 42, "test-client", msg).unwrap()
 }
 
+/// Builds a request frame at a given version.
+type Sample = Box<dyn Fn(i16) -> Bytes>;
+
 /// One message of every request type the guard knows, with every array populated.
-fn samples() -> Vec<(ApiKey, Box<dyn Fn(i16) -> Bytes>)> {
+fn samples() -> Vec<(ApiKey, Sample)> {
     let produce = |v: i16| {
-        let part = |i| produce_request::PartitionProduceData::default().with_index(i).with_records(Some(Bytes::from_static(b"0123456789")));
+        let part = |i| {
+            produce_request::PartitionProduceData::default()
+                .with_index(i)
+                .with_records(Some(Bytes::from_static(b"0123456789")))
+        };
         let topic = produce_request::TopicProduceData::default()
-            .with_name(if v <= 12 { TopicName(s("orders")) } else { TopicName(s("")) })
+            .with_name(if v <= 12 {
+                TopicName(s("orders"))
+            } else {
+                TopicName(s(""))
+            })
             .with_partition_data(vec![part(0), part(1)]);
-        frame(ApiKey::Produce, v, &ProduceRequest::default().with_acks(-1).with_timeout_ms(3000).with_topic_data(vec![topic.clone(), topic]))
+        frame(
+            ApiKey::Produce,
+            v,
+            &ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(3000)
+                .with_topic_data(vec![topic.clone(), topic]),
+        )
     };
     let fetch = |v: i16| {
-        let p = |i| fetch_request::FetchPartition::default().with_partition(i).with_fetch_offset(10).with_partition_max_bytes(1 << 20);
+        let p = |i| {
+            fetch_request::FetchPartition::default()
+                .with_partition(i)
+                .with_fetch_offset(10)
+                .with_partition_max_bytes(1 << 20)
+        };
         let t = fetch_request::FetchTopic::default()
-            .with_topic(if v <= 12 { TopicName(s("orders")) } else { TopicName(s("")) })
+            .with_topic(if v <= 12 {
+                TopicName(s("orders"))
+            } else {
+                TopicName(s(""))
+            })
             .with_partitions(vec![p(0), p(1)]);
-        let mut req = FetchRequest::default().with_max_wait_ms(500).with_min_bytes(1).with_max_bytes(1 << 20).with_topics(vec![t.clone(), t]);
+        let mut req = FetchRequest::default()
+            .with_max_wait_ms(500)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![t.clone(), t]);
         if v >= 7 {
-            req = req.with_forgotten_topics_data(vec![fetch_request::ForgottenTopic::default()
-                .with_topic(if v <= 12 { TopicName(s("old")) } else { TopicName(s("")) })
-                .with_partitions(vec![1, 2, 3])]);
+            req = req.with_forgotten_topics_data(vec![
+                fetch_request::ForgottenTopic::default()
+                    .with_topic(if v <= 12 {
+                        TopicName(s("old"))
+                    } else {
+                        TopicName(s(""))
+                    })
+                    .with_partitions(vec![1, 2, 3]),
+            ]);
         }
         if v >= 12 {
             req = req.with_cluster_id(Some(s("cluster")));
@@ -37,42 +74,77 @@ fn samples() -> Vec<(ApiKey, Box<dyn Fn(i16) -> Bytes>)> {
         frame(ApiKey::Fetch, v, &req)
     };
     let list_offsets = |v: i16| {
-        let p = |i| list_offsets_request::ListOffsetsPartition::default().with_partition_index(i).with_timestamp(-2);
-        let t = list_offsets_request::ListOffsetsTopic::default().with_name(TopicName(s("orders"))).with_partitions(vec![p(0), p(1)]);
-        frame(ApiKey::ListOffsets, v, &ListOffsetsRequest::default().with_topics(vec![t.clone(), t]))
+        let p = |i| {
+            list_offsets_request::ListOffsetsPartition::default()
+                .with_partition_index(i)
+                .with_timestamp(-2)
+        };
+        let t = list_offsets_request::ListOffsetsTopic::default()
+            .with_name(TopicName(s("orders")))
+            .with_partitions(vec![p(0), p(1)]);
+        frame(
+            ApiKey::ListOffsets,
+            v,
+            &ListOffsetsRequest::default().with_topics(vec![t.clone(), t]),
+        )
     };
     let metadata = |v: i16| {
-        let t = metadata_request::MetadataRequestTopic::default().with_name(Some(TopicName(s("orders"))));
-        frame(ApiKey::Metadata, v, &MetadataRequest::default().with_topics(Some(vec![t.clone(), t])))
+        let t = metadata_request::MetadataRequestTopic::default()
+            .with_name(Some(TopicName(s("orders"))));
+        frame(
+            ApiKey::Metadata,
+            v,
+            &MetadataRequest::default().with_topics(Some(vec![t.clone(), t])),
+        )
     };
     let api_versions = |v: i16| {
         let mut req = ApiVersionsRequest::default();
         if v >= 3 {
-            req = req.with_client_software_name(s("weir")).with_client_software_version(s("1"));
+            req = req
+                .with_client_software_name(s("weir"))
+                .with_client_software_version(s("1"));
         }
         frame(ApiKey::ApiVersions, v, &req)
     };
     let create = |v: i16| {
-        let a = create_topics_request::CreatableReplicaAssignment::default().with_partition_index(0).with_broker_ids(vec![BrokerId(1), BrokerId(2)]);
-        let c = create_topics_request::CreatableTopicConfig::default().with_name(s("retention.ms")).with_value(Some(s("1000")));
+        let a = create_topics_request::CreatableReplicaAssignment::default()
+            .with_partition_index(0)
+            .with_broker_ids(vec![BrokerId(1), BrokerId(2)]);
+        let c = create_topics_request::CreatableTopicConfig::default()
+            .with_name(s("retention.ms"))
+            .with_value(Some(s("1000")));
         let t = create_topics_request::CreatableTopic::default()
             .with_name(TopicName(s("orders")))
             .with_num_partitions(-1)
             .with_replication_factor(-1)
             .with_assignments(vec![a.clone(), a])
             .with_configs(vec![c.clone(), c]);
-        frame(ApiKey::CreateTopics, v, &CreateTopicsRequest::default().with_topics(vec![t.clone(), t]).with_timeout_ms(1000))
+        frame(
+            ApiKey::CreateTopics,
+            v,
+            &CreateTopicsRequest::default()
+                .with_topics(vec![t.clone(), t])
+                .with_timeout_ms(1000),
+        )
     };
     let delete = |v: i16| {
         let req = if v >= 6 {
-            let t = delete_topics_request::DeleteTopicState::default().with_name(Some(TopicName(s("orders"))));
+            let t = delete_topics_request::DeleteTopicState::default()
+                .with_name(Some(TopicName(s("orders"))));
             DeleteTopicsRequest::default().with_topics(vec![t.clone(), t])
         } else {
-            DeleteTopicsRequest::default().with_topic_names(vec![TopicName(s("a")), TopicName(s("b"))])
+            DeleteTopicsRequest::default()
+                .with_topic_names(vec![TopicName(s("a")), TopicName(s("b"))])
         };
         frame(ApiKey::DeleteTopics, v, &req.with_timeout_ms(1000))
     };
-    let init = |v: i16| frame(ApiKey::InitProducerId, v, &InitProducerIdRequest::default().with_transaction_timeout_ms(60_000));
+    let init = |v: i16| {
+        frame(
+            ApiKey::InitProducerId,
+            v,
+            &InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
+        )
+    };
     vec![
         (ApiKey::Produce, Box::new(produce)),
         (ApiKey::Fetch, Box::new(fetch)),
@@ -130,7 +202,9 @@ fn huge_array_counts_are_refused_before_decoding() {
         for v in schema.min..=schema.max {
             let frame = make(v);
             let header_len = frame.len() - parse_request(frame.clone()).unwrap().body.len();
-            let Some(at) = first_count_offset(api, v, &frame[header_len..]) else { continue };
+            let Some(at) = first_count_offset(api, v, &frame[header_len..]) else {
+                continue;
+            };
             let mut evil = frame.to_vec();
             let pos = header_len + at;
             let flexible = v >= schema.flexible_from;
@@ -142,7 +216,10 @@ fn huge_array_counts_are_refused_before_decoding() {
                 evil[pos..pos + 4].copy_from_slice(&i32::MAX.to_be_bytes());
             }
             let err = parse_request(Bytes::from(evil)).unwrap_err();
-            assert!(matches!(err, RequestError::Body { .. }), "{api:?} v{v}: {err}");
+            assert!(
+                matches!(err, RequestError::Body { .. }),
+                "{api:?} v{v}: {err}"
+            );
         }
     }
 }
@@ -152,8 +229,14 @@ fn trailing_bytes_and_short_frames_are_refused() {
     let mut f = samples()[3].1(12).to_vec();
     f.push(0);
     assert!(parse_request(Bytes::from(f)).is_err());
-    assert!(matches!(parse_request(Bytes::from_static(&[0, 3, 0])), Err(RequestError::TooShort(3))));
-    assert!(matches!(parse_request(Bytes::from_static(&[0x7f, 0x7f, 0, 0, 0, 0, 0, 1])), Err(RequestError::UnknownApi(_))));
+    assert!(matches!(
+        parse_request(Bytes::from_static(&[0, 3, 0])),
+        Err(RequestError::TooShort(3))
+    ));
+    assert!(matches!(
+        parse_request(Bytes::from_static(&[0x7f, 0x7f, 0, 0, 0, 0, 0, 1])),
+        Err(RequestError::UnknownApi(_))
+    ));
 }
 
 proptest! {

@@ -1,10 +1,10 @@
 //! Fetch, with long polling.
 
 use super::super::State;
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
-use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -12,7 +12,9 @@ use tokio::time::Instant;
 /// Reads every requested partition once; returns the response and the bytes it carries.
 async fn collect(state: &State, req: &FetchRequest) -> (FetchResponse, usize) {
     let read_committed = req.isolation_level == 1;
-    let mut budget = usize::try_from(req.max_bytes).unwrap_or(0).min(state.config.fetch_max_bytes);
+    let mut budget = usize::try_from(req.max_bytes)
+        .unwrap_or(0)
+        .min(state.config.fetch_max_bytes);
     let mut total = 0usize;
     let mut topics = Vec::new();
     for t in &req.topics {
@@ -26,12 +28,20 @@ async fn collect(state: &State, req: &FetchRequest) -> (FetchResponse, usize) {
                 .with_log_start_offset(-1)
                 .with_aborted_transactions(read_committed.then(Vec::new))
                 .with_records(Some(Bytes::new()));
-            let partition = topic.as_ref().and_then(|t| usize::try_from(p.partition).ok().and_then(|i| t.partitions.get(i)));
+            let partition = topic.as_ref().and_then(|t| {
+                usize::try_from(p.partition)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i))
+            });
             match partition {
                 None => data = data.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                Some(_) if p.current_leader_epoch > 0 => data = data.with_error_code(ResponseError::UnknownLeaderEpoch.code()),
+                Some(_) if p.current_leader_epoch > 0 => {
+                    data = data.with_error_code(ResponseError::UnknownLeaderEpoch.code())
+                }
                 Some(part) => {
-                    let want = usize::try_from(p.partition_max_bytes).unwrap_or(0).min(budget);
+                    let want = usize::try_from(p.partition_max_bytes)
+                        .unwrap_or(0)
+                        .min(budget);
                     match part.read(p.fetch_offset, want.max(1)).await {
                         Ok((bytes, marks)) => {
                             data = data
@@ -58,22 +68,35 @@ async fn collect(state: &State, req: &FetchRequest) -> (FetchResponse, usize) {
             }
             parts.push(data);
         }
-        topics.push(FetchableTopicResponse::default().with_topic(t.topic.clone()).with_topic_id(t.topic_id).with_partitions(parts));
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(t.topic.clone())
+                .with_topic_id(t.topic_id)
+                .with_partitions(parts),
+        );
     }
     (FetchResponse::default().with_responses(topics), total)
 }
 
 fn has_errors(resp: &FetchResponse) -> bool {
-    resp.responses.iter().flat_map(|t| &t.partitions).any(|p| p.error_code != 0)
+    resp.responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .any(|p| p.error_code != 0)
 }
 
 /// Answers once `min_bytes` are available, an error occurs, or `max_wait_ms` passes.
 pub(super) async fn handle(state: &Arc<State>, req: FetchRequest) -> FetchResponse {
     if req.session_id > 0 {
         // No fetch sessions are created here, so a session id is always unknown.
-        return FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
+        return FetchResponse::default()
+            .with_error_code(ResponseError::FetchSessionIdNotFound.code());
     }
-    let wait = Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0).min(state.config.fetch_max_wait_ms));
+    let wait = Duration::from_millis(
+        u64::try_from(req.max_wait_ms)
+            .unwrap_or(0)
+            .min(state.config.fetch_max_wait_ms),
+    );
     let deadline = Instant::now() + wait;
     let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
     let mut arrivals = state.data_arrived.subscribe();
@@ -83,8 +106,10 @@ pub(super) async fn handle(state: &Arc<State>, req: FetchRequest) -> FetchRespon
         if bytes >= min_bytes.max(1) || has_errors(&resp) || Instant::now() >= deadline {
             return resp;
         }
-        if tokio::time::timeout_at(deadline, arrivals.changed()).await.is_err() {
-            return collect(state, &req).await.0;
+        match tokio::time::timeout_at(deadline, arrivals.changed()).await {
+            Ok(Ok(())) => {}
+            // The deadline passed, or the broker is shutting down.
+            Err(_) | Ok(Err(_)) => return collect(state, &req).await.0,
         }
     }
 }

@@ -3,7 +3,9 @@
 use super::super::State;
 use super::super::topics::{Topic, validate_topic_name};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use std::collections::BTreeMap;
@@ -15,7 +17,11 @@ pub(super) fn topic_entry(t: &Topic, node: i32) -> MetadataResponseTopic {
         .partitions
         .iter()
         .map(|p| {
-            let error = if p.marks().online { 0 } else { ResponseError::KafkaStorageError.code() };
+            let error = if p.marks().online {
+                0
+            } else {
+                ResponseError::KafkaStorageError.code()
+            };
             MetadataResponsePartition::default()
                 .with_error_code(error)
                 .with_partition_index(p.index)
@@ -39,13 +45,27 @@ fn error_entry(name: Option<String>, id: Uuid, code: ResponseError) -> MetadataR
 }
 
 /// Describes the cluster (this broker) and the requested topics, or all of them.
-pub(super) async fn handle(state: &Arc<State>, req: MetadataRequest, version: i16) -> MetadataResponse {
+pub(super) async fn handle(
+    state: &Arc<State>,
+    req: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     let cfg = &state.config;
     let node = cfg.node_id;
     let topics = match req.topics {
         // v0 asks for all topics with an empty list; later versions with a null one.
-        None => state.topics.all().iter().map(|t| topic_entry(t, node)).collect(),
-        Some(list) if list.is_empty() && version == 0 => state.topics.all().iter().map(|t| topic_entry(t, node)).collect(),
+        None => state
+            .topics
+            .all()
+            .iter()
+            .map(|t| topic_entry(t, node))
+            .collect(),
+        Some(list) if list.is_empty() && version == 0 => state
+            .topics
+            .all()
+            .iter()
+            .map(|t| topic_entry(t, node))
+            .collect(),
         Some(list) => {
             let mut out = Vec::new();
             let mut seen = BTreeMap::new();
@@ -56,16 +76,26 @@ pub(super) async fn handle(state: &Arc<State>, req: MetadataRequest, version: i1
                             continue;
                         }
                         if validate_topic_name(&name).is_err() {
-                            error_entry(Some(name), Uuid::nil(), ResponseError::InvalidTopicException)
+                            error_entry(
+                                Some(name),
+                                Uuid::nil(),
+                                ResponseError::InvalidTopicException,
+                            )
                         } else if let Some(topic) = state.topics.get(&name) {
                             topic_entry(&topic, node)
-                        } else if cfg.auto_create_topics && (version < 4 || req.allow_auto_topic_creation) {
+                        } else if cfg.auto_create_topics
+                            && (version < 4 || req.allow_auto_topic_creation)
+                        {
                             match super::admin::auto_create(state, &name).await {
                                 Ok(topic) => topic_entry(&topic, node),
                                 Err(code) => error_entry(Some(name), Uuid::nil(), code),
                             }
                         } else {
-                            error_entry(Some(name), Uuid::nil(), ResponseError::UnknownTopicOrPartition)
+                            error_entry(
+                                Some(name),
+                                Uuid::nil(),
+                                ResponseError::UnknownTopicOrPartition,
+                            )
                         }
                     }
                     None => match state.topics.by_id(t.topic_id) {

@@ -37,7 +37,10 @@ pub(crate) enum Reply {
 }
 
 fn supported(api: ApiKey) -> Option<(i16, i16)> {
-    SUPPORTED.iter().find(|(k, _, _)| *k == api).map(|(_, lo, hi)| (*lo, *hi))
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == api)
+        .map(|(_, lo, hi)| (*lo, *hi))
 }
 
 /// Decodes the request as `$ty`, runs `$handler`, and encodes its response.
@@ -47,7 +50,12 @@ macro_rules! route {
         match raw.decode::<$ty>() {
             Ok(req) => {
                 let resp = $handler(req).await;
-                Reply::Frame(encode_response(raw.header.correlation_id, raw.api, raw.version(), &resp))
+                Reply::Frame(encode_response(
+                    raw.header.correlation_id,
+                    raw.api,
+                    raw.version(),
+                    &resp,
+                ))
             }
             Err(e) => Reply::Close(e.to_string()),
         }
@@ -60,13 +68,19 @@ pub(crate) async fn dispatch(state: &Arc<State>, frame: Bytes) -> Reply {
         Ok(h) => h,
         Err(e) => return Reply::Close(e.to_string()),
     };
-    let Ok(api) = ApiKey::try_from(key) else { return Reply::Close(format!("unknown api key {key}")) };
-    let Some((lo, hi)) = supported(api) else { return Reply::Close(format!("{api:?} is not served by this broker")) };
+    let Ok(api) = ApiKey::try_from(key) else {
+        return Reply::Close(format!("unknown api key {key}"));
+    };
+    let Some((lo, hi)) = supported(api) else {
+        return Reply::Close(format!("{api:?} is not served by this broker"));
+    };
     if version < lo || version > hi {
         if api == ApiKey::ApiVersions {
             return Reply::Frame(versions::unsupported_version(correlation_id));
         }
-        return Reply::Close(format!("{api:?} v{version} is outside the supported range {lo}..={hi}"));
+        return Reply::Close(format!(
+            "{api:?} v{version} is outside the supported range {lo}..={hi}"
+        ));
     }
     let raw = match parse_request(frame) {
         Ok(r) => r,
@@ -74,20 +88,40 @@ pub(crate) async fn dispatch(state: &Arc<State>, frame: Bytes) -> Reply {
     };
     let v = raw.version();
     match api {
-        ApiKey::ApiVersions => route!(&raw, kafka_protocol::messages::ApiVersionsRequest, |_| async { versions::response() }),
-        ApiKey::Metadata => route!(&raw, kafka_protocol::messages::MetadataRequest, |r| metadata::handle(state, r, v)),
-        ApiKey::CreateTopics => route!(&raw, kafka_protocol::messages::CreateTopicsRequest, |r| admin::create_topics(state, r, v)),
-        ApiKey::DeleteTopics => route!(&raw, kafka_protocol::messages::DeleteTopicsRequest, |r| admin::delete_topics(state, r)),
+        ApiKey::ApiVersions => route!(
+            &raw,
+            kafka_protocol::messages::ApiVersionsRequest,
+            |_| async { versions::response() }
+        ),
+        ApiKey::Metadata => route!(&raw, kafka_protocol::messages::MetadataRequest, |r| {
+            metadata::handle(state, r, v)
+        }),
+        ApiKey::CreateTopics => route!(&raw, kafka_protocol::messages::CreateTopicsRequest, |r| {
+            admin::create_topics(state, r, v)
+        }),
+        ApiKey::DeleteTopics => route!(&raw, kafka_protocol::messages::DeleteTopicsRequest, |r| {
+            admin::delete_topics(state, r)
+        }),
         ApiKey::InitProducerId => {
-            route!(&raw, kafka_protocol::messages::InitProducerIdRequest, |r| producer_id::handle(state, r))
+            route!(&raw, kafka_protocol::messages::InitProducerIdRequest, |r| {
+                producer_id::handle(state, r)
+            })
         }
-        ApiKey::ListOffsets => route!(&raw, kafka_protocol::messages::ListOffsetsRequest, |r| list_offsets::handle(state, r)),
-        ApiKey::Fetch => route!(&raw, kafka_protocol::messages::FetchRequest, |r| fetch::handle(state, r)),
+        ApiKey::ListOffsets => route!(&raw, kafka_protocol::messages::ListOffsetsRequest, |r| {
+            list_offsets::handle(state, r)
+        }),
+        ApiKey::Fetch => route!(&raw, kafka_protocol::messages::FetchRequest, |r| {
+            fetch::handle(state, r)
+        }),
         ApiKey::Produce => match raw.decode::<kafka_protocol::messages::ProduceRequest>() {
             Ok(req) => {
                 let acks = req.acks;
                 let resp = produce::handle(state, req).await;
-                if acks == 0 { Reply::Nothing } else { Reply::Frame(encode_response(correlation_id, api, v, &resp)) }
+                if acks == 0 {
+                    Reply::Nothing
+                } else {
+                    Reply::Frame(encode_response(correlation_id, api, v, &resp))
+                }
             }
             Err(e) => Reply::Close(e.to_string()),
         },

@@ -4,7 +4,8 @@ use super::super::State;
 use super::super::topics::validate_topic_name;
 use crate::log::TopicCompression;
 use crate::record::{
-    BatchError, Codec, ProducerBatch, RecordToEncode, decode_batch_records, encode_batch, validate_produced_batch,
+    BatchError, Codec, ProducerBatch, RecordToEncode, decode_batch_records, encode_batch,
+    validate_produced_batch,
 };
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
@@ -28,7 +29,12 @@ fn recompress(bytes: &[u8], codec: Codec, max_decompressed: usize) -> Result<Vec
     let (h, records) = decode_batch_records(&Bytes::copy_from_slice(bytes), max_decompressed)?;
     let records: Vec<RecordToEncode> = records
         .into_iter()
-        .map(|r| RecordToEncode { key: r.key, value: r.value, headers: r.headers, timestamp: r.timestamp })
+        .map(|r| RecordToEncode {
+            key: r.key,
+            value: r.value,
+            headers: r.headers,
+            timestamp: r.timestamp,
+        })
         .collect();
     let meta = ProducerBatch {
         producer_id: h.producer_id,
@@ -60,7 +66,11 @@ fn failed(index: i32, code: ResponseError, message: Option<String>) -> Partition
 /// Validates and appends each partition's batch, then waits for acks=all.
 pub(super) async fn handle(state: &Arc<State>, req: ProduceRequest) -> ProduceResponse {
     let acks = req.acks;
-    let timeout = Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0).min(state.config.produce_timeout_max_ms));
+    let timeout = Duration::from_millis(
+        u64::try_from(req.timeout_ms)
+            .unwrap_or(0)
+            .min(state.config.produce_timeout_max_ms),
+    );
     let mut topics = Vec::new();
     let mut waits = Vec::new();
     for (ti, t) in req.topic_data.into_iter().enumerate() {
@@ -70,19 +80,39 @@ pub(super) async fn handle(state: &Arc<State>, req: ProduceRequest) -> ProduceRe
         for (pi, p) in t.partition_data.into_iter().enumerate() {
             let reject = |code, msg: Option<String>| failed(p.index, code, msg);
             let response = if !matches!(acks, -1..=1) {
-                reject(ResponseError::InvalidRequiredAcks, Some(format!("acks must be -1, 0 or 1, not {acks}")))
+                reject(
+                    ResponseError::InvalidRequiredAcks,
+                    Some(format!("acks must be -1, 0 or 1, not {acks}")),
+                )
             } else if req.transactional_id.is_some() {
-                reject(ResponseError::InvalidTxnState, Some("this broker runs no transaction coordinator".into()))
+                reject(
+                    ResponseError::InvalidTxnState,
+                    Some("this broker runs no transaction coordinator".into()),
+                )
             } else if let Err(m) = validate_topic_name(&name) {
                 reject(ResponseError::InvalidTopicException, Some(m))
-            } else if let Some(partition) = topic.as_ref().and_then(|t| usize::try_from(p.index).ok().and_then(|i| t.partitions.get(i))) {
+            } else if let Some(partition) = topic.as_ref().and_then(|t| {
+                usize::try_from(p.index)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i))
+            }) {
                 let config = &topic.as_ref().expect("partition implies topic").config;
-                match prepare(state, p.records.as_deref(), config.max_message_bytes, config.compression) {
+                match prepare(
+                    state,
+                    p.records.as_deref(),
+                    config.max_message_bytes,
+                    config.compression,
+                ) {
                     Err((code, msg)) => reject(code, Some(msg)),
                     Ok(batch) => match partition.append(batch).await {
                         Err(code) => reject(code, None),
                         Ok((appended, end)) => {
-                            waits.push(Pending { topic: ti, index: pi, partition: Arc::clone(partition), end });
+                            waits.push(Pending {
+                                topic: ti,
+                                index: pi,
+                                partition: Arc::clone(partition),
+                                end,
+                            });
                             PartitionProduceResponse::default()
                                 .with_index(p.index)
                                 .with_base_offset(appended.base_offset)
@@ -96,7 +126,11 @@ pub(super) async fn handle(state: &Arc<State>, req: ProduceRequest) -> ProduceRe
             };
             parts.push(response);
         }
-        topics.push(TopicProduceResponse::default().with_name(t.name).with_partition_responses(parts));
+        topics.push(
+            TopicProduceResponse::default()
+                .with_name(t.name)
+                .with_partition_responses(parts),
+        );
     }
     if acks == -1 {
         for w in waits {
@@ -116,15 +150,23 @@ fn prepare(
     max_message_bytes: usize,
     compression: TopicCompression,
 ) -> Result<Vec<u8>, (ResponseError, String)> {
-    let bytes = records.ok_or((ResponseError::CorruptMessage, "records are null".to_string()))?;
+    let bytes = records.ok_or((
+        ResponseError::CorruptMessage,
+        "records are null".to_string(),
+    ))?;
     let max_decompressed = state.config.max_decompressed_bytes;
-    let v = validate_produced_batch(bytes, max_message_bytes, max_decompressed).map_err(|e| (batch_error_code(&e), e.to_string()))?;
+    let v = validate_produced_batch(bytes, max_message_bytes, max_decompressed)
+        .map_err(|e| (batch_error_code(&e), e.to_string()))?;
     if v.header.is_transactional() {
-        return Err((ResponseError::InvalidTxnState, "transactional batches need a transaction coordinator".into()));
+        return Err((
+            ResponseError::InvalidTxnState,
+            "transactional batches need a transaction coordinator".into(),
+        ));
     }
     match compression {
         TopicCompression::Codec(c) if v.header.codec().ok() != Some(c) => {
-            recompress(bytes, c, max_decompressed).map_err(|e| (batch_error_code(&e), e.to_string()))
+            recompress(bytes, c, max_decompressed)
+                .map_err(|e| (batch_error_code(&e), e.to_string()))
         }
         _ => Ok(bytes.to_vec()),
     }

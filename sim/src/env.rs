@@ -1,0 +1,199 @@
+//! The simulated world of one run: a turmoil simulation, the disks of its servers, the
+//! recorder that clients write their history into, and the nemesis that applies a fault plan.
+
+use crate::fault::{BASE_LATENCY_MAX_MS, Fault, FaultPlan, Topology};
+use crate::history::History;
+use crate::trace::Trace;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+use weir_core::disk::DiskFaults;
+use weir_core::rng;
+
+/// The simulated wall clock at the start of every run: 2026-01-01T00:00:00Z.
+pub const EPOCH_MS: i64 = 1_767_225_600_000;
+
+/// Shared by the clients of a run: the history and the trace.
+#[derive(Default)]
+pub struct Recorder {
+    /// Client operations.
+    pub history: History,
+    /// Every event, hashed.
+    pub trace: Trace,
+}
+
+/// A handle clients use to record what they do.
+pub type Rec = Rc<RefCell<Recorder>>;
+
+/// Simulated milliseconds since the run started, read from inside a host or client.
+pub fn now_ms() -> u64 {
+    turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Knobs of the simulated world that a seed chooses.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct WorldConfig {
+    /// Crashes tear pending writes at this block size, if set.
+    pub torn_block_bytes: Option<u64>,
+    /// Range of fsync latency, in milliseconds.
+    pub sync_latency_ms: (u64, u64),
+    /// Hard stop for the whole run, in simulated milliseconds.
+    pub limit_ms: u64,
+}
+
+/// One run's world.
+pub struct Env<'a> {
+    /// The turmoil simulation.
+    pub sim: turmoil::Sim<'a>,
+    /// The recorder shared with the clients.
+    pub rec: Rec,
+    topo: Topology,
+    disks: BTreeMap<String, DiskFaults>,
+    down: BTreeSet<String>,
+    seed: u64,
+}
+
+impl<'a> Env<'a> {
+    /// Builds the simulation for `seed`.
+    pub fn new(seed: u64, topo: Topology, world: &WorldConfig) -> Self {
+        let mut b = turmoil::Builder::new();
+        b.rng_seed(seed)
+            .epoch(UNIX_EPOCH + Duration::from_millis(EPOCH_MS as u64))
+            .simulation_duration(Duration::from_millis(world.limit_ms))
+            .tick_duration(Duration::from_millis(1))
+            .min_message_latency(Duration::from_millis(0))
+            .max_message_latency(Duration::from_millis(BASE_LATENCY_MAX_MS));
+        if let Some(block) = world.torn_block_bytes {
+            b.fs().block_size(block);
+        }
+        let sim = b.build();
+        let mut disks = BTreeMap::new();
+        for s in &topo.servers {
+            let d = DiskFaults::new(rng::derive(seed, &format!("disk/{s}")));
+            d.set_sync_latency_ms(world.sync_latency_ms.0, world.sync_latency_ms.1);
+            disks.insert(s.clone(), d);
+        }
+        Self {
+            sim,
+            rec: Rc::new(RefCell::new(Recorder::default())),
+            topo,
+            disks,
+            down: BTreeSet::new(),
+            seed,
+        }
+    }
+
+    /// The run's seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The fault switchboard of server `node`'s disk.
+    pub fn disk(&self, node: &str) -> DiskFaults {
+        self.disks
+            .get(node)
+            .unwrap_or_else(|| panic!("{node} is not a server"))
+            .clone()
+    }
+
+    fn note(&self, what: String) {
+        let at = self.sim.elapsed().as_millis() as u64;
+        self.rec.borrow_mut().trace.record(at, "nemesis", what);
+    }
+
+    fn each_pair(&self, a: &[String], b: &[String], mut f: impl FnMut(&str, &str)) {
+        for x in a {
+            for y in b {
+                if x != y {
+                    f(x, y);
+                }
+            }
+        }
+    }
+
+    /// Applies one fault now.
+    pub fn apply(&mut self, fault: &Fault) {
+        self.note(fault.to_string());
+        match fault {
+            Fault::Crash { node, garbage } => {
+                if self.down.insert(node.clone()) {
+                    self.disk(node).crashed(*garbage);
+                    self.sim.crash(node.as_str());
+                }
+            }
+            Fault::Restart { node } => {
+                if self.down.remove(node) {
+                    self.sim.bounce(node.as_str());
+                }
+            }
+            Fault::Partition { a, b } => self.each_pair(a, b, |x, y| self.sim.partition(x, y)),
+            Fault::PartitionOneWay { from, to } => {
+                self.each_pair(from, to, |x, y| self.sim.partition_oneway(x, y))
+            }
+            Fault::Hold { a, b } => self.each_pair(a, b, |x, y| self.sim.hold(x, y)),
+            Fault::HealNetwork => {
+                let all: Vec<String> = self
+                    .topo
+                    .servers
+                    .iter()
+                    .chain(&self.topo.clients)
+                    .cloned()
+                    .collect();
+                self.each_pair(&all, &all, |x, y| {
+                    self.sim.release(x, y);
+                    self.sim.repair(x, y);
+                });
+            }
+            Fault::Latency { max_ms } => self
+                .sim
+                .set_max_message_latency(Duration::from_millis(*max_ms)),
+            Fault::DiskErrors { node, on } => self.disk(node).set_failing(*on),
+        }
+    }
+
+    /// Heals everything: restarts crashed servers, heals the network, resets latency and stops
+    /// disk errors.
+    pub fn heal(&mut self) {
+        self.note("heal everything".into());
+        for node in self.topo.servers.clone() {
+            self.apply(&Fault::DiskErrors {
+                node: node.clone(),
+                on: false,
+            });
+            self.apply(&Fault::Restart { node });
+        }
+        self.apply(&Fault::HealNetwork);
+        self.apply(&Fault::Latency {
+            max_ms: BASE_LATENCY_MAX_MS,
+        });
+    }
+
+    /// Steps the simulation, applying `plan` as its faults fall due and healing at `heal_at_ms`,
+    /// until every client has finished. Errs if a host or client fails, or if the run reaches
+    /// its time limit first.
+    pub fn run(&mut self, plan: &FaultPlan, heal_at_ms: u64) -> Result<(), String> {
+        let mut next = 0;
+        let mut healed = false;
+        loop {
+            let now = self.sim.elapsed().as_millis() as u64;
+            while next < plan.faults.len()
+                && plan.faults[next].at_ms <= now
+                && plan.faults[next].at_ms < heal_at_ms
+            {
+                let f = plan.faults[next].fault.clone();
+                self.apply(&f);
+                next += 1;
+            }
+            if !healed && now >= heal_at_ms {
+                self.heal();
+                healed = true;
+            }
+            match self.sim.step() {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}

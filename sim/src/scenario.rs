@@ -1,0 +1,57 @@
+//! The scenario registry: each scenario is a cluster shape, a workload, a fault plan and a
+//! duration; a run is a scenario and a seed.
+
+use crate::fault::FaultPlan;
+use crate::report::RunReport;
+use crate::scenarios;
+
+/// How to run one seed.
+#[derive(Clone, Debug, Default)]
+pub struct RunSpec {
+    /// The seed.
+    pub seed: u64,
+    /// A fault plan to use instead of the one the seed draws.
+    pub plan: Option<FaultPlan>,
+    /// A deliberately broken variant of the system to run instead.
+    pub mutant: Option<String>,
+}
+
+/// A named scenario.
+pub struct Scenario {
+    /// Stable name, as used on the command line.
+    pub name: &'static str,
+    /// One line on what it checks.
+    pub description: &'static str,
+    /// Deliberately broken variants the checkers must catch: (name, what is broken).
+    pub mutants: &'static [(&'static str, &'static str)],
+    /// Runs one seed.
+    pub run: fn(&RunSpec) -> RunReport,
+}
+
+/// Every scenario, in the order `weir scenarios` lists them.
+pub fn all() -> &'static [Scenario] {
+    &[Scenario {
+        name: "broker-crash",
+        description: "single broker crashed, restarted, partitioned, slowed and given disk faults under acks=all producers; no acknowledged record lost or duplicated",
+        mutants: scenarios::broker_crash::MUTANTS,
+        run: scenarios::broker_crash::run,
+    }]
+}
+
+/// The scenario named `name`.
+pub fn find(name: &str) -> Option<&'static Scenario> {
+    all().iter().find(|s| s.name == name)
+}
+
+/// The command line that replays a run.
+pub fn replay_line(scenario: &str, spec: &RunSpec) -> String {
+    let mut line = format!("weir replay --scenario {scenario} --seed {}", spec.seed);
+    if let Some(m) = &spec.mutant {
+        line.push_str(&format!(" --mutant {m}"));
+    }
+    if let Some(plan) = &spec.plan {
+        let json = serde_json::to_string(plan).expect("plans serialize");
+        line.push_str(&format!(" --plan '{json}'"));
+    }
+    line
+}

@@ -1,0 +1,61 @@
+//! Subcommands.
+
+mod replay;
+mod sim;
+mod sweep;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Weir: deterministic simulation and benchmarks for stream processing.
+#[derive(Parser, Debug)]
+#[command(name = "weir", version, about)]
+pub struct Cli {
+    /// Log more (repeat for more detail).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the simulator scenarios.
+    Scenarios,
+    /// Run a scenario over a range of seeds.
+    Sim(sim::SimArgs),
+    /// Run one seed again and show its timeline.
+    Replay(replay::ReplayArgs),
+}
+
+/// Sets up logging to stderr; `RUST_LOG` overrides the level.
+pub fn init_logging(verbose: u8) {
+    // Simulated faults make the broker log warnings by design, so quiet is the default.
+    let default = match verbose {
+        0 => "error",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        None => sweep::run(),
+        Some(Command::Scenarios) => {
+            for s in weir_sim::scenario::all() {
+                println!("{:<20} {}", s.name, s.description);
+            }
+            ExitCode::SUCCESS
+        }
+        Some(Command::Sim(args)) => sim::run(args),
+        Some(Command::Replay(args)) => replay::run(args),
+    }
+}
