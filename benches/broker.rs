@@ -30,13 +30,7 @@ fn batch() -> Vec<u8> {
             timestamp: i as i64,
         })
         .collect();
-    let meta = ProducerBatch {
-        producer_id: -1,
-        producer_epoch: -1,
-        base_sequence: -1,
-        transactional: false,
-        codec: Codec::None,
-    };
+    let meta = ProducerBatch::plain(Codec::None);
     encode_batch(&recs, &meta).unwrap().to_vec()
 }
 
@@ -96,21 +90,16 @@ fn broker_loopback(c: &mut Criterion) {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cluster = rt.block_on(async {
-        let listener = Net::Tokio.bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let config = BrokerConfig {
-            advertised_port: port,
-            ..BrokerConfig::default()
-        };
-        let broker = Broker::open(
-            config,
+        let (_broker, bound) = Broker::listen(
+            "127.0.0.1:0",
+            BrokerConfig::default(),
             Disk::real(dir.path()),
             Clock::starting_at(0),
             weir_core::rng::derive(0, "bench"),
         )
         .await
         .unwrap();
-        tokio::spawn(async move { broker.serve(listener).await });
+        let port = bound.port();
         let cluster = Cluster::new(ClientConfig::new([format!("127.0.0.1:{port}")], Net::Tokio));
         Admin::new(cluster.clone())
             .create_topic(&NewTopic::new("bench", 1, 1))

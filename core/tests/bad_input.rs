@@ -1,6 +1,8 @@
 //! Bad input gets a Kafka error code or a closed connection, never a panic or a huge
 //! allocation, and earlier acknowledged data stays intact.
 
+mod common;
+
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -9,10 +11,7 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weir_core::broker::{Broker, BrokerConfig};
-use weir_core::client::{
-    Admin, ClientConfig, Cluster, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig,
-    Record,
-};
+use weir_core::client::{Cluster, Consumer, ConsumerConfig};
 use weir_core::clock::Clock;
 use weir_core::disk::Disk;
 use weir_core::net::{Net, Stream};
@@ -30,15 +29,13 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let listener = Net::Tokio.bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let mut config = BrokerConfig {
-        advertised_port: port,
         max_request_bytes: MAX_REQUEST,
         ..BrokerConfig::default()
     };
     config.topic_defaults.max_message_bytes = 8 * 1024;
-    let broker = Broker::open(
+    let (_broker, bound) = Broker::listen(
+        "127.0.0.1:0",
         config,
         Disk::real(dir.path()),
         Clock::starting_at(0),
@@ -46,32 +43,9 @@ async fn fixture() -> Fixture {
     )
     .await
     .unwrap();
-    tokio::spawn(async move { broker.serve(listener).await });
-    let addr = format!("127.0.0.1:{port}");
-    let cluster = Cluster::new(ClientConfig::new([addr.clone()], Net::Tokio));
-    Admin::new(cluster.clone())
-        .create_topic(&NewTopic::new("t", 2, 1))
-        .await
-        .unwrap();
-    let producer = Producer::new(
-        cluster.clone(),
-        ProducerConfig::default(),
-        Clock::starting_at(0),
-    )
-    .await
-    .unwrap();
-    for i in 0..10 {
-        producer
-            .send(Record {
-                topic: "t".into(),
-                partition: Some(0),
-                value: Some(Bytes::from(format!("acked-{i}"))),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
-    producer.close().await;
+    let addr = bound.to_string();
+    let cluster = common::cluster_with_topic(&addr, "t", 2).await;
+    common::produce_all(&cluster, "t", (0..10).map(|i| format!("acked-{i}"))).await;
     Fixture {
         addr,
         cluster,
@@ -102,6 +76,22 @@ impl Fixture {
             values,
             (0..10).map(|i| format!("acked-{i}")).collect::<Vec<_>>()
         );
+    }
+}
+
+/// A request frame as bytes, to be mangled.
+fn request<T: Encodable>(api: ApiKey, v: i16, req: &T) -> Vec<u8> {
+    encode_request(api, v, 1, "bad-input-test", req)
+        .unwrap()
+        .to_vec()
+}
+
+impl Fixture {
+    /// Sends `frame` on a fresh connection and expects the broker to close it.
+    async fn refused(&self, frame: &[u8]) {
+        let mut s = self.raw().await;
+        write_frame(&mut s, frame).await.unwrap();
+        assert_closed(&mut s).await;
     }
 }
 
@@ -155,13 +145,7 @@ fn batch(value_len: usize) -> Vec<u8> {
         headers: vec![],
         timestamp: 1,
     };
-    let meta = ProducerBatch {
-        producer_id: -1,
-        producer_epoch: -1,
-        base_sequence: -1,
-        transactional: false,
-        codec: Codec::None,
-    };
+    let meta = ProducerBatch::plain(Codec::None);
     encode_batch(&[r], &meta).unwrap().to_vec()
 }
 
@@ -209,36 +193,23 @@ async fn malformed_frames_close_the_connection() {
 async fn length_fields_larger_than_the_frame_are_refused() {
     let f = fixture().await;
     // Metadata v1 whose topic array claims i32::MAX entries in a 20-byte frame.
-    let mut s = f.raw().await;
-    let mut frame = encode_request(
+    let mut frame = request(
         ApiKey::Metadata,
         1,
-        1,
-        "x",
         &MetadataRequest::default().with_topics(Some(vec![])),
-    )
-    .unwrap()
-    .to_vec();
+    );
     let n = frame.len();
     frame[n - 4..].copy_from_slice(&i32::MAX.to_be_bytes());
-    write_frame(&mut s, &frame).await.unwrap();
-    assert_closed(&mut s).await;
+    f.refused(&frame).await;
     // A produce whose records field claims more bytes than follow.
-    let mut s = f.raw().await;
-    let mut frame = encode_request(
+    let mut frame = request(
         ApiKey::Produce,
         8,
-        1,
-        "x",
         &produce("t", 0, Bytes::from(batch(10)), -1),
-    )
-    .unwrap()
-    .to_vec();
-    let len = frame.len();
-    let records_len_at = len - batch(10).len() - 4;
-    frame[records_len_at..records_len_at + 4].copy_from_slice(&(1i32 << 30).to_be_bytes());
-    write_frame(&mut s, &frame).await.unwrap();
-    assert_closed(&mut s).await;
+    );
+    let at = frame.len() - batch(10).len() - 4;
+    frame[at..at + 4].copy_from_slice(&(1i32 << 30).to_be_bytes());
+    f.refused(&frame).await;
     // A batch whose own length field runs past the records.
     let mut b = batch(10);
     b[8..12].copy_from_slice(&100_000i32.to_be_bytes());
@@ -257,37 +228,23 @@ async fn length_fields_larger_than_the_frame_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_apis_and_versions() {
     let f = fixture().await;
-    let mut s = f.raw().await;
-    write_frame(&mut s, &[0x27, 0x0f, 0, 0, 0, 0, 0, 1, 0, 0])
-        .await
-        .unwrap();
-    assert_closed(&mut s).await;
+    // An API key Kafka does not define.
+    f.refused(&[0x27, 0x0f, 0, 0, 0, 0, 0, 1, 0, 0]).await;
     // An API Kafka defines but this broker does not serve.
-    let mut s = f.raw().await;
-    let frame = encode_request(
+    f.refused(&request(
         ApiKey::DescribeAcls,
         1,
-        1,
-        "x",
         &DescribeAclsRequest::default(),
-    )
-    .unwrap();
-    write_frame(&mut s, &frame).await.unwrap();
-    assert_closed(&mut s).await;
+    ))
+    .await;
     // A version of Produce newer than served.
-    let mut s = f.raw().await;
-    let mut frame = encode_request(
+    let mut frame = request(
         ApiKey::Produce,
         9,
-        1,
-        "x",
         &produce("t", 0, Bytes::from(batch(1)), -1),
-    )
-    .unwrap()
-    .to_vec();
+    );
     frame[2..4].copy_from_slice(&99i16.to_be_bytes());
-    write_frame(&mut s, &frame).await.unwrap();
-    assert_closed(&mut s).await;
+    f.refused(&frame).await;
     // ApiVersions newer than served: error 35 with the supported ranges, readable as v0.
     let mut s = f.raw().await;
     let mut frame = encode_request(
@@ -318,95 +275,91 @@ async fn unknown_apis_and_versions() {
 async fn bad_batches_get_error_codes_and_leave_the_log_alone() {
     let f = fixture().await;
     let mut s = f.raw().await;
-    // CRC mismatch.
-    let mut b = batch(20);
-    let last = b.len() - 1;
-    b[last] ^= 0x01;
-    let r: ProduceResponse = roundtrip(
-        &mut s,
-        ApiKey::Produce,
-        8,
-        &produce("t", 0, Bytes::from(b), -1),
-    )
-    .await;
-    assert_eq!(produce_error(&r), ResponseError::CorruptMessage.code());
-    // Magic byte other than 2.
-    let mut b = batch(20);
-    b[16] = 1;
-    let r: ProduceResponse = roundtrip(
-        &mut s,
-        ApiKey::Produce,
-        8,
-        &produce("t", 0, Bytes::from(b), -1),
-    )
-    .await;
-    assert_eq!(
-        produce_error(&r),
-        ResponseError::UnsupportedForMessageFormat.code()
-    );
-    // Two batches in one partition's records.
-    let mut b = batch(5);
-    b.extend(batch(5));
-    let r: ProduceResponse = roundtrip(
-        &mut s,
-        ApiKey::Produce,
-        8,
-        &produce("t", 0, Bytes::from(b), -1),
-    )
-    .await;
-    assert_eq!(produce_error(&r), ResponseError::InvalidRecord.code());
-    // Over the topic's max.message.bytes.
-    let r: ProduceResponse = roundtrip(
-        &mut s,
-        ApiKey::Produce,
-        8,
-        &produce("t", 0, Bytes::from(batch(9000)), -1),
-    )
-    .await;
-    assert_eq!(produce_error(&r), ResponseError::MessageTooLarge.code());
-    // acks outside -1, 0, 1.
-    let r: ProduceResponse = roundtrip(
-        &mut s,
-        ApiKey::Produce,
-        8,
-        &produce("t", 0, Bytes::from(batch(5)), 7),
-    )
-    .await;
-    assert_eq!(produce_error(&r), ResponseError::InvalidRequiredAcks.code());
-    // Unknown topic, unknown partition, invalid topic name.
-    let r: ProduceResponse = roundtrip(
-        &mut s,
-        ApiKey::Produce,
-        8,
-        &produce("nope", 0, Bytes::from(batch(5)), -1),
-    )
-    .await;
-    assert_eq!(
-        produce_error(&r),
-        ResponseError::UnknownTopicOrPartition.code()
-    );
-    let r: ProduceResponse = roundtrip(
-        &mut s,
-        ApiKey::Produce,
-        8,
-        &produce("t", 7, Bytes::from(batch(5)), -1),
-    )
-    .await;
-    assert_eq!(
-        produce_error(&r),
-        ResponseError::UnknownTopicOrPartition.code()
-    );
-    let r: ProduceResponse = roundtrip(
-        &mut s,
-        ApiKey::Produce,
-        8,
-        &produce("../etc", 0, Bytes::from(batch(5)), -1),
-    )
-    .await;
-    assert_eq!(
-        produce_error(&r),
-        ResponseError::InvalidTopicException.code()
-    );
+    let mut crc = batch(20);
+    let last = crc.len() - 1;
+    crc[last] ^= 0x01;
+    let mut magic = batch(20);
+    magic[16] = 1;
+    let mut two = batch(5);
+    two.extend(batch(5));
+    // (what, topic, partition, records, acks, expected error)
+    type Case = (&'static str, &'static str, i32, Vec<u8>, i16, ResponseError);
+    let cases: Vec<Case> = vec![
+        (
+            "crc mismatch",
+            "t",
+            0,
+            crc,
+            -1,
+            ResponseError::CorruptMessage,
+        ),
+        (
+            "magic other than 2",
+            "t",
+            0,
+            magic,
+            -1,
+            ResponseError::UnsupportedForMessageFormat,
+        ),
+        (
+            "two batches in one partition",
+            "t",
+            0,
+            two,
+            -1,
+            ResponseError::InvalidRecord,
+        ),
+        (
+            "over max.message.bytes",
+            "t",
+            0,
+            batch(9000),
+            -1,
+            ResponseError::MessageTooLarge,
+        ),
+        (
+            "acks outside -1, 0, 1",
+            "t",
+            0,
+            batch(5),
+            7,
+            ResponseError::InvalidRequiredAcks,
+        ),
+        (
+            "unknown topic",
+            "nope",
+            0,
+            batch(5),
+            -1,
+            ResponseError::UnknownTopicOrPartition,
+        ),
+        (
+            "unknown partition",
+            "t",
+            7,
+            batch(5),
+            -1,
+            ResponseError::UnknownTopicOrPartition,
+        ),
+        (
+            "invalid topic name",
+            "../etc",
+            0,
+            batch(5),
+            -1,
+            ResponseError::InvalidTopicException,
+        ),
+    ];
+    for (what, t, partition, records, acks, want) in cases {
+        let r: ProduceResponse = roundtrip(
+            &mut s,
+            ApiKey::Produce,
+            8,
+            &produce(t, partition, Bytes::from(records), acks),
+        )
+        .await;
+        assert_eq!(produce_error(&r), want.code(), "{what}");
+    }
     let md: MetadataResponse = roundtrip(
         &mut s,
         ApiKey::Metadata,

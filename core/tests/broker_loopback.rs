@@ -1,5 +1,7 @@
 //! The broker and client together on real loopback sockets.
 
+mod common;
+
 use bytes::Bytes;
 use std::time::Duration;
 use weir_core::broker::{Broker, BrokerConfig};
@@ -14,23 +16,16 @@ use weir_core::record::Codec;
 use weir_core::rng;
 
 async fn start(dir: &std::path::Path) -> (Broker, String) {
-    let listener = Net::Tokio.bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let config = BrokerConfig {
-        advertised_port: port,
-        ..BrokerConfig::default()
-    };
-    let broker = Broker::open(
-        config,
+    let (broker, addr) = Broker::listen(
+        "127.0.0.1:0",
+        BrokerConfig::default(),
         Disk::real(dir),
         Clock::starting_at(1_700_000_000_000),
         rng::derive(1, "broker"),
     )
     .await
     .unwrap();
-    let b = broker.clone();
-    tokio::spawn(async move { b.serve(listener).await });
-    (broker, format!("127.0.0.1:{port}"))
+    (broker, addr.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,31 +143,9 @@ async fn produce_consume_and_admin_over_loopback() {
 async fn restart_keeps_acknowledged_records_and_producer_state() {
     let dir = tempfile::tempdir().unwrap();
     let (broker, addr) = start(dir.path()).await;
-    let cluster = Cluster::new(ClientConfig::new([addr], Net::Tokio));
-    Admin::new(cluster.clone())
-        .create_topic(&NewTopic::new("t", 1, 1))
-        .await
-        .unwrap();
-    let producer = Producer::new(
-        cluster.clone(),
-        ProducerConfig::default(),
-        Clock::starting_at(0),
-    )
-    .await
-    .unwrap();
-    for i in 0..20 {
-        producer
-            .send(Record::new(
-                "t",
-                None::<Bytes>,
-                Bytes::from(format!("v{i}")),
-            ))
-            .await
-            .unwrap();
-    }
-    producer.flush().await;
+    let cluster = common::cluster_with_topic(&addr, "t", 1).await;
+    common::produce_all(&cluster, "t", (0..20).map(|i| format!("v{i}"))).await;
     broker.shutdown();
-    drop(producer);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let (_b2, addr2) = start(dir.path()).await;
     let cluster2 = Cluster::new(ClientConfig::new([addr2], Net::Tokio));

@@ -22,6 +22,7 @@ use crate::rng::WeirRng;
 use partition::PartitionSettings;
 use producer_ids::ProducerIds;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -178,6 +179,29 @@ impl Broker {
         });
         tokio::spawn(retention_loop(Arc::clone(&state)));
         Ok(Self { state })
+    }
+
+    /// Binds `addr` on real sockets, opens a broker on `disk` that advertises the bound port
+    /// (with `config.advertised_host`), and serves it in the background. Returns the broker and
+    /// the bound address.
+    pub async fn listen(
+        addr: &str,
+        mut config: BrokerConfig,
+        disk: Disk,
+        clock: Clock,
+        rng: WeirRng,
+    ) -> io::Result<(Self, SocketAddr)> {
+        let listener = crate::net::Net::Tokio.bind(addr).await?;
+        let bound = listener.local_addr()?;
+        config.advertised_port = bound.port();
+        let broker = Self::open(config, disk, clock, rng).await?;
+        let serving = broker.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serving.serve(listener).await {
+                tracing::error!(error = %e, "broker stopped serving");
+            }
+        });
+        Ok((broker, bound))
     }
 
     /// The broker's settings.

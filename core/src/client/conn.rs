@@ -82,10 +82,34 @@ impl Drop for Connection {
     }
 }
 
-fn fail_all(pending: &Mutex<BTreeMap<i32, Reply>>, err: &ClientError) {
-    let drained = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
-    for (_, reply) in drained {
-        let _ = reply.send(Err(err.clone()));
+/// What the I/O tasks share: replies awaiting responses, and the switch that marks the
+/// connection dead.
+#[derive(Clone)]
+struct Link {
+    addr: String,
+    pending: Arc<Mutex<BTreeMap<i32, Reply>>>,
+    kill: Arc<watch::Sender<Option<String>>>,
+}
+
+impl Link {
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<i32, Reply>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks the connection dead and fails every request still waiting.
+    fn break_with(&self, err: ClientError) {
+        self.kill.send_replace(Some(err.to_string()));
+        let drained = std::mem::take(&mut *self.pending());
+        for (_, reply) in drained {
+            let _ = reply.send(Err(err.clone()));
+        }
+    }
+
+    fn broken(&self, reason: String) -> ClientError {
+        ClientError::Connection {
+            addr: self.addr.clone(),
+            reason,
+        }
     }
 }
 
@@ -112,65 +136,39 @@ impl Connection {
         let (out, mut rx) = mpsc::channel::<Outgoing>(config.max_in_flight.max(1));
         let (kill_tx, dead) = watch::channel(None::<String>);
         let kill = Arc::new(kill_tx);
-        let pending: Arc<Mutex<BTreeMap<i32, Reply>>> = Arc::new(Mutex::new(BTreeMap::new()));
+        let link = Link {
+            addr: addr.to_string(),
+            pending: Arc::new(Mutex::new(BTreeMap::new())),
+            kill: Arc::clone(&kill),
+        };
 
-        let (p, k, a) = (Arc::clone(&pending), Arc::clone(&kill), addr.to_string());
+        let l = link.clone();
         let writer = tokio::spawn(async move {
             while let Some(msg) = rx.recv().await {
                 if let Some(reply) = msg.reply {
-                    p.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(msg.correlation_id, reply);
+                    l.pending().insert(msg.correlation_id, reply);
                 }
                 if let Err(e) = write_frame(&mut wr, &msg.frame).await {
-                    let reason = format!("write failed: {e}");
-                    k.send_replace(Some(reason.clone()));
-                    fail_all(
-                        &p,
-                        &ClientError::Connection {
-                            addr: a.clone(),
-                            reason,
-                        },
-                    );
+                    l.break_with(l.broken(format!("write failed: {e}")));
                     return;
                 }
             }
         });
-        let (p, k, a, max) = (
-            Arc::clone(&pending),
-            Arc::clone(&kill),
-            addr.to_string(),
-            config.max_response_bytes,
-        );
+        let (l, max) = (link, config.max_response_bytes);
         let reader = tokio::spawn(async move {
             loop {
-                match read_frame(&mut rd, max).await {
-                    Ok(frame) => {
-                        let reply = response_correlation_id(&frame)
-                            .and_then(|c| p.lock().unwrap_or_else(|e| e.into_inner()).remove(&c));
-                        match reply {
-                            Some(r) => {
-                                let _ = r.send(Ok(frame));
-                            }
-                            None => {
-                                let reason = "response with an unknown correlation id".to_string();
-                                k.send_replace(Some(reason.clone()));
-                                fail_all(&p, &ClientError::Protocol(reason));
-                                return;
-                            }
-                        }
+                let frame = match read_frame(&mut rd, max).await {
+                    Ok(frame) => frame,
+                    Err(e) => return l.break_with(l.broken(format!("read failed: {e}"))),
+                };
+                match response_correlation_id(&frame).and_then(|c| l.pending().remove(&c)) {
+                    Some(r) => {
+                        let _ = r.send(Ok(frame));
                     }
-                    Err(e) => {
-                        let reason = format!("read failed: {e}");
-                        k.send_replace(Some(reason.clone()));
-                        fail_all(
-                            &p,
-                            &ClientError::Connection {
-                                addr: a.clone(),
-                                reason,
-                            },
-                        );
-                        return;
+                    None => {
+                        return l.break_with(ClientError::Protocol(
+                            "response with an unknown correlation id".into(),
+                        ));
                     }
                 }
             }

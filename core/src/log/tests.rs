@@ -15,13 +15,7 @@ fn batch(tag: usize, n: usize, ts: i64) -> Vec<u8> {
             timestamp: ts + i as i64,
         })
         .collect();
-    let meta = ProducerBatch {
-        producer_id: -1,
-        producer_epoch: -1,
-        base_sequence: -1,
-        transactional: false,
-        codec: Codec::None,
-    };
+    let meta = ProducerBatch::plain(Codec::None);
     encode_batch(&records, &meta).unwrap().to_vec()
 }
 

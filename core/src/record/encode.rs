@@ -36,6 +36,19 @@ pub struct ProducerBatch {
     pub codec: Codec,
 }
 
+impl ProducerBatch {
+    /// A batch from a producer without a producer id (not idempotent, not transactional).
+    pub fn plain(codec: Codec) -> Self {
+        Self {
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+            transactional: false,
+            codec,
+        }
+    }
+}
+
 /// Encodes `records` as one v2 batch with base offset 0.
 pub fn encode_batch(records: &[RecordToEncode], meta: &ProducerBatch) -> Result<Bytes, BatchError> {
     if records.is_empty() {
@@ -146,13 +159,7 @@ mod tests {
     #[test]
     fn non_idempotent_batches_stay_whole() {
         let records: Vec<_> = (0..10).map(rec).collect();
-        let meta = ProducerBatch {
-            producer_id: -1,
-            producer_epoch: -1,
-            base_sequence: -1,
-            transactional: false,
-            codec: Codec::None,
-        };
+        let meta = ProducerBatch::plain(Codec::None);
         let batch = encode_batch(&records, &meta).unwrap();
         let v = validate_produced_batch(&batch, 1 << 20, 1 << 20).unwrap();
         assert_eq!(v.records, 10);
@@ -163,7 +170,7 @@ mod tests {
         #[test]
         fn any_single_bit_flip_is_refused(pos in 0usize..400, bit in 0u8..8) {
             let records: Vec<_> = (0..8).map(rec).collect();
-            let meta = ProducerBatch { producer_id: -1, producer_epoch: -1, base_sequence: -1, transactional: false, codec: Codec::None };
+            let meta = ProducerBatch::plain(Codec::None);
             let mut batch = encode_batch(&records, &meta).unwrap().to_vec();
             let pos = pos % batch.len();
             // The base offset and leader epoch are rewritten by the broker and not covered by the CRC.
