@@ -6,6 +6,18 @@ use std::process::ExitCode;
 use weir_sim::fault::FaultPlan;
 use weir_sim::scenario::RunSpec;
 
+/// Without `--trace`, long timeline lines are cut to this many characters.
+const LINE_CHARS_MAX: usize = 160;
+/// Without `--trace`, at most this many violations are printed.
+const VIOLATIONS_SHOWN: usize = 40;
+
+fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{} ...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 /// Arguments of `weir replay`.
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
@@ -57,8 +69,10 @@ pub fn run(args: ReplayArgs) -> ExitCode {
     println!("timeline (simulated ms):");
     for e in &r.trace {
         let client_op = e.source != "nemesis" && e.source != "drainer";
-        if args.trace || !client_op {
+        if args.trace {
             println!("{:>8}  {:<12} {}", e.at_ms, e.source, e.what);
+        } else if !client_op {
+            println!("{:>8}  {:<12} {}", e.at_ms, e.source, clip(&e.what, LINE_CHARS_MAX));
         }
     }
     if let Some(mix) = &r.mix {
@@ -76,8 +90,12 @@ pub fn run(args: ReplayArgs) -> ExitCode {
         println!("PASSED");
     } else {
         println!("FAILED with {} violations:", r.violations.len());
-        for v in &r.violations {
+        let shown = if args.trace { r.violations.len() } else { VIOLATIONS_SHOWN };
+        for v in r.violations.iter().take(shown) {
             println!("  {v}");
+        }
+        if r.violations.len() > shown {
+            println!("  ... and {} more (--trace shows all)", r.violations.len() - shown);
         }
     }
     println!("trace hash {}", r.trace_hash);
