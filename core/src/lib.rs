@@ -12,4 +12,5 @@ pub mod log;
 pub mod net;
 pub mod record;
 pub mod rng;
+pub mod stream;
 pub mod wire;

@@ -158,3 +158,67 @@ async fn restart_keeps_acknowledged_records_and_producer_state() {
     assert_eq!(got.len(), 20);
     assert_eq!(got[19].value.as_deref(), Some(&b"v19"[..]));
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_stream_job_reads_a_topic_and_writes_a_topic() {
+    use weir_core::stream::StreamEnv;
+    use weir_core::stream::sink::BrokerTopicSink;
+    use weir_core::stream::source::BrokerTopicSource;
+    use weir_core::stream::watermark::WatermarkStrategy;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start(dir.path()).await;
+    let cluster = common::cluster_with_topic(&addr, "numbers", 1).await;
+    Admin::new(cluster.clone())
+        .create_topic(&NewTopic::new("doubled", 1, 1))
+        .await
+        .unwrap();
+    common::produce_all(&cluster, "numbers", (0..100).map(|i| i.to_string())).await;
+
+    let env = StreamEnv::with_clock(Clock::starting_at(0));
+    let source = BrokerTopicSource::new(
+        cluster.clone(),
+        "numbers",
+        &[(0, 0)],
+        ConsumerConfig::default(),
+        Box::new(|r| {
+            r.value
+                .as_ref()
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
+        }),
+    )
+    .stop_at([(0, 100)].into());
+    let producer = Producer::new(
+        cluster.clone(),
+        ProducerConfig::default(),
+        Clock::starting_at(0),
+    )
+    .await
+    .unwrap();
+    env.from_source(source, WatermarkStrategy::no_watermarks())
+        .map(|n: i64| n * 2)
+        .sink(BrokerTopicSink::new(
+            producer,
+            "doubled",
+            Box::new(|n: &i64| (None, Bytes::from(n.to_string()))),
+        ));
+    let report = env.execute().await.unwrap();
+    assert_eq!(report.records_in, 100);
+
+    let mut consumer = Consumer::new(cluster, ConsumerConfig::default());
+    consumer.assign([("doubled".to_string(), 0)]);
+    let mut got = Vec::new();
+    while got.len() < 100 {
+        got.extend(consumer.poll(Duration::from_secs(2)).await.unwrap());
+    }
+    let values: Vec<i64> = got
+        .iter()
+        .map(|r| {
+            std::str::from_utf8(r.value.as_ref().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(values, (0..100).map(|i| i * 2).collect::<Vec<i64>>());
+}

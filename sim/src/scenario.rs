@@ -30,12 +30,20 @@ pub struct Scenario {
 
 /// Every scenario, in the order `weir scenarios` lists them.
 pub fn all() -> &'static [Scenario] {
-    &[Scenario {
-        name: "broker-crash",
-        description: "single broker crashed, restarted, partitioned, slowed and given disk faults under acks=all producers; no acknowledged record lost or duplicated",
-        mutants: scenarios::broker_crash::MUTANTS,
-        run: scenarios::broker_crash::run,
-    }]
+    &[
+        Scenario {
+            name: "broker-crash",
+            description: "single broker crashed, restarted, partitioned, slowed and given disk faults under acks=all producers; no acknowledged record lost or duplicated",
+            mutants: scenarios::broker_crash::MUTANTS,
+            run: scenarios::broker_crash::run,
+        },
+        Scenario {
+            name: "late-data",
+            description: "stream job over a faulty broker: tumbling windows with allowed lateness and a late-data side output, checked against an oracle",
+            mutants: scenarios::late_data::MUTANTS,
+            run: scenarios::late_data::run,
+        },
+    ]
 }
 
 /// The scenario named `name`.

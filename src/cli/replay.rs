@@ -72,7 +72,12 @@ pub fn run(args: ReplayArgs) -> ExitCode {
         if args.trace {
             println!("{:>8}  {:<12} {}", e.at_ms, e.source, e.what);
         } else if !client_op {
-            println!("{:>8}  {:<12} {}", e.at_ms, e.source, clip(&e.what, LINE_CHARS_MAX));
+            println!(
+                "{:>8}  {:<12} {}",
+                e.at_ms,
+                e.source,
+                clip(&e.what, LINE_CHARS_MAX)
+            );
         }
     }
     if let Some(mix) = &r.mix {
@@ -90,12 +95,19 @@ pub fn run(args: ReplayArgs) -> ExitCode {
         println!("PASSED");
     } else {
         println!("FAILED with {} violations:", r.violations.len());
-        let shown = if args.trace { r.violations.len() } else { VIOLATIONS_SHOWN };
+        let shown = if args.trace {
+            r.violations.len()
+        } else {
+            VIOLATIONS_SHOWN
+        };
         for v in r.violations.iter().take(shown) {
             println!("  {v}");
         }
         if r.violations.len() > shown {
-            println!("  ... and {} more (--trace shows all)", r.violations.len() - shown);
+            println!(
+                "  ... and {} more (--trace shows all)",
+                r.violations.len() - shown
+            );
         }
     }
     println!("trace hash {}", r.trace_hash);

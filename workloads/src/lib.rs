@@ -2,4 +2,5 @@
 //! jobs must output. Every generator is a pure function of its seed.
 
 pub mod keys;
+pub mod late_data;
 pub mod queue;

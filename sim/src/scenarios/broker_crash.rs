@@ -6,6 +6,10 @@
 //! heals, and a final reader must see every acknowledged record, once, at its acknowledged
 //! offset, within the liveness bound.
 
+use super::common::{
+    BROKER, RETRY_MS, add_broker, client_config, complete, create_topic, invoke, producer_config,
+    sleep_ms, wait_for_topic,
+};
 use crate::checker::{FinalRead, QueueCheck, check_queue};
 use crate::env::{EPOCH_MS, Env, Rec, WorldConfig, now_ms};
 use crate::fault::{FaultPlan, Topology};
@@ -17,16 +21,12 @@ use rand::Rng;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
-use weir_core::broker::{Broker, BrokerConfig, Durability};
-use weir_core::client::{
-    Admin, ClientConfig, ClientError, Cluster, ConnConfig, Consumer, ConsumerConfig, NewTopic,
-    Producer, ProducerConfig, Record,
-};
+use weir_core::broker::{BrokerConfig, Durability};
+use weir_core::client::{ClientError, Cluster, Consumer, ConsumerConfig, Producer, Record};
 use weir_core::clock::Clock;
-use weir_core::disk::{Disk, DiskFaults};
-use weir_core::log::{TailRecovery, TopicConfig};
-use weir_core::net::Net;
+use weir_core::log::TailRecovery;
 use weir_core::rng;
 use weir_workloads::keys::KeyDist;
 use weir_workloads::queue::QueueWorkload;
@@ -43,8 +43,6 @@ pub const MUTANTS: &[(&str, &str)] = &[
     ),
 ];
 
-const BROKER: &str = "broker";
-const PORT: u16 = 9092;
 const TOPIC: &str = "queue";
 const PARTITIONS: i32 = 3;
 const PRODUCERS: usize = 2;
@@ -54,7 +52,6 @@ const WORKLOAD_MS: u64 = 20_000;
 const DRAIN_BOUND_MS: u64 = 30_000;
 /// Consumers keep polling this long after the faulty phase.
 const CONSUME_TAIL_MS: u64 = 2_000;
-const RETRY_MS: u64 = 100;
 
 struct Shared {
     producers_done: Cell<usize>,
@@ -62,42 +59,8 @@ struct Shared {
     drained: RefCell<Option<Result<(), String>>>,
 }
 
-fn invoke(rec: &Rec, process: &str, kind: OpKind) -> usize {
-    let at = now_ms();
-    let mut r = rec.borrow_mut();
-    r.trace.record(at, process, format!("invoke {kind}"));
-    r.history.invoke(process, kind, at)
-}
-
-fn complete(rec: &Rec, process: &str, id: usize, outcome: Outcome) {
-    let at = now_ms();
-    let mut r = rec.borrow_mut();
-    r.trace
-        .record(at, process, format!("complete #{id} {outcome}"));
-    r.history.complete(id, outcome, at);
-}
-
-async fn sleep_ms(ms: u64) {
-    tokio::time::sleep(Duration::from_millis(ms)).await;
-}
-
-fn client_config(client_id: &str) -> ClientConfig {
-    let mut c = ClientConfig::new([format!("{BROKER}:{PORT}")], Net::Sim);
-    c.conn = ConnConfig {
-        client_id: client_id.to_string(),
-        connect_timeout_ms: 1_000,
-        request_timeout_ms: 5_000,
-        max_response_bytes: 16 * 1024 * 1024,
-        max_in_flight: 8,
-    };
-    c
-}
-
 fn broker_config(mutant: Option<&str>) -> BrokerConfig {
     BrokerConfig {
-        advertised_host: BROKER.into(),
-        advertised_port: PORT,
-        connections_max_idle_ms: 10_000,
         durability: if mutant == Some("page-cache-acks") {
             Durability::PageCache
         } else {
@@ -108,83 +71,7 @@ fn broker_config(mutant: Option<&str>) -> BrokerConfig {
         } else {
             TailRecovery::Check
         },
-        topic_defaults: TopicConfig {
-            segment_bytes: 16 * 1024,
-            index_interval_bytes: 1024,
-            ..TopicConfig::default()
-        },
-        ..BrokerConfig::default()
-    }
-}
-
-async fn run_broker(
-    config: BrokerConfig,
-    faults: DiskFaults,
-    seed: u64,
-    incarnation: u64,
-) -> turmoil::Result {
-    let clock = Clock::starting_at(EPOCH_MS + now_ms() as i64);
-    let listener = Net::Sim.bind(&format!("0.0.0.0:{PORT}")).await?;
-    let broker = loop {
-        let disk = Disk::sim("/data", faults.clone());
-        match Broker::open(
-            config.clone(),
-            disk,
-            clock,
-            rng::derive(seed, &format!("broker/{incarnation}")),
-        )
-        .await
-        {
-            Ok(b) => break b,
-            Err(e) => {
-                tracing::warn!(error = %e, "broker could not start; retrying");
-                sleep_ms(500).await;
-            }
-        }
-    };
-    broker.serve(listener).await?;
-    Ok(())
-}
-
-async fn wait_for_topic(cluster: &Cluster, until_ms: u64) -> bool {
-    while now_ms() < until_ms {
-        if cluster.partitions(TOPIC).await.is_ok() {
-            return true;
-        }
-        cluster.forget(TOPIC).await;
-        sleep_ms(RETRY_MS).await;
-    }
-    false
-}
-
-async fn create_topic(cluster: &Arc<Cluster>) {
-    let admin = Admin::new(Arc::clone(cluster));
-    while now_ms() < WORKLOAD_MS {
-        match admin
-            .create_topic(&NewTopic::new(TOPIC, PARTITIONS, 1))
-            .await
-        {
-            Ok(()) => return,
-            Err(e)
-                if e.code() == Some(kafka_protocol::error::ResponseError::TopicAlreadyExists) =>
-            {
-                return;
-            }
-            Err(_) => sleep_ms(RETRY_MS).await,
-        }
-    }
-}
-
-use std::sync::Arc;
-
-fn producer_config() -> ProducerConfig {
-    ProducerConfig {
-        linger_ms: 5,
-        delivery_timeout_ms: 10_000,
-        retry_backoff_ms: 50,
-        retry_backoff_max_ms: 500,
-        ack_timeout_ms: 3_000,
-        ..ProducerConfig::default()
+        ..super::common::broker_config()
     }
 }
 
@@ -199,7 +86,7 @@ async fn producer_process(
     let cluster = Cluster::new(client_config(&name));
     let clock = Clock::starting_at(EPOCH_MS + now_ms() as i64);
     if idx == 0 {
-        create_topic(&cluster).await;
+        create_topic(&cluster, TOPIC, PARTITIONS, WORKLOAD_MS).await;
     }
     let mut rng = rng::derive(seed, &name);
     let mut deliveries = Vec::new();
@@ -207,7 +94,7 @@ async fn producer_process(
     let mut n = 0u64;
     while now_ms() < WORKLOAD_MS {
         let Some(p) = &producer else {
-            match Producer::new(Arc::clone(&cluster), producer_config(), clock).await {
+            match Producer::new(Arc::clone(&cluster), producer_config(10_000), clock).await {
                 Ok(p) => producer = Some(p),
                 Err(_) => sleep_ms(RETRY_MS).await,
             }
@@ -279,7 +166,7 @@ fn value_of(r: &weir_core::client::ConsumerRecord) -> String {
 async fn consumer_process(rec: Rec, name: String) -> turmoil::Result {
     let end = WORKLOAD_MS + CONSUME_TAIL_MS;
     let cluster = Cluster::new(client_config(&name));
-    if !wait_for_topic(&cluster, end).await {
+    if !wait_for_topic(&cluster, TOPIC, end).await {
         return Ok(());
     }
     let mut consumer = Consumer::new(cluster, consumer_config());
@@ -336,7 +223,7 @@ async fn drain(rec: &Rec, shared: &Shared, deadline: u64) -> Result<(), String> 
         sleep_ms(RETRY_MS).await;
     }
     let cluster = Cluster::new(client_config("drainer"));
-    if !wait_for_topic(&cluster, deadline).await {
+    if !wait_for_topic(&cluster, TOPIC, deadline).await {
         return Err(format!(
             "topic {TOPIC} not visible {DRAIN_BOUND_MS} ms after the heal"
         ));
@@ -464,15 +351,7 @@ pub fn run(spec: &RunSpec) -> RunReport {
         drained: RefCell::new(None),
     });
 
-    let faults = env.disk(BROKER);
-    let config = broker_config(mutant);
-    let incarnations = Rc::new(Cell::new(0u64));
-    env.sim.host(BROKER, move || {
-        let (config, faults) = (config.clone(), faults.clone());
-        let n = incarnations.get();
-        incarnations.set(n + 1);
-        async move { run_broker(config, faults, seed, n).await }
-    });
+    add_broker(&mut env, broker_config(mutant));
     for idx in 0..PRODUCERS {
         let (rec, shared, w) = (Rc::clone(&env.rec), Rc::clone(&shared), workload.clone());
         env.sim.client(

@@ -1,0 +1,129 @@
+//! Window aggregation throughput on one core: a keyed count/sum over 10,000 keys in 5-minute
+//! tumbling windows, and the same in 1-hour windows sliding every 5 minutes.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use weir_core::clock::Clock;
+use weir_core::stream::StreamEnv;
+use weir_core::stream::sink::{BoxFutureSink, Sink};
+use weir_core::stream::source::BoundedSource;
+use weir_core::stream::state::AggregateFunction;
+use weir_core::stream::watermark::WatermarkStrategy;
+use weir_core::stream::window::WindowAssigner;
+
+const KEYS: u64 = 10_000;
+const EVENTS: u64 = 200_000;
+/// Event time between consecutive events: 200,000 events span about 67 minutes.
+const EVENT_GAP_MS: i64 = 20;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Order {
+    customer: u64,
+    ts: i64,
+    total: f64,
+}
+
+struct CountSum;
+
+impl AggregateFunction<Order> for CountSum {
+    type Acc = (u64, f64);
+    type Out = (u64, f64);
+    fn create_accumulator(&self) -> (u64, f64) {
+        (0, 0.0)
+    }
+    fn add(&self, o: &Order, acc: &mut (u64, f64)) {
+        acc.0 += 1;
+        acc.1 += o.total;
+    }
+    fn get_result(&self, acc: &(u64, f64)) -> (u64, f64) {
+        *acc
+    }
+    fn merge(&self, into: &mut (u64, f64), other: (u64, f64)) {
+        into.0 += other.0;
+        into.1 += other.1;
+    }
+}
+
+/// Counts what reaches it, so the bench does not measure collecting results.
+struct Count(std::rc::Rc<std::cell::Cell<u64>>);
+
+impl<T> Sink<T> for Count {
+    fn write(&mut self, _: T, _: Option<i64>) {
+        self.0.set(self.0.get() + 1);
+    }
+    fn flush(&mut self) -> BoxFutureSink<'_> {
+        Box::pin(async { Ok(()) })
+    }
+    fn finish(&mut self) -> BoxFutureSink<'_> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+fn orders() -> Vec<Order> {
+    // A fixed pseudo-random spread of customers, with a little disorder in time.
+    (0..EVENTS)
+        .map(|i| {
+            let customer = (i.wrapping_mul(2_654_435_761)) % KEYS;
+            let jitter = ((i * 7919) % 50) as i64;
+            Order {
+                customer,
+                ts: i as i64 * EVENT_GAP_MS - jitter,
+                total: (i % 500) as f64 + 0.5,
+            }
+        })
+        .collect()
+}
+
+fn run(rt: &tokio::runtime::Runtime, events: &[Order], assigner: WindowAssigner) -> u64 {
+    rt.block_on(async {
+        let env = StreamEnv::with_clock(Clock::starting_at(0));
+        let strategy = WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(100))
+            .with_timestamp_assigner(|o: &Order, _| o.ts);
+        let fired = std::rc::Rc::new(std::cell::Cell::new(0));
+        env.from_source(
+            BoundedSource::new(events.to_vec()).with_batch(1024),
+            strategy,
+        )
+        .key_by(|o: &Order| o.customer)
+        .window(assigner)
+        .aggregate(CountSum)
+        .sink(Count(fired.clone()));
+        env.execute().await.expect("the job runs");
+        fired.get()
+    })
+}
+
+fn windows(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let events = orders();
+    let mut g = c.benchmark_group("window_aggregation");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(20));
+    g.throughput(Throughput::Elements(EVENTS));
+    g.bench_function("tumbling_5min_10k_keys", |b| {
+        b.iter(|| {
+            run(
+                &rt,
+                &events,
+                WindowAssigner::tumbling(Duration::from_secs(300)),
+            )
+        })
+    });
+    g.bench_function("sliding_1h_every_5min_10k_keys", |b| {
+        b.iter(|| {
+            run(
+                &rt,
+                &events,
+                WindowAssigner::sliding(Duration::from_secs(3600), Duration::from_secs(300)),
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, windows);
+criterion_main!(benches);

@@ -1,0 +1,337 @@
+//! The window operator: assigns records to windows per key, keeps their contents in keyed
+//! state, fires them by trigger, lets late records within the allowed lateness fire a window
+//! again, sends records beyond it to the late-data side output, and frees a window's state
+//! once the watermark passes its end plus the allowed lateness.
+
+use super::{TimeWindow, Trigger, WindowAssigner, WindowLogic};
+use crate::stream::JobError;
+use crate::stream::element::{Element, MIN_WATERMARK, StreamRecord};
+use crate::stream::operator::StatefulOperator;
+use crate::stream::port::PortRef;
+use crate::stream::state::{
+    KeyedStore, MapStateDescriptor, StateError, StoreSnapshot, ValueStateDescriptor, decode, encode,
+};
+use crate::stream::timers::{TimeDomain, TimerService};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::rc::Rc;
+
+/// Per key: each session window and the window whose namespace holds its state.
+const MERGING: MapStateDescriptor<TimeWindow, TimeWindow> =
+    MapStateDescriptor::new("window-merging");
+/// Per window: records seen since the last firing of a count trigger.
+const COUNT: ValueStateDescriptor<u64> = ValueStateDescriptor::new("window-count");
+
+/// Counters a window operator keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WindowMetrics {
+    /// Records added to windows.
+    pub records: u64,
+    /// Firings at the watermark or by count.
+    pub firings: u64,
+    /// Firings caused by a late record within the allowed lateness.
+    pub late_firings: u64,
+    /// Records beyond the allowed lateness sent to the late-data side output.
+    pub late_to_side_output: u64,
+    /// Records beyond the allowed lateness with no side output to go to.
+    pub late_dropped: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Snapshot {
+    store: StoreSnapshot,
+    timers: TimerService,
+    watermark: i64,
+}
+
+/// The window operator of one keyed stream.
+pub(crate) struct WindowOperator<K, T, L: WindowLogic<K, T>> {
+    uid: String,
+    key_fn: Rc<dyn Fn(&T) -> K>,
+    assigner: WindowAssigner,
+    trigger: Trigger,
+    lateness: i64,
+    logic: L,
+    store: KeyedStore,
+    timers: TimerService,
+    watermark: i64,
+    out: PortRef<L::Out>,
+    late: Option<PortRef<T>>,
+    off_by_one: bool,
+    metrics: WindowMetrics,
+    fired: Vec<L::Out>,
+}
+
+/// Settings of a window operator.
+pub(crate) struct WindowSpec<K, T> {
+    pub uid: String,
+    pub key_fn: Rc<dyn Fn(&T) -> K>,
+    pub assigner: WindowAssigner,
+    pub trigger: Trigger,
+    pub lateness: i64,
+    pub off_by_one: bool,
+}
+
+impl<K, T, L> WindowOperator<K, T, L>
+where
+    K: Clone + Serialize + DeserializeOwned + 'static,
+    T: Clone + 'static,
+    L: WindowLogic<K, T>,
+{
+    pub fn new(
+        spec: WindowSpec<K, T>,
+        logic: L,
+        store: KeyedStore,
+        out: PortRef<L::Out>,
+        late: Option<PortRef<T>>,
+    ) -> Self {
+        Self {
+            uid: spec.uid,
+            key_fn: spec.key_fn,
+            assigner: spec.assigner,
+            trigger: spec.trigger,
+            lateness: spec.lateness,
+            logic,
+            store,
+            timers: TimerService::default(),
+            watermark: MIN_WATERMARK,
+            out,
+            late,
+            off_by_one: spec.off_by_one,
+            metrics: WindowMetrics::default(),
+            fired: Vec::new(),
+        }
+    }
+
+    fn cleanup_time(&self, w: &TimeWindow) -> i64 {
+        if w.is_global() {
+            i64::MAX
+        } else {
+            w.max_timestamp().saturating_add(self.lateness)
+        }
+    }
+
+    fn window_is_late(&self, w: &TimeWindow) -> bool {
+        self.cleanup_time(w) <= self.watermark
+    }
+
+    fn element_is_late(&self, ts: i64) -> bool {
+        ts.saturating_add(self.lateness) <= self.watermark
+    }
+
+    /// Handles one element from upstream.
+    pub fn on_element(&mut self, el: Element<T>) -> Result<(), JobError> {
+        match el {
+            Element::Record(r) => self.process(r),
+            Element::Watermark(w) => self.advance(w),
+        }
+    }
+
+    fn emit_fired(&mut self, window: &TimeWindow) {
+        for v in self.fired.drain(..) {
+            self.out.record(v, Some(window.max_timestamp()));
+        }
+    }
+
+    fn fire(&mut self, key: &K, window: &TimeWindow, ns: &[u8]) -> Result<(), StateError> {
+        self.logic
+            .fire(&mut self.store, key, window, ns, &mut self.fired)?;
+        self.emit_fired(window);
+        Ok(())
+    }
+
+    /// Merges `window` into the key's sessions; returns the merged window and the window whose
+    /// namespace holds its state, or `None` if the merged window is already late.
+    fn merge_session(
+        &mut self,
+        key: &[u8],
+        window: TimeWindow,
+    ) -> Result<Option<(TimeWindow, TimeWindow)>, StateError> {
+        let sessions = self.store.map(&MERGING, b"")?.entries()?;
+        let overlapping: Vec<(TimeWindow, TimeWindow)> = sessions
+            .into_iter()
+            .filter(|(w, _)| w.intersects(&window))
+            .collect();
+        let merged = overlapping.iter().fold(window, |acc, (w, _)| acc.cover(w));
+        if self.window_is_late(&merged) {
+            return Ok(None);
+        }
+        let Some(&(_, target)) = overlapping.first() else {
+            self.store.map(&MERGING, b"")?.put(&window, &window)?;
+            return Ok(Some((window, window)));
+        };
+        let target_ns = encode(&target)?;
+        for (w, state_window) in &overlapping {
+            self.store.map(&MERGING, b"")?.remove(w)?;
+            let ns = encode(w)?;
+            self.timers
+                .delete(TimeDomain::EventTime, w.max_timestamp(), key, &ns);
+            self.timers
+                .delete(TimeDomain::EventTime, self.cleanup_time(w), key, &ns);
+            if *state_window != target {
+                let from = encode(state_window)?;
+                self.logic.merge(&mut self.store, &target_ns, &from)?;
+            }
+        }
+        self.store.map(&MERGING, b"")?.put(&merged, &target)?;
+        Ok(Some((merged, target)))
+    }
+
+    fn process(&mut self, r: StreamRecord<T>) -> Result<(), JobError> {
+        let ts = r
+            .timestamp
+            .ok_or_else(|| JobError::MissingTimestamp(self.uid.clone()))?;
+        let key = (self.key_fn)(&r.value);
+        let key_bytes = encode(&key)?;
+        self.store.set_key(key_bytes.clone());
+        let mut skipped = true;
+        for assigned in self.assigner.assign(ts, self.off_by_one) {
+            let (window, state_window) = if self.assigner.is_merging() {
+                match self.merge_session(&key_bytes, assigned)? {
+                    Some(pair) => pair,
+                    None => continue,
+                }
+            } else {
+                if self.window_is_late(&assigned) {
+                    continue;
+                }
+                (assigned, assigned)
+            };
+            skipped = false;
+            self.metrics.records += 1;
+            let ns = encode(&window)?;
+            let state_ns = if state_window == window {
+                ns.clone()
+            } else {
+                encode(&state_window)?
+            };
+            let first = self.logic.add(&mut self.store, &state_ns, &r.value)?;
+            // A window's timers are set with its first record (or whenever sessions merge, which
+            // moves them); later records find them set.
+            let set_timers = first || self.assigner.is_merging();
+            match self.trigger {
+                Trigger::EventTime => {
+                    if window.max_timestamp() <= self.watermark {
+                        self.metrics.late_firings += 1;
+                        self.fire(&key, &window, &state_ns)?;
+                    } else if set_timers {
+                        self.timers.register(
+                            TimeDomain::EventTime,
+                            window.max_timestamp(),
+                            &key_bytes,
+                            &ns,
+                        );
+                    }
+                }
+                Trigger::Count(n) => {
+                    let mut count = self.store.value(&COUNT, &state_ns)?;
+                    let seen = count.get()?.unwrap_or(0) + 1;
+                    if seen >= n {
+                        count.clear()?;
+                        self.metrics.firings += 1;
+                        self.fire(&key, &window, &state_ns)?;
+                        self.logic.clear(&mut self.store, &state_ns)?;
+                    } else {
+                        count.update(&seen)?;
+                    }
+                }
+            }
+            let cleanup = self.cleanup_time(&window);
+            let fire_timer_covers_cleanup =
+                self.trigger == Trigger::EventTime && cleanup == window.max_timestamp();
+            if set_timers && !window.is_global() && !fire_timer_covers_cleanup {
+                self.timers
+                    .register(TimeDomain::EventTime, cleanup, &key_bytes, &ns);
+            }
+        }
+        if skipped && self.element_is_late(ts) {
+            match &self.late {
+                Some(port) => {
+                    self.metrics.late_to_side_output += 1;
+                    port.record(r.value, Some(ts));
+                }
+                None => {
+                    self.metrics.late_dropped += 1;
+                    tracing::debug!(operator = %self.uid, ts, "late record dropped: no late-data side output");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, wm: i64) -> Result<(), JobError> {
+        self.watermark = self.watermark.max(wm);
+        while let Some((at, key_bytes, ns)) =
+            self.timers.pop_due(TimeDomain::EventTime, self.watermark)
+        {
+            self.store.set_key(key_bytes.clone());
+            let window: TimeWindow = decode(&ns)?;
+            let state_window = if self.assigner.is_merging() {
+                match self.store.map(&MERGING, b"")?.get(&window)? {
+                    Some(sw) => sw,
+                    // Merged into a larger session since the timer was set.
+                    None => continue,
+                }
+            } else {
+                window
+            };
+            let state_ns = encode(&state_window)?;
+            if at == window.max_timestamp() && self.trigger == Trigger::EventTime {
+                let key: K = decode(&key_bytes)?;
+                self.metrics.firings += 1;
+                self.fire(&key, &window, &state_ns)?;
+            }
+            if at == self.cleanup_time(&window) {
+                self.store.clear_namespace(&state_ns)?;
+                if self.assigner.is_merging() {
+                    self.store.map(&MERGING, b"")?.remove(&window)?;
+                }
+            }
+        }
+        self.out.emit(Element::Watermark(wm));
+        Ok(())
+    }
+}
+
+impl<K, T, L> StatefulOperator for WindowOperator<K, T, L>
+where
+    K: Clone + Serialize + DeserializeOwned + 'static,
+    T: Clone + 'static,
+    L: WindowLogic<K, T>,
+{
+    fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, StateError> {
+        encode(&Snapshot {
+            store: self.store.snapshot()?,
+            timers: self.timers.clone(),
+            watermark: self.watermark,
+        })
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        let s: Snapshot = decode(bytes)?;
+        self.store.restore(s.store)?;
+        self.timers = s.timers;
+        self.watermark = s.watermark;
+        Ok(())
+    }
+
+    fn next_processing_timer(&self) -> Option<i64> {
+        None
+    }
+
+    fn on_processing_time(&mut self, _now: i64) -> Result<(), JobError> {
+        Ok(())
+    }
+
+    fn state_bytes(&self) -> u64 {
+        self.store.size_bytes()
+    }
+
+    fn window_metrics(&self) -> Option<WindowMetrics> {
+        Some(self.metrics)
+    }
+}

@@ -1,0 +1,373 @@
+//! Scenario `late-data`: a stream job reads keyed events with designed disorder from a broker
+//! topic and computes tumbling-window counts and sums with allowed lateness and a late-data
+//! side output, while the nemesis delays, holds and partitions the network and crashes the
+//! broker.
+//!
+//! The checker replays what the job's source read, in the order it read it, through an oracle
+//! written apart from the engine, and compares every window firing, every late firing and every
+//! late-output record. It also checks that the source read every acknowledged event exactly
+//! once, and that the designed disorder held: on-time events were never late, events within
+//! the allowed lateness fired their window again, and later ones went to the side output.
+
+use super::common::{
+    BROKER, RETRY_MS, add_broker, broker_config, client_config, complete, create_topic, invoke,
+    note, producer_config, sleep_ms, wait_for_topic,
+};
+use crate::env::{EPOCH_MS, Env, Rec, WorldConfig, now_ms};
+use crate::fault::{FaultPlan, Topology};
+use crate::history::{OpKind, Outcome};
+use crate::report::RunReport;
+use crate::scenario::{RunSpec, replay_line};
+use bytes::Bytes;
+use rand::Rng;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use weir_core::client::{ConsumerConfig, Producer, Record};
+use weir_core::clock::Clock;
+use weir_core::rng;
+use weir_core::stream::mutation::Mutation;
+use weir_core::stream::source::{BoxFuture, BrokerTopicSource, Source, SourceError, SourcePoll};
+use weir_core::stream::watermark::WatermarkStrategy;
+use weir_core::stream::{EnvConfig, StreamEnv};
+use weir_workloads::late_data::{
+    Event, Timing, WindowResult, check_design, compare, generate, job, oracle,
+};
+
+/// Deliberately broken engines this scenario must catch.
+pub const MUTANTS: &[(&str, &str)] = &[(
+    "window-off-by-one",
+    "a record exactly at a window start lands in the window before",
+)];
+
+const TOPIC: &str = "events";
+const TIMING: Timing = Timing {
+    window_ms: 10_000,
+    bound_ms: 2_000,
+    lateness_ms: 5_000,
+};
+const EVENTS: usize = 1_200;
+const KEYS: u32 = 6;
+/// Event time of the first event.
+const EVENT_TIME_START: i64 = 1_000_000;
+/// Faults strike during this phase, in simulated milliseconds.
+const FAULT_MS: u64 = 20_000;
+/// After the heal the job must have finished within this bound.
+const FINISH_BOUND_MS: u64 = 30_000;
+
+#[derive(Default)]
+struct Shared {
+    /// Acknowledged events: offset -> id.
+    acked: BTreeMap<i64, u64>,
+    /// Where the producer's input ends, once every send has settled.
+    stop: Option<BTreeMap<i32, i64>>,
+    /// What the job's source read, in order: (offset, event).
+    reads: Vec<(i64, Event)>,
+    results: Vec<WindowResult>,
+    late: Vec<Event>,
+    job: Option<Result<(), String>>,
+}
+
+async fn producer(rec: Rec, shared: Rc<RefCell<Shared>>, seed: u64) -> turmoil::Result {
+    let name = "producer";
+    let cluster = weir_core::client::Cluster::new(client_config(name));
+    create_topic(&cluster, TOPIC, 1, FAULT_MS).await;
+    let events = generate(
+        &mut rng::derive(seed, "late-data/events"),
+        TIMING,
+        EVENTS,
+        KEYS,
+        EVENT_TIME_START,
+    );
+    let mut gaps = rng::derive(seed, "late-data/gaps");
+    let clock = Clock::starting_at(EPOCH_MS + now_ms() as i64);
+    let producer = loop {
+        match Producer::new(Arc::clone(&cluster), producer_config(60_000), clock).await {
+            Ok(p) => break p,
+            Err(_) => sleep_ms(RETRY_MS).await,
+        }
+    };
+    let mut deliveries = Vec::new();
+    for e in events {
+        let id = invoke(
+            &rec,
+            name,
+            OpKind::Send {
+                key: e.key.to_string(),
+                value: e.id.to_string(),
+            },
+        );
+        let value = Bytes::from(serde_json::to_vec(&e).expect("events serialize"));
+        let record = Record {
+            topic: TOPIC.into(),
+            partition: Some(0),
+            key: Some(Bytes::from(e.key.to_string())),
+            value: Some(value),
+            ..Default::default()
+        };
+        match producer.send(record).await {
+            Err(err) => complete(&rec, name, id, Outcome::Fail(err.to_string())),
+            Ok(d) => {
+                let (rec, shared, event_id) = (Rc::clone(&rec), Rc::clone(&shared), e.id);
+                deliveries.push(tokio::task::spawn_local(async move {
+                    let outcome = match d.wait().await {
+                        Ok(m) => {
+                            shared.borrow_mut().acked.insert(m.offset, event_id);
+                            Outcome::Ok {
+                                partition: m.partition,
+                                offset: m.offset,
+                            }
+                        }
+                        Err(err) => Outcome::Unknown(err.to_string()),
+                    };
+                    complete(&rec, name, id, outcome);
+                }));
+            }
+        }
+        sleep_ms(gaps.random_range(10..=25)).await;
+    }
+    producer.close().await;
+    for d in deliveries {
+        d.await?;
+    }
+    let end = shared
+        .borrow()
+        .acked
+        .keys()
+        .next_back()
+        .map_or(0, |o| o + 1);
+    note(&rec, name, format!("input ends at offset {end}"));
+    shared.borrow_mut().stop = Some(BTreeMap::from([(0, end)]));
+    Ok(())
+}
+
+/// The broker source, told where the input ends once the producer knows.
+struct UntilEnd {
+    inner: BrokerTopicSource<Event>,
+    shared: Rc<RefCell<Shared>>,
+    told: bool,
+}
+
+impl Source<Event> for UntilEnd {
+    fn splits(&self) -> Vec<u32> {
+        self.inner.splits()
+    }
+
+    fn poll(&mut self) -> BoxFuture<'_, Result<SourcePoll<Event>, SourceError>> {
+        if !self.told
+            && let Some(stop) = self.shared.borrow().stop.clone()
+        {
+            self.inner.set_stop_at(stop);
+            self.told = true;
+        }
+        self.inner.poll()
+    }
+
+    fn position(&self) -> Vec<u8> {
+        self.inner.position()
+    }
+
+    fn restore_position(&mut self, bytes: &[u8]) -> Result<(), SourceError> {
+        self.inner.restore_position(bytes)
+    }
+}
+
+async fn stream_job(
+    rec: Rec,
+    shared: Rc<RefCell<Shared>>,
+    mutation: Option<Mutation>,
+) -> turmoil::Result {
+    let name = "job";
+    let cluster = weir_core::client::Cluster::new(client_config(name));
+    let deadline = FAULT_MS + FINISH_BOUND_MS;
+    if !wait_for_topic(&cluster, TOPIC, deadline).await {
+        shared.borrow_mut().job = Some(Err("the input topic never appeared".into()));
+        return Ok(());
+    }
+    let clock = Clock::starting_at(EPOCH_MS + now_ms() as i64);
+    let env = StreamEnv::new(EnvConfig { clock, mutation });
+    let (reads, r) = (Rc::clone(&shared), Rc::clone(&rec));
+    let source = BrokerTopicSource::new(
+        cluster,
+        TOPIC,
+        &[(0, 0)],
+        ConsumerConfig {
+            fetch_max_wait_ms: 200,
+            ..ConsumerConfig::default()
+        },
+        Box::new(|r| {
+            r.value
+                .as_ref()
+                .and_then(|v| serde_json::from_slice::<Event>(v).ok())
+        }),
+    )
+    .with_observer(move |cr| {
+        if let Some(e) = cr
+            .value
+            .as_ref()
+            .and_then(|v| serde_json::from_slice::<Event>(v).ok())
+        {
+            note(
+                &r,
+                "job",
+                format!("read @{} id {} key {} ts {}", cr.offset, e.id, e.key, e.ts),
+            );
+            reads.borrow_mut().reads.push((cr.offset, e));
+        }
+    });
+    let strategy = WatermarkStrategy::for_bounded_out_of_orderness(
+        std::time::Duration::from_millis(TIMING.bound_ms as u64),
+    )
+    .with_timestamp_assigner(|e: &Event, _| e.ts);
+    let events = env.from_source(
+        UntilEnd {
+            inner: source,
+            shared: Rc::clone(&shared),
+            told: false,
+        },
+        strategy,
+    );
+    let (windows, late) = job(&events, TIMING);
+    let (windows, late) = (windows.collect(), late.collect());
+    let outcome = loop {
+        if now_ms() >= deadline {
+            break Err(format!(
+                "the job had not finished {FINISH_BOUND_MS} ms after the heal"
+            ));
+        }
+        match env.step().await {
+            Ok(true) => break env.finish().await.map(|_| ()).map_err(|e| e.to_string()),
+            Ok(false) => {}
+            Err(e) => break Err(e.to_string()),
+        }
+    };
+    for w in windows.values() {
+        note(
+            &rec,
+            name,
+            format!(
+                "fired key {} [{}, {}) = {:?}",
+                w.key, w.window.start, w.window.end, w.value
+            ),
+        );
+    }
+    for e in late.values() {
+        note(&rec, name, format!("late id {}", e.id));
+    }
+    let mut s = shared.borrow_mut();
+    s.results = windows.values();
+    s.late = late.values();
+    s.job = Some(outcome);
+    Ok(())
+}
+
+/// Every acknowledged event was read exactly once, at its offset, and offsets were dense.
+fn check_reads(s: &Shared) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, (offset, _)) in s.reads.iter().enumerate() {
+        if *offset != i as i64 {
+            out.push(format!(
+                "the source read offset {offset} as its record #{i}: skipped or repeated"
+            ));
+            break;
+        }
+    }
+    let by_offset: BTreeMap<i64, u64> = s.reads.iter().map(|(o, e)| (*o, e.id)).collect();
+    for (offset, id) in &s.acked {
+        match by_offset.get(offset) {
+            Some(read) if read == id => {}
+            Some(read) => out.push(format!(
+                "offset {offset} was acknowledged as event {id} but read as {read}"
+            )),
+            None => out.push(format!(
+                "acknowledged event {id} at offset {offset} was never read"
+            )),
+        }
+    }
+    out
+}
+
+/// Runs one seed.
+pub fn run(spec: &RunSpec) -> RunReport {
+    let seed = spec.seed;
+    let mutation = match spec.mutant.as_deref() {
+        None => None,
+        Some("window-off-by-one") => Some(Mutation::WindowOffByOne),
+        Some(m) => panic!("unknown mutant {m:?}"),
+    };
+    let mut rng = rng::derive(seed, "late-data");
+    let topo = Topology {
+        servers: vec![BROKER.to_string()],
+        clients: vec!["producer".into(), "job".into()],
+    };
+    let (plan, mix) = match &spec.plan {
+        Some(p) => (p.clone(), None),
+        None => {
+            let (p, m) = FaultPlan::swarm(&mut rng, &topo, FAULT_MS);
+            (p, Some(m))
+        }
+    };
+    let world = WorldConfig {
+        torn_block_bytes: mix.as_ref().is_none_or(|m| m.torn_writes).then_some(512),
+        sync_latency_ms: (0, rng.random_range(1..=8)),
+        limit_ms: FAULT_MS + FINISH_BOUND_MS + 10_000,
+    };
+    let mut env = Env::new(seed, topo, &world);
+    let shared = Rc::new(RefCell::new(Shared::default()));
+    add_broker(&mut env, broker_config());
+    env.sim.client(
+        "producer",
+        producer(Rc::clone(&env.rec), Rc::clone(&shared), seed),
+    );
+    env.sim.client(
+        "job",
+        stream_job(Rc::clone(&env.rec), Rc::clone(&shared), mutation),
+    );
+    let outcome = env.run(&plan, FAULT_MS);
+    let sim_ms = env.sim.elapsed().as_millis() as u64;
+
+    let s = shared.borrow();
+    let mut violations = Vec::new();
+    if let Err(e) = outcome {
+        violations.push(format!("simulation stopped: {e}"));
+    }
+    match &s.job {
+        Some(Ok(())) => {
+            let reads: Vec<(u32, Event)> = s.reads.iter().map(|(_, e)| (0, e.clone())).collect();
+            let expected = oracle(TIMING, &[0], &reads);
+            violations.extend(check_reads(&s));
+            violations.extend(compare(&expected, &s.results, &s.late));
+            violations.extend(check_design(&expected, &reads));
+        }
+        Some(Err(e)) => violations.push(format!("liveness: {e}")),
+        None => violations.push("liveness: the job never finished".into()),
+    }
+    let rec = env.rec.borrow();
+    let spec_for_replay = RunSpec {
+        seed,
+        plan: spec.plan.clone(),
+        mutant: spec.mutant.clone(),
+    };
+    RunReport {
+        scenario: "late-data".into(),
+        seed,
+        mutant: spec.mutant.clone(),
+        passed: violations.is_empty(),
+        violations,
+        trace_hash: format!("{:016x}", rec.trace.hash()),
+        sim_ms,
+        wall_ms: 0,
+        ops: rec.history.counts(),
+        faults: rec
+            .trace
+            .events()
+            .iter()
+            .filter(|e| e.source == "nemesis")
+            .count(),
+        mix,
+        plan,
+        replay: replay_line("late-data", &spec_for_replay),
+        trace: rec.trace.events().to_vec(),
+    }
+}

@@ -1,0 +1,153 @@
+//! Helpers the scenario tests share: sweeping seeds on two threads, finding the first seed that
+//! catches a mutant, and checking that generated fault plans pass.
+
+use proptest::test_runner::{Config, TestRunner};
+use weir_sim::fault::{FaultPlan, Topology};
+use weir_sim::report::RunReport;
+use weir_sim::scenario::{RunSpec, find};
+
+/// A number from the environment, or `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs one seed of `scenario`.
+pub fn run(scenario: &str, spec: RunSpec) -> RunReport {
+    (find(scenario).expect("registered").run)(&spec)
+}
+
+/// Runs seeds `range` on two threads; returns the reports in seed order.
+pub fn sweep(scenario: &str, range: std::ops::Range<u64>, mutant: Option<&str>) -> Vec<RunReport> {
+    let seeds: Vec<u64> = range.collect();
+    let mut out: Vec<RunReport> = std::thread::scope(|s| {
+        let handles: Vec<_> = seeds
+            .chunks(seeds.len().div_ceil(2).max(1))
+            .map(|chunk| {
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|&seed| {
+                            run(
+                                scenario,
+                                RunSpec {
+                                    seed,
+                                    plan: None,
+                                    mutant: mutant.map(String::from),
+                                },
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("no panic"))
+            .collect()
+    });
+    out.sort_by_key(|r| r.seed);
+    out
+}
+
+/// Asserts that seeds `0..WEIR_SEEDS` (default `default`) all pass; returns their reports.
+pub fn every_seed_passes(scenario: &str, default: u64) -> Vec<RunReport> {
+    let n = env_u64("WEIR_SEEDS", default);
+    let reports = sweep(scenario, 0..n, None);
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| {
+            format!(
+                "seed {}: {}\n  {}",
+                r.seed,
+                r.violations.first().cloned().unwrap_or_default(),
+                r.replay
+            )
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {n} seeds failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+    reports
+}
+
+/// Asserts that a seed replays bit for bit and that another seed differs.
+pub fn same_seed_same_hash(scenario: &str, seed: u64) {
+    let a = run(
+        scenario,
+        RunSpec {
+            seed,
+            ..Default::default()
+        },
+    );
+    let b = run(
+        scenario,
+        RunSpec {
+            seed,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        a.trace_hash, b.trace_hash,
+        "seed {seed} replays bit for bit"
+    );
+    assert_eq!(a.violations, b.violations);
+    assert_eq!(a.ops, b.ops);
+    let c = run(
+        scenario,
+        RunSpec {
+            seed: seed + 1,
+            ..Default::default()
+        },
+    );
+    assert_ne!(
+        a.trace_hash, c.trace_hash,
+        "different seeds take different paths"
+    );
+}
+
+/// The first seed in `0..limit` at which `mutant` is caught.
+pub fn first_catch(scenario: &str, mutant: &str, limit: u64) -> Option<u64> {
+    (0..limit).step_by(2).find_map(|start| {
+        sweep(scenario, start..(start + 2).min(limit), Some(mutant))
+            .into_iter()
+            .find(|r| !r.passed)
+            .map(|r| r.seed)
+    })
+}
+
+/// Runs `WEIR_PROPTEST_CASES` (default `default`) generated fault plans; each must pass.
+pub fn generated_plans_pass(scenario: &str, topo: &Topology, duration_ms: u64, default: u64) {
+    let cases = env_u64("WEIR_PROPTEST_CASES", default) as u32;
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&FaultPlan::strategy(topo, duration_ms, 12), |plan| {
+        let r = run(
+            scenario,
+            RunSpec {
+                seed: 11,
+                plan: Some(plan),
+                mutant: None,
+            },
+        );
+        proptest::prop_assert!(
+            r.passed,
+            "{}\nreplay: {}",
+            r.violations.join("\n"),
+            r.replay
+        );
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
