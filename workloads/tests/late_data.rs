@@ -113,6 +113,28 @@ fn a_max_instead_of_min_watermark_is_caught() {
     assert!(!run(TIMING, &[0, 1], &reads, Some(Mutation::MaxWatermark)).is_empty());
 }
 
+#[test]
+fn the_design_check_catches_events_that_did_not_land_as_designed() {
+    let t = TIMING;
+    let mk = |id, ts, kind| Event {
+        id,
+        key: 0,
+        ts,
+        amount: 1,
+        kind,
+    };
+    // An "on time" event that arrives behind the watermark, a "late" one that is not late, and a
+    // "too late" one that is within the lateness.
+    let reads = vec![
+        (0, mk(0, 100_000, Kind::OnTime)),
+        (0, mk(1, 50_000, Kind::OnTime)),
+        (0, mk(2, 100_001, Kind::LateWithinLateness)),
+        (0, mk(3, 99_000, Kind::TooLate)),
+    ];
+    let v = check_design(&oracle(t, &[0], &reads), &reads);
+    assert_eq!(v.len(), 3, "{v:#?}");
+}
+
 fn timing() -> impl Strategy<Value = Timing> {
     (1i64..200, 0i64..100, 0i64..150).prop_map(|(window_ms, bound_ms, lateness_ms)| Timing {
         window_ms,

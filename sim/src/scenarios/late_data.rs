@@ -371,3 +371,41 @@ pub fn run(spec: &RunSpec) -> RunReport {
         trace: rec.trace.events().to_vec(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_workloads::late_data::Kind;
+
+    fn event(id: u64) -> Event {
+        Event {
+            id,
+            key: 0,
+            ts: 1_000 + id as i64,
+            amount: 1,
+            kind: Kind::OnTime,
+        }
+    }
+
+    #[test]
+    fn check_reads_catches_skips_repeats_and_unread_acknowledged_events() {
+        let mut s = Shared::default();
+        s.acked = BTreeMap::from([(0, 0), (1, 1), (2, 2)]);
+        s.reads = vec![(0, event(0)), (1, event(1)), (2, event(2))];
+        assert_eq!(check_reads(&s), Vec::<String>::new());
+        s.reads = vec![(0, event(0)), (2, event(2))];
+        let v = check_reads(&s);
+        assert!(v.iter().any(|m| m.contains("skipped or repeated")), "{v:?}");
+        assert!(
+            v.iter()
+                .any(|m| m.contains("event 1 at offset 1 was never read")),
+            "{v:?}"
+        );
+        s.reads = vec![(0, event(0)), (1, event(7)), (2, event(2))];
+        assert!(
+            check_reads(&s)
+                .iter()
+                .any(|m| m.contains("acknowledged as event 1 but read as 7"))
+        );
+    }
+}
