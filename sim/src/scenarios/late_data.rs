@@ -389,9 +389,11 @@ mod tests {
 
     #[test]
     fn check_reads_catches_skips_repeats_and_unread_acknowledged_events() {
-        let mut s = Shared::default();
-        s.acked = BTreeMap::from([(0, 0), (1, 1), (2, 2)]);
-        s.reads = vec![(0, event(0)), (1, event(1)), (2, event(2))];
+        let mut s = Shared {
+            acked: BTreeMap::from([(0, 0), (1, 1), (2, 2)]),
+            reads: vec![(0, event(0)), (1, event(1)), (2, event(2))],
+            ..Shared::default()
+        };
         assert_eq!(check_reads(&s), Vec::<String>::new());
         s.reads = vec![(0, event(0)), (2, event(2))];
         let v = check_reads(&s);
