@@ -7,6 +7,7 @@
 pub mod broker;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod disk;
 pub mod log;
 pub mod net;

@@ -145,7 +145,7 @@ async fn restart_keeps_acknowledged_records_and_producer_state() {
     let (broker, addr) = start(dir.path()).await;
     let cluster = common::cluster_with_topic(&addr, "t", 1).await;
     common::produce_all(&cluster, "t", (0..20).map(|i| format!("v{i}"))).await;
-    broker.shutdown();
+    broker.shutdown().await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let (_b2, addr2) = start(dir.path()).await;
     let cluster2 = Cluster::new(ClientConfig::new([addr2], Net::Tokio));

@@ -1,4 +1,6 @@
-//! One client connection: frames in, responses out, one request at a time.
+//! One client connection: frames in, responses out, one request at a time. Requests wait
+//! until the broker has caught up with the metadata, so that no client is answered from a
+//! stale image (which could call a live topic unknown).
 
 use super::State;
 use super::api::{Reply, dispatch};
@@ -28,6 +30,10 @@ pub(crate) async fn serve(state: &Arc<State>, stream: Stream, peer: SocketAddr) 
                 }
                 Ok(Ok(frame)) => frame,
             };
+        if !*state.serving.borrow() && !state.await_serving(idle).await {
+            tracing::debug!(%peer, "closing connection: the broker has not joined its cluster");
+            return;
+        }
         match dispatch(state, frame).await {
             Reply::Frame(bytes) => {
                 if let Err(e) = write_frame(&mut wr, &bytes).await {

@@ -1,44 +1,80 @@
 //! Weir's broker: a Kafka-protocol server over the [`crate::net`] and [`crate::disk`] seams.
 //!
-//! One [`Broker`] owns a data directory (`meta/` for topic metadata and producer ids, `data/` for
-//! partition logs) and serves any number of listeners. The same code serves real clients on real
-//! sockets and simulated clients inside turmoil.
+//! Every broker embeds a member of the metadata quorum (a Raft group over all brokers; one
+//! broker alone is a group of one) and, while it leads that group, the controller. The
+//! committed metadata image says which replicas each broker hosts and which it leads; followers
+//! copy from leaders over the brokers' internal port.
+//!
+//! One [`Broker`] owns a data directory (`meta/` for the quorum's log, `data/` for partition
+//! logs) and serves any number of client listeners plus one internal listener. The same code
+//! serves real clients on real sockets and simulated clients inside turmoil.
 
 mod api;
 mod conn;
+mod fetcher;
+mod heartbeat;
+mod internal;
+mod isr;
+mod names;
 mod partition;
-mod producer_ids;
 mod producer_state;
-mod topics;
+mod replicas;
 
+pub use names::{TOPIC_NAME_LEN_MAX, validate_topic_name};
 pub use partition::Marks;
-pub use topics::{TOPIC_NAME_LEN_MAX, validate_topic_name};
 
 use crate::clock::Clock;
+use crate::cluster::controller::{Controller, ControllerConfig, raft_of};
+use crate::cluster::quorum::{Quorum, QuorumConfig};
+use crate::cluster::rpc::{self, Peer};
 use crate::disk::Disk;
 use crate::log::{TailRecovery, TopicConfig};
-use crate::net::Listener;
+use crate::net::{Listener, Net};
 use crate::rng::WeirRng;
-use partition::PartitionSettings;
-use producer_ids::ProducerIds;
+use partition::{PartitionSettings, Signals};
+use rand::Rng;
+use replicas::Replicas;
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
-use topics::{PartitionContext, TopicRegistry};
 
-/// When a write counts as durable on a single broker.
+/// When a write counts as durable on a replica.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
-    /// Weir's default: a record is readable, and acknowledged to acks=all producers, only once it
-    /// is fsynced. A crash never takes back an acknowledged or a consumed record.
+    /// Weir's default: a replica counts a record towards the high watermark only once it is
+    /// fsynced. A crash never takes back an acknowledged or a consumed record.
     #[default]
     Fsync,
-    /// Kafka's single-node behaviour: readable and acknowledged once in the page cache, fsynced
-    /// per `flush.ms` / `flush.messages`. A crash can lose acknowledged records.
+    /// Kafka's behaviour: a record counts once in the page cache, and is fsynced per
+    /// `flush.ms` / `flush.messages`. Crashes can lose acknowledged records.
     PageCache,
+}
+
+/// Deliberately broken variants of the broker, which exist so that tests can show the
+/// simulator's checkers catching each one. Never use one outside a test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokerMutant {
+    /// Idempotent producers' duplicates are appended again.
+    DedupeDisabled,
+    /// A leader's high watermark follows its own log, not the ISR's.
+    HwIgnoresIsr,
+    /// Transactional producers are not fenced: a new InitProducerId leaves the old epoch valid.
+    NoZombieFencing,
+}
+
+/// A member of the metadata quorum.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Voter {
+    /// Broker id.
+    pub id: i32,
+    /// Host of its internal listener.
+    pub host: String,
+    /// Port of its internal listener.
+    pub internal_port: u16,
 }
 
 /// Broker settings. Every limit is named with its unit.
@@ -50,6 +86,10 @@ pub struct BrokerConfig {
     pub advertised_host: String,
     /// Port clients are told to connect to.
     pub advertised_port: u16,
+    /// The network peers are reached on.
+    pub net: Net,
+    /// Every broker of the cluster, this one included. Empty for a single broker.
+    pub voters: Vec<Voter>,
     /// Cluster id reported in metadata.
     pub cluster_id: String,
     /// Largest request frame accepted, in bytes.
@@ -62,9 +102,11 @@ pub struct BrokerConfig {
     pub topic_defaults: TopicConfig,
     /// Partitions of a topic created with -1.
     pub default_partitions: i32,
+    /// Replication factor of a topic created with -1, capped by the live brokers.
+    pub default_replication_factor: i16,
     /// Most partitions one topic may have.
     pub max_partitions_per_topic: i32,
-    /// Most topics the broker holds.
+    /// Most topics the cluster holds.
     pub max_topics: usize,
     /// Whether Metadata for an unknown topic creates it.
     pub auto_create_topics: bool,
@@ -84,8 +126,28 @@ pub struct BrokerConfig {
     pub max_decompressed_bytes: usize,
     /// Idempotent producers remembered per partition.
     pub producers_per_partition_max: usize,
-    /// Producer ids reserved on disk at a time.
+    /// Producer ids a broker takes from the controller at a time.
     pub producer_id_block: i64,
+    /// Mean interval of the metadata quorum's ticks, in milliseconds.
+    pub quorum_tick_ms: u64,
+    /// Interval of heartbeats to the controller, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// A broker silent this long is fenced by the controller, in milliseconds.
+    pub session_timeout_ms: u64,
+    /// A follower not caught up for this long leaves the ISR, in milliseconds.
+    pub replica_lag_time_max_ms: u64,
+    /// How long a leader may hold a follower's fetch for data, in milliseconds.
+    pub replica_fetch_wait_max_ms: u64,
+    /// Cap on record bytes per partition in one replica fetch.
+    pub replica_fetch_partition_max_bytes: u32,
+    /// Cap on record bytes in one replica fetch response.
+    pub replica_fetch_max_bytes: u32,
+    /// Timeout of calls between brokers, in milliseconds.
+    pub internal_request_timeout_ms: u64,
+    /// Whether a partition whose ISR is all down may be led by a replica outside it.
+    pub unclean_leader_election: bool,
+    /// A deliberately broken variant, for tests of the checkers.
+    pub mutant: Option<BrokerMutant>,
 }
 
 impl Default for BrokerConfig {
@@ -94,12 +156,15 @@ impl Default for BrokerConfig {
             node_id: 0,
             advertised_host: "127.0.0.1".into(),
             advertised_port: 9092,
+            net: Net::Tokio,
+            voters: Vec::new(),
             cluster_id: "weir".into(),
             max_request_bytes: 16 * 1024 * 1024,
             max_connections: 1024,
             connections_max_idle_ms: 600_000,
             topic_defaults: TopicConfig::default(),
             default_partitions: 1,
+            default_replication_factor: 1,
             max_partitions_per_topic: 1000,
             max_topics: 10_000,
             auto_create_topics: false,
@@ -112,18 +177,41 @@ impl Default for BrokerConfig {
             max_decompressed_bytes: 64 * 1024 * 1024,
             producers_per_partition_max: 10_000,
             producer_id_block: 1000,
+            quorum_tick_ms: 100,
+            heartbeat_interval_ms: 500,
+            session_timeout_ms: 6_000,
+            replica_lag_time_max_ms: 10_000,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_partition_max_bytes: 1024 * 1024,
+            replica_fetch_max_bytes: 8 * 1024 * 1024,
+            internal_request_timeout_ms: 5_000,
+            unclean_leader_election: false,
+            mutant: None,
         }
     }
 }
 
+/// Producer ids taken from the controller and not yet handed out.
+#[derive(Default)]
+struct IdBlock {
+    next: i64,
+    end: i64,
+}
+
 pub(crate) struct State {
     config: BrokerConfig,
-    topics: TopicRegistry,
-    producer_ids: tokio::sync::Mutex<ProducerIds>,
-    /// Bumped whenever a partition's high watermark advances; long-polling fetches wait on it.
-    data_arrived: watch::Sender<u64>,
+    quorum: Quorum,
+    controller: Controller,
+    replicas: Replicas,
+    /// The other brokers' internal listeners.
+    peers: BTreeMap<i32, Arc<Peer>>,
+    producer_ids: tokio::sync::Mutex<IdBlock>,
+    signals: Signals,
+    /// Set once the broker has caught up with the metadata after starting; until then it
+    /// takes up no partition role.
+    serving: watch::Sender<bool>,
+    incarnation: u64,
     connections: AtomicUsize,
-    rng: std::sync::Mutex<WeirRng>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -134,12 +222,14 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Opens the broker's data on `disk`, recovering every partition, and starts retention.
+    /// Opens the broker's data on `disk`, starts its quorum member, controller, replication
+    /// and retention. Partitions take up their roles once the broker has caught up with the
+    /// metadata.
     pub async fn open(
         config: BrokerConfig,
         disk: Disk,
         clock: Clock,
-        rng: WeirRng,
+        mut rng: WeirRng,
     ) -> io::Result<Self> {
         assert!(
             config.max_request_bytes >= 1024,
@@ -149,41 +239,110 @@ impl Broker {
             config.default_partitions >= 1
                 && config.default_partitions <= config.max_partitions_per_topic
         );
+        assert!(
+            config.voters.is_empty() || config.voters.iter().any(|v| v.id == config.node_id),
+            "a broker must be one of the voters"
+        );
+        assert!(config.node_id >= 0);
         disk.apply_crash_damage()?;
         disk.create_root().await?;
-        disk.create_dir_all("meta")?;
-        disk.create_dir_all("data")?;
+        for dir in ["meta", "meta/quorum", "data"] {
+            disk.create_dir_all(dir)?;
+        }
         disk.sync_dir(".").await?;
-        let meta = disk.sub("meta")?;
-        let data_arrived = watch::Sender::new(0);
-        let ctx = PartitionContext {
-            data_disk: disk.sub("data")?,
-            clock,
-            settings: PartitionSettings {
-                durability: config.durability,
-                tail_recovery: config.tail_recovery,
-                producers_max: config.producers_per_partition_max,
-            },
-            data_arrived: data_arrived.clone(),
+        disk.sync_dir("meta").await?;
+        let (shutdown, stop) = watch::channel(false);
+        let peers: BTreeMap<i32, Arc<Peer>> = config
+            .voters
+            .iter()
+            .filter(|v| v.id != config.node_id)
+            .map(|v| {
+                (
+                    v.id,
+                    Arc::new(Peer::new(
+                        config.net,
+                        format!("{}:{}", v.host, v.internal_port),
+                        config.internal_request_timeout_ms,
+                    )),
+                )
+            })
+            .collect();
+        let voters: Vec<u64> = if config.voters.is_empty() {
+            vec![raft_of(config.node_id)]
+        } else {
+            config.voters.iter().map(|v| raft_of(v.id)).collect()
         };
-        let topics = TopicRegistry::open(meta.clone(), ctx, &config.topic_defaults).await?;
-        let producer_ids = ProducerIds::open(meta, config.producer_id_block)?;
+        let mut quorum_config = QuorumConfig::new(raft_of(config.node_id), voters);
+        quorum_config.tick_ms = config.quorum_tick_ms;
+        let raft_peers = peers
+            .iter()
+            .map(|(id, p)| (raft_of(*id), Arc::clone(p)))
+            .collect();
+        let quorum = Quorum::start(
+            quorum_config,
+            disk.sub("meta/quorum")?,
+            raft_peers,
+            crate::rng::derive(rng.random(), "quorum"),
+            stop.clone(),
+        );
+        let controller_config = ControllerConfig {
+            session_timeout_ms: config.session_timeout_ms,
+            unclean_leader_election: config.unclean_leader_election,
+            max_topics: config.max_topics,
+            max_partitions_per_topic: config.max_partitions_per_topic,
+            ..ControllerConfig::default()
+        };
+        let controller = Controller::new(
+            quorum.clone(),
+            controller_config,
+            crate::rng::derive(rng.random(), "controller"),
+        );
+        let signals = Signals {
+            data_arrived: watch::Sender::new(0),
+            log_appended: watch::Sender::new(0),
+        };
+        let settings = PartitionSettings {
+            durability: config.durability,
+            tail_recovery: config.tail_recovery,
+            producers_max: config.producers_per_partition_max,
+            mutant: config.mutant,
+        };
+        let replicas = Replicas::new(
+            config.node_id,
+            disk.sub("data")?,
+            clock,
+            settings,
+            signals.clone(),
+            config.topic_defaults.clone(),
+        );
         let state = Arc::new(State {
+            incarnation: rng.random(),
             config,
-            topics,
-            producer_ids: tokio::sync::Mutex::new(producer_ids),
-            data_arrived,
+            quorum,
+            controller,
+            replicas,
+            peers,
+            producer_ids: tokio::sync::Mutex::new(IdBlock::default()),
+            signals,
+            serving: watch::Sender::new(false),
             connections: AtomicUsize::new(0),
-            rng: std::sync::Mutex::new(rng),
-            shutdown: watch::Sender::new(false),
+            shutdown,
         });
+        let s = Arc::clone(&state);
+        tokio::spawn(async move { s.controller.run(s.shutdown.subscribe()).await });
+        tokio::spawn(follow_metadata(Arc::clone(&state)));
+        tokio::spawn(heartbeat::run(Arc::clone(&state)));
+        tokio::spawn(isr::run(Arc::clone(&state)));
+        for leader in state.peers.keys() {
+            tokio::spawn(fetcher::run(Arc::clone(&state), *leader));
+        }
         tokio::spawn(retention_loop(Arc::clone(&state)));
         Ok(Self { state })
     }
 
-    /// Binds `addr` on real sockets, opens a broker on `disk` that advertises the bound port
-    /// (with `config.advertised_host`), and serves it in the background. Returns the broker and
-    /// the bound address.
+    /// Binds `addr` on real sockets, opens a single broker on `disk` that advertises the bound
+    /// port (with `config.advertised_host`), and serves it in the background. Returns the
+    /// broker and the bound address.
     pub async fn listen(
         addr: &str,
         mut config: BrokerConfig,
@@ -191,10 +350,12 @@ impl Broker {
         clock: Clock,
         rng: WeirRng,
     ) -> io::Result<(Self, SocketAddr)> {
-        let listener = crate::net::Net::Tokio.bind(addr).await?;
+        let listener = Net::Tokio.bind(addr).await?;
         let bound = listener.local_addr()?;
         config.advertised_port = bound.port();
+        config.net = Net::Tokio;
         let broker = Self::open(config, disk, clock, rng).await?;
+        broker.ready(Duration::from_secs(30)).await?;
         let serving = broker.clone();
         tokio::spawn(async move {
             if let Err(e) = serving.serve(listener).await {
@@ -204,12 +365,25 @@ impl Broker {
         Ok((broker, bound))
     }
 
+    /// Waits until the broker has registered with the controller and caught up with the
+    /// metadata, so that it serves its partitions.
+    pub async fn ready(&self, timeout: Duration) -> io::Result<()> {
+        if self.state.await_serving(timeout).await {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the broker did not join its cluster in time",
+            ))
+        }
+    }
+
     /// The broker's settings.
     pub fn config(&self) -> &BrokerConfig {
         &self.state.config
     }
 
-    /// Accepts and serves connections on `listener` until [`Broker::shutdown`].
+    /// Accepts and serves client connections on `listener` until [`Broker::shutdown`].
     pub async fn serve(&self, listener: Listener) -> io::Result<()> {
         let mut stop = self.state.shutdown.subscribe();
         loop {
@@ -238,28 +412,84 @@ impl Broker {
         }
     }
 
-    /// Stops accepting connections and stops background work.
-    pub fn shutdown(&self) {
-        self.state.shutdown.send_replace(true);
-        for t in self.state.topics.all() {
-            for p in &t.partitions {
-                p.close();
-            }
-        }
+    /// Serves other brokers on the internal `listener` until [`Broker::shutdown`].
+    pub async fn serve_internal(&self, listener: Listener) {
+        let state = Arc::clone(&self.state);
+        let handler: rpc::Handler = Arc::new(move |req| {
+            let state = Arc::clone(&state);
+            Box::pin(async move { internal::handle(&state, req).await })
+        });
+        rpc::serve(listener, handler, self.state.shutdown.subscribe()).await;
     }
 
-    /// The offsets of a partition, if it exists.
+    /// Stops accepting connections and stops background work.
+    pub async fn shutdown(&self) {
+        self.state.shutdown.send_replace(true);
+        self.state.replicas.close_all().await;
+    }
+
+    /// The offsets of a partition replica hosted here, if any.
     pub fn partition_marks(&self, topic: &str, partition: i32) -> Option<Marks> {
-        let t = self.state.topics.get(topic)?;
-        t.partitions
-            .get(usize::try_from(partition).ok()?)
-            .map(|p| p.marks())
+        self.state.replicas.get(topic, partition).map(|p| p.marks())
+    }
+
+    /// Whether this broker is the active controller.
+    pub fn is_controller(&self) -> bool {
+        self.state.quorum.current().active
+    }
+}
+
+impl State {
+    /// Waits up to `timeout` for the broker to serve; whether it does.
+    pub(crate) async fn await_serving(&self, timeout: Duration) -> bool {
+        let mut serving = self.serving.subscribe();
+        matches!(
+            tokio::time::timeout(timeout, serving.wait_for(|s| *s)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// The metadata image as this broker last applied it.
+    pub(crate) fn image(&self) -> Arc<crate::cluster::metadata::MetadataImage> {
+        self.quorum.current().image
     }
 }
 
 /// Resolves once `flag` is set or its sender is gone.
 pub(crate) async fn until_set(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|v| *v).await;
+}
+
+/// Keeps the hosted replicas in line with the metadata image.
+async fn follow_metadata(state: Arc<State>) {
+    let mut image = state.quorum.watch();
+    let mut serving = state.serving.subscribe();
+    let mut stop = state.shutdown.subscribe();
+    let mut last: Option<(Arc<crate::cluster::metadata::MetadataImage>, bool)> = None;
+    loop {
+        let current = (
+            image.borrow_and_update().image.clone(),
+            *serving.borrow_and_update(),
+        );
+        let changed = last
+            .as_ref()
+            .is_none_or(|(i, s)| !Arc::ptr_eq(i, &current.0) || *s != current.1);
+        if changed {
+            match state.replicas.reconcile(&current.0, current.1).await {
+                Ok(()) => last = Some(current),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not apply the metadata to the hosted replicas; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            _ = until_set(&mut stop) => return,
+            r = image.changed() => if r.is_err() { return },
+            r = serving.changed() => if r.is_err() { return },
+        }
+    }
 }
 
 async fn retention_loop(state: Arc<State>) {
@@ -270,10 +500,8 @@ async fn retention_loop(state: Arc<State>) {
             _ = until_set(&mut stop) => return,
             _ = tokio::time::sleep(every) => {}
         }
-        for topic in state.topics.all() {
-            for p in &topic.partitions {
-                p.enforce_retention().await;
-            }
+        for p in state.replicas.all() {
+            p.enforce_retention().await;
         }
     }
 }

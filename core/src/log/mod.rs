@@ -376,6 +376,59 @@ impl Log {
         Ok(doomed.len())
     }
 
+    /// Removes every batch at or after `offset`, durably: later segments go first, so that a
+    /// crash part-way leaves a log that still opens. A batch that straddles `offset` goes too, so
+    /// the log may end before `offset`. Returns the new log end.
+    pub async fn truncate_to(&mut self, offset: i64) -> io::Result<i64> {
+        if offset >= self.log_end_offset() {
+            return Ok(self.log_end_offset());
+        }
+        let offset = offset.max(self.log_start_offset);
+        let doomed: Vec<i64> = self
+            .segments
+            .range(offset..)
+            .map(|(b, _)| *b)
+            .filter(|b| *b != self.log_start_offset)
+            .collect();
+        for base in doomed.iter().rev() {
+            self.segments.remove(base);
+            for name in file_names(*base) {
+                self.disk.remove_file(&name)?;
+            }
+        }
+        if !doomed.is_empty() {
+            self.disk.sync_dir(".").await?;
+        }
+        let active = self.active_mut();
+        if let Some((pos, _)) = active.position_of(offset)? {
+            active.truncate_at(pos).await?;
+        }
+        Ok(self.log_end_offset())
+    }
+
+    /// Empties the log and restarts it at `offset`: what a follower does when the leader no
+    /// longer holds the offsets it would fetch next.
+    pub async fn reset_to(&mut self, offset: i64) -> io::Result<()> {
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        for base in bases.iter().rev() {
+            for name in file_names(*base) {
+                self.disk.remove_file(&name)?;
+            }
+        }
+        self.segments.clear();
+        self.disk.sync_dir(".").await?;
+        let seg = Segment::create(
+            &self.disk,
+            offset,
+            self.clock.now_ms(),
+            self.config.index_interval_bytes,
+        )?;
+        self.disk.sync_dir(".").await?;
+        self.segments.insert(offset, seg);
+        self.log_start_offset = offset;
+        Ok(())
+    }
+
     /// Removes the whole log from disk.
     pub fn delete(self) -> io::Result<()> {
         self.disk.remove_dir_all(".")

@@ -407,6 +407,23 @@ impl Segment {
         Ok(())
     }
 
+    /// Cuts the segment at byte `pos` (a batch boundary) and rebuilds its indexes, durably.
+    pub async fn truncate_at(&mut self, pos: u64) -> io::Result<()> {
+        assert!(pos <= self.size, "truncation only shortens a segment");
+        self.log.set_len(pos)?;
+        self.size = pos;
+        if let ScanEnd::Invalid { position, reason } = self.rebuild(0, false)? {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "segment {} is corrupt at byte {position}: {reason}",
+                    self.base_offset
+                ),
+            ));
+        }
+        self.sync_all().await
+    }
+
     /// Reads `len` bytes at `pos`.
     pub fn read(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
         let mut buf = vec![0u8; len];

@@ -245,3 +245,30 @@ async fn retention_deletes_old_segments_and_advances_the_start() {
     log2.append(&mut batch(0, 1, 1)).await.unwrap();
     assert_eq!(log2.enforce_retention(0).await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn truncation_cuts_at_batch_boundaries_across_segments_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), small_segments()).await;
+    for tag in 0..30 {
+        log.append(&mut batch(tag, 2, 1_000)).await.unwrap();
+    }
+    assert!(log.segment_count() >= 3, "{} segments", log.segment_count());
+    assert_eq!(log.log_end_offset(), 60);
+    // Offset 21 is inside the batch 20..=21: that batch goes too.
+    assert_eq!(log.truncate_to(21).await.unwrap(), 20);
+    assert_eq!(read_all(&log).last().map(|(o, _)| *o), Some(19));
+    log.append(&mut batch(99, 1, 2_000)).await.unwrap();
+    drop(log);
+    let (mut log, report) = open(dir.path(), small_segments()).await;
+    assert_eq!(report.truncation_reason, None);
+    assert_eq!(log.log_end_offset(), 21);
+    assert_eq!(read_all(&log).last().unwrap(), &(20, "99-0".to_string()));
+    assert_eq!(log.truncate_to(0).await.unwrap(), 0);
+    assert_eq!(log.segment_count(), 1);
+    log.reset_to(500).await.unwrap();
+    log.append(&mut batch(7, 1, 3_000)).await.unwrap();
+    drop(log);
+    let (log, _) = open(dir.path(), small_segments()).await;
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 501));
+}

@@ -17,8 +17,19 @@ async fn collect(state: &State, req: &FetchRequest) -> (FetchResponse, usize) {
         .min(state.config.fetch_max_bytes);
     let mut total = 0usize;
     let mut topics = Vec::new();
+    let image = state.image();
     for t in &req.topics {
-        let topic = state.topics.get(t.topic.0.as_str());
+        // Fetch v13+ names topics by id only.
+        let name = if t.topic.0.is_empty() {
+            image
+                .topics
+                .iter()
+                .find(|(_, x)| x.id == t.topic_id.as_u128())
+                .map(|(n, _)| n.clone())
+                .unwrap_or_default()
+        } else {
+            t.topic.0.to_string()
+        };
         let mut parts = Vec::new();
         for p in &t.partitions {
             let mut data = PartitionData::default()
@@ -28,21 +39,16 @@ async fn collect(state: &State, req: &FetchRequest) -> (FetchResponse, usize) {
                 .with_log_start_offset(-1)
                 .with_aborted_transactions(read_committed.then(Vec::new))
                 .with_records(Some(Bytes::new()));
-            let partition = topic.as_ref().and_then(|t| {
-                usize::try_from(p.partition)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i))
-            });
-            match partition {
-                None => data = data.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                Some(_) if p.current_leader_epoch > 0 => {
-                    data = data.with_error_code(ResponseError::UnknownLeaderEpoch.code())
-                }
-                Some(part) => {
+            match super::replica(state, &image, &name, p.partition) {
+                Err(code) => data = data.with_error_code(code.code()),
+                Ok(part) => {
                     let want = usize::try_from(p.partition_max_bytes)
                         .unwrap_or(0)
                         .min(budget);
-                    match part.read(p.fetch_offset, want.max(1)).await {
+                    match part
+                        .read(p.fetch_offset, want.max(1), p.current_leader_epoch)
+                        .await
+                    {
                         Ok((bytes, marks)) => {
                             data = data
                                 .with_high_watermark(marks.high_watermark)
@@ -99,7 +105,7 @@ pub(super) async fn handle(state: &Arc<State>, req: FetchRequest) -> FetchRespon
     );
     let deadline = Instant::now() + wait;
     let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
-    let mut arrivals = state.data_arrived.subscribe();
+    let mut arrivals = state.signals.data_arrived.subscribe();
     loop {
         arrivals.borrow_and_update();
         let (resp, bytes) = collect(state, &req).await;

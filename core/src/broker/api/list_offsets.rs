@@ -1,7 +1,6 @@
 //! ListOffsets.
 
 use super::super::State;
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -10,34 +9,29 @@ use std::sync::Arc;
 
 /// Answers earliest (-2), latest (-1), max-timestamp (-3) and by-timestamp lookups.
 pub(super) async fn handle(state: &Arc<State>, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let image = state.image();
     let mut topics = Vec::new();
     for t in req.topics {
-        let topic = state.topics.get(t.name.0.as_str());
         let mut parts = Vec::new();
         for p in t.partitions {
             let base = ListOffsetsPartitionResponse::default()
                 .with_partition_index(p.partition_index)
                 .with_offset(-1)
                 .with_timestamp(-1);
-            let partition = topic.as_ref().and_then(|t| {
-                usize::try_from(p.partition_index)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i))
-            });
-            let resp = match partition {
-                None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                Some(_) if p.current_leader_epoch > 0 => {
-                    base.with_error_code(ResponseError::UnknownLeaderEpoch.code())
-                }
-                Some(part) => match part.offset_for(p.timestamp).await {
-                    Ok((offset, ts)) => base
-                        .with_offset(offset)
-                        .with_timestamp(ts)
-                        .with_leader_epoch(0),
-                    Err(code) => base.with_error_code(code.code()),
-                },
+            let answer = match super::replica(state, &image, t.name.0.as_str(), p.partition_index) {
+                Err(code) => Err(code),
+                Ok(part) => part
+                    .offset_for(p.timestamp, p.current_leader_epoch)
+                    .await
+                    .map(|hit| (hit, part.marks().leader_epoch.unwrap_or(-1))),
             };
-            parts.push(resp);
+            parts.push(match answer {
+                Ok(((offset, ts), epoch)) => base
+                    .with_offset(offset)
+                    .with_timestamp(ts)
+                    .with_leader_epoch(epoch),
+                Err(code) => base.with_error_code(code.code()),
+            });
         }
         topics.push(
             ListOffsetsTopicResponse::default()

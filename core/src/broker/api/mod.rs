@@ -9,8 +9,11 @@ mod producer_id;
 mod versions;
 
 use super::State;
+use super::partition::Partition;
+use crate::cluster::metadata::MetadataImage;
 use crate::wire::{RawRequest, encode_response, parse_request, peek_header};
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::ApiKey;
 use std::sync::Arc;
 
@@ -34,6 +37,25 @@ pub(crate) enum Reply {
     Nothing,
     /// Close the connection: the protocol has no way to answer.
     Close(String),
+}
+
+/// The replica of `topic`-`partition` this broker hosts, or the error a client gets: unknown
+/// when the metadata has no such partition, not-leader when it lives elsewhere.
+fn replica(
+    state: &State,
+    image: &MetadataImage,
+    topic: &str,
+    partition: i32,
+) -> Result<Arc<Partition>, ResponseError> {
+    let exists = image
+        .topics
+        .get(topic)
+        .is_some_and(|t| (0..t.partitions.len() as i32).contains(&partition));
+    match state.replicas.get(topic, partition) {
+        Some(p) if exists => Ok(p),
+        _ if exists => Err(ResponseError::NotLeaderOrFollower),
+        _ => Err(ResponseError::UnknownTopicOrPartition),
+    }
 }
 
 fn supported(api: ApiKey) -> Option<(i16, i16)> {

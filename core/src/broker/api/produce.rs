@@ -1,7 +1,7 @@
 //! Produce.
 
 use super::super::State;
-use super::super::topics::validate_topic_name;
+use super::super::validate_topic_name;
 use crate::log::TopicCompression;
 use crate::record::{
     BatchError, Codec, ProducerBatch, RecordToEncode, decode_batch_records, encode_batch,
@@ -50,7 +50,7 @@ struct Pending {
     topic: usize,
     index: usize,
     partition: Arc<super::super::partition::Partition>,
-    end: i64,
+    wait: super::super::partition::AckWait,
 }
 
 fn failed(index: i32, code: ResponseError, message: Option<String>) -> PartitionProduceResponse {
@@ -73,9 +73,9 @@ pub(super) async fn handle(state: &Arc<State>, req: ProduceRequest) -> ProduceRe
     );
     let mut topics = Vec::new();
     let mut waits = Vec::new();
+    let image = state.image();
     for (ti, t) in req.topic_data.into_iter().enumerate() {
         let name = t.name.0.to_string();
-        let topic = state.topics.get(&name);
         let mut parts = Vec::new();
         for (pi, p) in t.partition_data.into_iter().enumerate() {
             let reject = |code, msg: Option<String>| failed(p.index, code, msg);
@@ -91,38 +91,37 @@ pub(super) async fn handle(state: &Arc<State>, req: ProduceRequest) -> ProduceRe
                 )
             } else if let Err(m) = validate_topic_name(&name) {
                 reject(ResponseError::InvalidTopicException, Some(m))
-            } else if let Some(partition) = topic.as_ref().and_then(|t| {
-                usize::try_from(p.index)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i))
-            }) {
-                let config = &topic.as_ref().expect("partition implies topic").config;
-                match prepare(
-                    state,
-                    p.records.as_deref(),
-                    config.max_message_bytes,
-                    config.compression,
-                ) {
-                    Err((code, msg)) => reject(code, Some(msg)),
-                    Ok(batch) => match partition.append(batch).await {
-                        Err(code) => reject(code, None),
-                        Ok((appended, end)) => {
-                            waits.push(Pending {
-                                topic: ti,
-                                index: pi,
-                                partition: Arc::clone(partition),
-                                end,
-                            });
-                            PartitionProduceResponse::default()
-                                .with_index(p.index)
-                                .with_base_offset(appended.base_offset)
-                                .with_log_append_time_ms(appended.log_append_time)
-                                .with_log_start_offset(appended.log_start)
-                        }
-                    },
-                }
             } else {
-                reject(ResponseError::UnknownTopicOrPartition, None)
+                match super::replica(state, &image, &name, p.index) {
+                    Err(code) => reject(code, None),
+                    Ok(partition) => {
+                        let config = &partition.config;
+                        match prepare(
+                            state,
+                            p.records.as_deref(),
+                            config.max_message_bytes,
+                            config.compression,
+                        ) {
+                            Err((code, msg)) => reject(code, Some(msg)),
+                            Ok(batch) => match partition.append(batch, acks == -1).await {
+                                Err(code) => reject(code, None),
+                                Ok((appended, wait)) => {
+                                    waits.push(Pending {
+                                        topic: ti,
+                                        index: pi,
+                                        partition: Arc::clone(&partition),
+                                        wait,
+                                    });
+                                    PartitionProduceResponse::default()
+                                        .with_index(p.index)
+                                        .with_base_offset(appended.base_offset)
+                                        .with_log_append_time_ms(appended.log_append_time)
+                                        .with_log_start_offset(appended.log_start)
+                                }
+                            },
+                        }
+                    }
+                }
             };
             parts.push(response);
         }
@@ -134,7 +133,7 @@ pub(super) async fn handle(state: &Arc<State>, req: ProduceRequest) -> ProduceRe
     }
     if acks == -1 {
         for w in waits {
-            if let Err(code) = w.partition.await_readable(w.end, timeout).await {
+            if let Err(code) = w.partition.await_ack(w.wait, timeout).await {
                 let r = &mut topics[w.topic].partition_responses[w.index];
                 *r = failed(r.index, code, None);
             }
