@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 use weir_core::cluster::metadata::{Applied, MetadataCommand};
-use weir_core::cluster::protocol::Request;
+use weir_core::cluster::protocol::{Request, Response};
 use weir_core::cluster::quorum::{Quorum, QuorumConfig};
 use weir_core::cluster::rpc::{self, Peer};
 use weir_core::disk::{Disk, DiskFaults};
@@ -65,7 +65,7 @@ async fn node(id: u64, seed: u64, seen: Rc<RefCell<Seen>>) -> turmoil::Result {
         if let Request::Raft(bytes) = req {
             handler_q.deliver(&bytes);
         }
-        Box::pin(async { None })
+        Box::pin(async { Response::Done(Ok(())) })
     });
     tokio::spawn(rpc::serve(listener, handler, stop));
     let mut last_leader = None;

@@ -51,7 +51,16 @@ pub struct Env<'a> {
     topo: Topology,
     disks: BTreeMap<String, DiskFaults>,
     down: BTreeSet<String>,
+    /// Directed links the nemesis has cut or is holding, as (from, to).
+    links: BTreeMap<(String, String), LinkFault>,
     seed: u64,
+}
+
+/// What the nemesis has done to one direction of a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LinkFault {
+    Cut,
+    Held,
 }
 
 impl<'a> Env<'a> {
@@ -80,6 +89,7 @@ impl<'a> Env<'a> {
             topo,
             disks,
             down: BTreeSet::new(),
+            links: BTreeMap::new(),
             seed,
         }
     }
@@ -112,6 +122,55 @@ impl<'a> Env<'a> {
         }
     }
 
+    fn mark(&mut self, a: &[String], b: &[String], fault: LinkFault, both_ways: bool) {
+        for x in a {
+            for y in b.iter().filter(|y| *y != x) {
+                self.links.insert((x.clone(), y.clone()), fault);
+                if both_ways {
+                    self.links.insert((y.clone(), x.clone()), fault);
+                }
+            }
+        }
+    }
+
+    /// Crashes `node` as a machine dies: it sends nothing on the way down.
+    ///
+    /// turmoil drops the host's tasks, and with them its sockets, in an order that follows
+    /// tokio's process-wide task ids, and each dropped socket sends a FIN or RST whose latency
+    /// is drawn from the run's RNG. Sent, those would make a run depend on what ran earlier in
+    /// the process. So the node's outgoing links are cut for the instant of the crash (which
+    /// also drops what it had in flight, as a power loss would) and then put back as they were.
+    fn crash_silently(&mut self, node: &str) {
+        let others: Vec<String> = self
+            .topo
+            .servers
+            .iter()
+            .chain(&self.topo.clients)
+            .filter(|h| h.as_str() != node)
+            .cloned()
+            .collect();
+        let before: Vec<(String, Option<LinkFault>)> = others
+            .into_iter()
+            .map(|y| {
+                let f = self.links.get(&(node.to_string(), y.clone())).copied();
+                (y, f)
+            })
+            .collect();
+        for (y, f) in &before {
+            if *f != Some(LinkFault::Cut) {
+                self.sim.partition_oneway(node, y.as_str());
+            }
+        }
+        self.sim.crash(node);
+        for (y, f) in &before {
+            match f {
+                None => self.sim.repair_oneway(node, y.as_str()),
+                Some(LinkFault::Held) => self.sim.hold(node, y.as_str()),
+                Some(LinkFault::Cut) => {}
+            }
+        }
+    }
+
     /// Applies one fault now.
     pub fn apply(&mut self, fault: &Fault) {
         self.note(fault.to_string());
@@ -119,7 +178,7 @@ impl<'a> Env<'a> {
             Fault::Crash { node, garbage } => {
                 if self.down.insert(node.clone()) {
                     self.disk(node).crashed(*garbage);
-                    self.sim.crash(node.as_str());
+                    self.crash_silently(node);
                 }
             }
             Fault::Restart { node } => {
@@ -127,11 +186,18 @@ impl<'a> Env<'a> {
                     self.sim.bounce(node.as_str());
                 }
             }
-            Fault::Partition { a, b } => self.each_pair(a, b, |x, y| self.sim.partition(x, y)),
-            Fault::PartitionOneWay { from, to } => {
-                self.each_pair(from, to, |x, y| self.sim.partition_oneway(x, y))
+            Fault::Partition { a, b } => {
+                self.each_pair(a, b, |x, y| self.sim.partition(x, y));
+                self.mark(a, b, LinkFault::Cut, true);
             }
-            Fault::Hold { a, b } => self.each_pair(a, b, |x, y| self.sim.hold(x, y)),
+            Fault::PartitionOneWay { from, to } => {
+                self.each_pair(from, to, |x, y| self.sim.partition_oneway(x, y));
+                self.mark(from, to, LinkFault::Cut, false);
+            }
+            Fault::Hold { a, b } => {
+                self.each_pair(a, b, |x, y| self.sim.hold(x, y));
+                self.mark(a, b, LinkFault::Held, true);
+            }
             Fault::HealNetwork => {
                 let all: Vec<String> = self
                     .topo
@@ -144,6 +210,7 @@ impl<'a> Env<'a> {
                     self.sim.release(x, y);
                     self.sim.repair(x, y);
                 });
+                self.links.clear();
             }
             Fault::Latency { max_ms } => self
                 .sim

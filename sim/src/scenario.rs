@@ -38,6 +38,36 @@ pub fn all() -> &'static [Scenario] {
             run: scenarios::broker_crash::run,
         },
         Scenario {
+            name: "idempotent-producer",
+            description: "three brokers; idempotent producers retry through timeouts, partitions and crashes; every acknowledged record is in the log exactly once",
+            mutants: scenarios::idempotent_producer::MUTANTS,
+            run: scenarios::idempotent_producer::run,
+        },
+        Scenario {
+            name: "replication",
+            description: "three brokers, three replicas, min.insync.replicas=2; crashes (controller included), one-way and majority/minority partitions, pauses, disk faults; leadership moves within the ISR and no acknowledged record is lost",
+            mutants: scenarios::replication::MUTANTS,
+            run: scenarios::replication::run,
+        },
+        Scenario {
+            name: "isr-shrink",
+            description: "three brokers, three replicas, min.insync.replicas=1; the ISR shrinks to the leader alone and that leader dies while stale replicas live; the partition waits for an ISR member and no acknowledged record is lost",
+            mutants: scenarios::isr_shrink::MUTANTS,
+            run: scenarios::isr_shrink::run,
+        },
+        Scenario {
+            name: "transactions",
+            description: "three brokers; transactional producers commit and abort multi-partition transactions, and replace fenced instances, through coordinator crashes, partitions and disk faults; read_committed sees every commit whole and no abort",
+            mutants: scenarios::transactions::MUTANTS,
+            run: scenarios::transactions::run,
+        },
+        Scenario {
+            name: "consumer-group",
+            description: "three brokers, a six-partition topic and a consumer group of three (one leaves and rejoins, one stalls past a rebalance) through coordinator crashes, partitions and latency; committed offsets never go back, nothing below them is skipped, no partition has two owners in a generation, and the group catches up after the heal",
+            mutants: scenarios::consumer_group::MUTANTS,
+            run: scenarios::consumer_group::run,
+        },
+        Scenario {
             name: "late-data",
             description: "stream job over a faulty broker: tumbling windows with allowed lateness and a late-data side output, checked against an oracle",
             mutants: scenarios::late_data::MUTANTS,

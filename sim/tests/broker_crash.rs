@@ -4,24 +4,14 @@
 
 mod common;
 
-use common::{every_seed_passes, first_catch, generated_plans_pass, run, same_seed_same_hash};
+use common::{
+    every_seed_passes, first_catch, generated_plans_pass, queue_topology, run, same_seed_same_hash,
+};
 use proptest::test_runner::{Config, TestError, TestRunner};
-use weir_sim::fault::{FaultPlan, Topology};
+use weir_sim::fault::FaultPlan;
 use weir_sim::scenario::RunSpec;
 
 const SCENARIO: &str = "broker-crash";
-
-fn topology() -> Topology {
-    Topology {
-        servers: vec!["broker".into()],
-        clients: vec![
-            "producer-0".into(),
-            "producer-1".into(),
-            "consumer-0".into(),
-            "drainer".into(),
-        ],
-    }
-}
 
 #[test]
 fn every_seed_passes_and_makes_progress() {
@@ -50,7 +40,7 @@ fn acking_before_fsync_is_caught() {
 
 #[test]
 fn recovering_without_truncation_is_caught() {
-    let caught = first_catch(SCENARIO, "skip-recovery", 40);
+    let caught = first_catch(SCENARIO, "skip-recovery", 60);
     eprintln!("skip-recovery caught at seed {caught:?}");
     assert!(
         caught.is_some(),
@@ -60,7 +50,7 @@ fn recovering_without_truncation_is_caught() {
 
 #[test]
 fn generated_fault_plans_pass() {
-    generated_plans_pass(SCENARIO, &topology(), 20_000, 6);
+    generated_plans_pass(SCENARIO, &queue_topology(1), 20_000, 6);
 }
 
 #[test]
@@ -71,18 +61,21 @@ fn a_failing_plan_shrinks_to_a_few_faults() {
         failure_persistence: None,
         ..Config::default()
     });
-    let result = runner.run(&FaultPlan::strategy(&topology(), 20_000, 12), |plan| {
-        let r = run(
-            SCENARIO,
-            RunSpec {
-                seed: 5,
-                plan: Some(plan),
-                mutant: Some("page-cache-acks".into()),
-            },
-        );
-        proptest::prop_assert!(r.passed, "{}", r.replay);
-        Ok(())
-    });
+    let result = runner.run(
+        &FaultPlan::strategy(&queue_topology(1), 20_000, 12),
+        |plan| {
+            let r = run(
+                SCENARIO,
+                RunSpec {
+                    seed: 5,
+                    plan: Some(plan),
+                    mutant: Some("page-cache-acks".into()),
+                },
+            );
+            proptest::prop_assert!(r.passed, "{}", r.replay);
+            Ok(())
+        },
+    );
     match result {
         Err(TestError::Fail(why, plan)) => {
             eprintln!(

@@ -41,8 +41,23 @@ pub fn init_logging(verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_timer(SimTime)
+        .with_ansi(false)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Log timestamps in simulated milliseconds inside a simulation (where wall time means
+/// nothing), and in wall-clock seconds since the start outside one.
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        match turmoil::sim_elapsed() {
+            Some(t) => write!(w, "sim {:>8} ms", t.as_millis()),
+            None => write!(w, "-"),
+        }
+    }
 }
 
 /// Runs the parsed command.

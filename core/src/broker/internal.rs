@@ -13,15 +13,16 @@ use tokio::time::Instant;
 const CONTROLLER_RETRY_MS: u64 = 100;
 
 /// Answers one internal request.
-pub(crate) async fn handle(state: &Arc<State>, req: Request) -> Option<Response> {
-    Some(match req {
+pub(crate) async fn handle(state: &Arc<State>, req: Request) -> Response {
+    match req {
         Request::Raft(bytes) => {
             state.quorum.deliver(&bytes);
-            return None;
+            Response::Done(Ok(()))
         }
         Request::ReplicaFetch(f) => Response::Fetched(serve_replica_fetch(state, f).await),
+        Request::WriteMarkers(m) => Response::Markers(super::txn::write_local(state, &m).await),
         other => local_controller(state, other).await,
-    })
+    }
 }
 
 /// Runs a controller request on this broker's controller (which answers NotController
@@ -34,7 +35,18 @@ async fn local_controller(state: &State, req: Request) -> Response {
         Request::CreateTopic(t) => c.create_topic(t).await,
         Request::DeleteTopic { name } => c.delete_topic(name).await,
         Request::AllocateProducerIds { count } => c.allocate_producer_ids(count).await,
-        Request::Raft(_) | Request::ReplicaFetch(_) => unreachable!("routed by handle"),
+        Request::Txn(t) => {
+            if state.quorum.current().active {
+                Response::Txn(super::txn::handle(state, t).await)
+            } else {
+                Response::NotController {
+                    leader: state.quorum.current().leader.map(broker_of),
+                }
+            }
+        }
+        Request::Raft(_) | Request::ReplicaFetch(_) | Request::WriteMarkers(_) => {
+            unreachable!("routed by handle")
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 mod api;
 mod conn;
 mod fetcher;
+mod group;
 mod heartbeat;
 mod internal;
 mod isr;
@@ -19,6 +20,7 @@ mod names;
 mod partition;
 mod producer_state;
 mod replicas;
+mod txn;
 
 pub use names::{TOPIC_NAME_LEN_MAX, validate_topic_name};
 pub use partition::Marks;
@@ -64,6 +66,8 @@ pub enum BrokerMutant {
     HwIgnoresIsr,
     /// Transactional producers are not fenced: a new InitProducerId leaves the old epoch valid.
     NoZombieFencing,
+    /// The group coordinator accepts offset commits from any generation and any member.
+    NoGenerationFencing,
 }
 
 /// A member of the metadata quorum.
@@ -148,6 +152,20 @@ pub struct BrokerConfig {
     pub unclean_leader_election: bool,
     /// A deliberately broken variant, for tests of the checkers.
     pub mutant: Option<BrokerMutant>,
+    /// Shortest session timeout a group member may ask for, in milliseconds.
+    pub group_min_session_timeout_ms: u64,
+    /// Longest session timeout a group member may ask for, in milliseconds.
+    pub group_max_session_timeout_ms: u64,
+    /// Most consumer groups: with members at once, and with committed offsets.
+    pub groups_max: usize,
+    /// Most members of one group.
+    pub group_members_max: usize,
+    /// Most partitions with a committed offset per group.
+    pub group_committed_partitions_max: usize,
+    /// Largest protocol metadata of one member, and largest assignment, in bytes.
+    pub group_protocol_metadata_bytes_max: usize,
+    /// Largest metadata string of a committed offset, in bytes.
+    pub offset_metadata_bytes_max: usize,
 }
 
 impl Default for BrokerConfig {
@@ -187,6 +205,13 @@ impl Default for BrokerConfig {
             internal_request_timeout_ms: 5_000,
             unclean_leader_election: false,
             mutant: None,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            groups_max: 10_000,
+            group_members_max: 1_000,
+            group_committed_partitions_max: 10_000,
+            group_protocol_metadata_bytes_max: 1024 * 1024,
+            offset_metadata_bytes_max: 4096,
         }
     }
 }
@@ -200,6 +225,7 @@ struct IdBlock {
 
 pub(crate) struct State {
     config: BrokerConfig,
+    clock: Clock,
     quorum: Quorum,
     controller: Controller,
     replicas: Replicas,
@@ -213,6 +239,8 @@ pub(crate) struct State {
     incarnation: u64,
     connections: AtomicUsize,
     shutdown: watch::Sender<bool>,
+    /// The consumer group coordinator, serving while this broker is the active controller.
+    groups: Arc<group::Coordinator>,
 }
 
 /// A running broker. Cloning gives another handle to the same broker.
@@ -315,9 +343,11 @@ impl Broker {
             signals.clone(),
             config.topic_defaults.clone(),
         );
+        let groups = group::Coordinator::new(quorum.clone(), group::GroupSettings::of(&config));
         let state = Arc::new(State {
             incarnation: rng.random(),
             config,
+            clock,
             quorum,
             controller,
             replicas,
@@ -327,6 +357,7 @@ impl Broker {
             serving: watch::Sender::new(false),
             connections: AtomicUsize::new(0),
             shutdown,
+            groups,
         });
         let s = Arc::clone(&state);
         tokio::spawn(async move { s.controller.run(s.shutdown.subscribe()).await });
@@ -337,6 +368,8 @@ impl Broker {
             tokio::spawn(fetcher::run(Arc::clone(&state), *leader));
         }
         tokio::spawn(retention_loop(Arc::clone(&state)));
+        tokio::spawn(Arc::clone(&state.groups).run(state.shutdown.subscribe()));
+        tokio::spawn(txn::expire_loop(Arc::clone(&state)));
         Ok(Self { state })
     }
 

@@ -2,7 +2,7 @@
 //!
 //! Rebuilt on open from the batch headers in the log, so it is exactly as durable as the log.
 
-use crate::record::BatchHeader;
+use crate::record::{BatchHeader, Marker};
 use kafka_protocol::error::ResponseError;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -21,6 +21,8 @@ struct BatchMeta {
 #[derive(Debug)]
 struct Entry {
     epoch: i16,
+    /// Epoch of the last coordinator that wrote a marker for this producer, or -1.
+    coordinator_epoch: i32,
     batches: VecDeque<BatchMeta>,
 }
 
@@ -98,18 +100,51 @@ impl ProducerTable {
         }
     }
 
-    /// Records an appended batch (with its final offsets).
-    pub fn record(&mut self, h: &BatchHeader) {
-        if !h.has_producer_id() || h.is_control() {
+    /// Checks a transaction marker for `producer_id` at `epoch` from a coordinator at
+    /// `coordinator_epoch`: a marker from an older producer epoch or an older coordinator is
+    /// refused.
+    pub fn check_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        coordinator_epoch: i32,
+    ) -> Result<(), ResponseError> {
+        match self.entries.get(&producer_id) {
+            Some(e) if epoch < e.epoch => Err(ResponseError::InvalidProducerEpoch),
+            Some(e) if coordinator_epoch < e.coordinator_epoch => {
+                Err(ResponseError::TransactionCoordinatorFenced)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The epoch this table holds for `producer_id`.
+    pub fn epoch_of(&self, producer_id: i64) -> Option<i16> {
+        self.entries.get(&producer_id).map(|e| e.epoch)
+    }
+
+    /// Records an appended batch (with its final offsets); `marker` is its transaction marker
+    /// when it is a control batch. A marker at a newer epoch fences the older one: sequences
+    /// restart from 0 at the new epoch.
+    pub fn record(&mut self, h: &BatchHeader, marker: Option<Marker>) {
+        if !h.has_producer_id() {
             return;
         }
         let e = self.entries.entry(h.producer_id).or_insert(Entry {
             epoch: h.producer_epoch,
+            coordinator_epoch: -1,
             batches: VecDeque::new(),
         });
         if h.producer_epoch > e.epoch {
             e.epoch = h.producer_epoch;
             e.batches.clear();
+        }
+        if let Some(m) = marker {
+            e.coordinator_epoch = e.coordinator_epoch.max(m.coordinator_epoch);
+            return;
+        }
+        if h.is_control() {
+            return;
         }
         e.batches.push_back(BatchMeta {
             first_seq: h.base_sequence,
@@ -165,7 +200,7 @@ mod tests {
     fn sequences_dedupe_and_order() {
         let mut t = ProducerTable::new(10);
         assert_eq!(t.check(&header(1, 0, 0, 3, 0)), Ok(SeqCheck::Append));
-        t.record(&header(1, 0, 0, 3, 0));
+        t.record(&header(1, 0, 0, 3, 0), None);
         assert_eq!(
             t.check(&header(1, 0, 0, 3, 99)),
             Ok(SeqCheck::Duplicate {
@@ -191,7 +226,7 @@ mod tests {
     #[test]
     fn epochs_fence_and_reset() {
         let mut t = ProducerTable::new(10);
-        t.record(&header(1, 3, 0, 1, 0));
+        t.record(&header(1, 3, 0, 1, 0), None);
         assert_eq!(
             t.check(&header(1, 2, 1, 1, 1)),
             Err(ResponseError::InvalidProducerEpoch)
@@ -207,7 +242,7 @@ mod tests {
     fn only_the_last_five_batches_are_remembered_and_the_table_is_bounded() {
         let mut t = ProducerTable::new(2);
         for i in 0..7 {
-            t.record(&header(1, 0, i, 1, i64::from(i)));
+            t.record(&header(1, 0, i, 1, i64::from(i)), None);
         }
         assert_eq!(
             t.check(&header(1, 0, 1, 1, 0)),
@@ -220,8 +255,8 @@ mod tests {
                 last_offset: 2
             })
         );
-        t.record(&header(2, 0, 0, 1, 10));
-        t.record(&header(3, 0, 0, 1, 11));
+        t.record(&header(2, 0, 0, 1, 10), None);
+        t.record(&header(3, 0, 0, 1, 11), None);
         assert_eq!(t.len(), 2);
         assert_eq!(
             t.check(&header(1, 0, 7, 1, 0)),
@@ -231,10 +266,39 @@ mod tests {
     }
 
     #[test]
+    fn a_marker_at_a_bumped_epoch_fences_the_old_one_and_old_coordinators() {
+        let mut t = ProducerTable::new(4);
+        t.record(&header(1, 0, 0, 2, 0), None);
+        let mut marker = header(1, 1, -1, 1, 2);
+        marker.attributes = 0b11 << 4;
+        let m = Marker {
+            kind: crate::record::MarkerKind::Commit,
+            coordinator_epoch: 5,
+        };
+        assert_eq!(t.check_marker(1, 1, 5), Ok(()));
+        t.record(&marker, Some(m));
+        assert_eq!(t.epoch_of(1), Some(1));
+        assert_eq!(
+            t.check(&header(1, 0, 2, 1, 3)),
+            Err(ResponseError::InvalidProducerEpoch),
+            "a delayed batch of the ended transaction is fenced"
+        );
+        assert_eq!(t.check(&header(1, 1, 0, 1, 3)), Ok(SeqCheck::Append));
+        assert_eq!(
+            t.check_marker(1, 1, 4),
+            Err(ResponseError::TransactionCoordinatorFenced)
+        );
+        assert_eq!(
+            t.check_marker(1, 0, 6),
+            Err(ResponseError::InvalidProducerEpoch)
+        );
+    }
+
+    #[test]
     fn sequence_wraps() {
         assert_eq!(next_seq(i32::MAX), 0);
         let mut t = ProducerTable::new(4);
-        t.record(&header(1, 0, i32::MAX, 1, 0));
+        t.record(&header(1, 0, i32::MAX, 1, 0), None);
         assert_eq!(t.check(&header(1, 0, 0, 1, 1)), Ok(SeqCheck::Append));
     }
 }

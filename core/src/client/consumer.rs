@@ -2,16 +2,17 @@
 
 use super::cluster::Cluster;
 use super::error::ClientError;
-use crate::record::{BatchIter, Header, decode_batch_records};
+use crate::record::{BatchHeader, BatchIter, Header, MarkerKind, decode_batch_records, marker_of};
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::AbortedTransaction;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{
     ApiKey, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -317,6 +318,10 @@ impl Consumer {
                 }
                 let records = p.records.unwrap_or_default();
                 let mut next = pos;
+                let mut aborts = AbortFilter::new(
+                    self.config.isolation,
+                    p.aborted_transactions.as_deref().unwrap_or_default(),
+                );
                 for item in BatchIter::new(&records) {
                     let batch = match item {
                         Ok((_, bytes)) => records.slice_ref(bytes),
@@ -327,7 +332,8 @@ impl Consumer {
                     };
                     match decode_batch_records(&batch, self.config.batch_decompressed_bytes_max) {
                         Ok((h, recs)) => {
-                            for r in recs.into_iter().filter(|r| r.offset >= next) {
+                            let keep = aborts.keeps(&h, &batch);
+                            for r in recs.into_iter().filter(|r| keep && r.offset >= next) {
                                 self.buffered.push_back(ConsumerRecord {
                                     topic: topic.clone(),
                                     partition: p.partition_index,
@@ -353,6 +359,54 @@ impl Consumer {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+/// Drops the records of aborted transactions for a read_committed consumer, from the fetch
+/// answer's aborted-transactions list and the abort markers in the batches.
+struct AbortFilter {
+    /// (first offset, producer id), soonest last.
+    upcoming: Vec<(i64, i64)>,
+    /// Producers whose batches are aborted until their abort marker.
+    active: BTreeSet<i64>,
+}
+
+impl AbortFilter {
+    fn new(isolation: Isolation, listed: &[AbortedTransaction]) -> Self {
+        let mut upcoming: Vec<(i64, i64)> = if isolation == Isolation::ReadCommitted {
+            listed
+                .iter()
+                .map(|a| (a.first_offset, a.producer_id.0))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        upcoming.sort_unstable_by(|a, b| b.cmp(a));
+        Self {
+            upcoming,
+            active: BTreeSet::new(),
+        }
+    }
+
+    /// Whether the records of the batch `h` (whole bytes `batch`) are to be delivered.
+    fn keeps(&mut self, h: &BatchHeader, batch: &[u8]) -> bool {
+        while self
+            .upcoming
+            .last()
+            .is_some_and(|(first, _)| *first <= h.last_offset())
+        {
+            let (_, pid) = self.upcoming.pop().expect("checked");
+            self.active.insert(pid);
+        }
+        if h.is_control() {
+            if let Ok(Some(m)) = marker_of(batch)
+                && m.kind == MarkerKind::Abort
+            {
+                self.active.remove(&h.producer_id);
+            }
+            return false;
+        }
+        !(h.is_transactional() && self.active.contains(&h.producer_id))
     }
 }
 

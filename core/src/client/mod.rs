@@ -6,6 +6,7 @@ mod cluster;
 mod conn;
 mod consumer;
 mod error;
+mod group;
 mod mux;
 mod partitioner;
 mod producer;
@@ -17,6 +18,7 @@ pub use consumer::{
     Consumer, ConsumerConfig, ConsumerRecord, Isolation, OffsetReset, TopicPartition,
 };
 pub use error::ClientError;
+pub use group::{Assignor, GroupConfig, GroupConsumer, ListenerFuture, RebalanceListener};
 pub use mux::{Mux, MuxLimits};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{Delivery, Producer, ProducerConfig, Record, RecordMetadata};

@@ -22,7 +22,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
-    ProducerId, TopicName,
+    ProducerId, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 use std::collections::{BTreeMap, VecDeque};
@@ -30,6 +30,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::time::Instant;
+
+mod txn;
 
 /// Producer settings. Every limit is named with its unit.
 #[derive(Clone, Debug)]
@@ -56,6 +58,11 @@ pub struct ProducerConfig {
     pub record_bytes_max: usize,
     /// How long the broker may wait for acks=all, in milliseconds.
     pub ack_timeout_ms: i32,
+    /// Makes the producer transactional (it must also be idempotent); see
+    /// [`Producer::init_transactions`].
+    pub transactional_id: Option<String>,
+    /// How long a transaction may stay open before the coordinator aborts it, in milliseconds.
+    pub transaction_timeout_ms: i32,
 }
 
 impl Default for ProducerConfig {
@@ -72,6 +79,8 @@ impl Default for ProducerConfig {
             buffer_bytes_max: 32 * 1024 * 1024,
             record_bytes_max: 1024 * 1024,
             ack_timeout_ms: 30_000,
+            transactional_id: None,
+            transaction_timeout_ms: 60_000,
         }
     }
 }
@@ -169,6 +178,7 @@ struct Accum {
     epoch: i16,
     bump_needed: bool,
     flushing: usize,
+    txn: txn::TxnState,
 }
 
 struct Shared {
@@ -230,13 +240,19 @@ impl Producer {
                 epoch: -1,
                 bump_needed: false,
                 flushing: 0,
+                txn: txn::TxnState::default(),
             }),
             wake: Notify::new(),
             room: Notify::new(),
             pending: watch::Sender::new(0),
             closed: watch::Sender::new(false),
         });
-        if shared.config.idempotent {
+        if shared.config.transactional_id.is_some() && !shared.config.idempotent {
+            return Err(ClientError::Invalid(
+                "a transactional producer must be idempotent".into(),
+            ));
+        }
+        if shared.config.idempotent && shared.config.transactional_id.is_none() {
             let (pid, epoch) = shared.init_producer_id(-1, -1).await?;
             let mut a = shared.lock();
             a.producer_id = pid;
@@ -286,9 +302,6 @@ impl Producer {
             }
             room.await;
         }
-        let (tx, rx) = oneshot::channel();
-        let now = Instant::now();
-        let mut a = s.lock();
         let partition = match (record.partition, &record.key) {
             (Some(p), _) if (0..partitions).contains(&p) => p,
             (Some(p), _) => {
@@ -299,10 +312,17 @@ impl Producer {
             }
             (None, Some(k)) => partition_for_key(k, partitions),
             (None, None) => {
+                let mut a = s.lock();
                 let rr = a.round_robin.entry(record.topic.clone()).or_insert(0);
                 *rr % partitions
             }
         };
+        if s.config.transactional_id.is_some() {
+            s.add_to_txn(&record.topic, partition).await?;
+        }
+        let (tx, rx) = oneshot::channel();
+        let now = Instant::now();
+        let mut a = s.lock();
         let encoded = RecordToEncode {
             key: record.key,
             value: record.value,
@@ -387,12 +407,19 @@ impl Shared {
         self.accum.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn transactional_id(&self) -> Option<TransactionalId> {
+        self.config
+            .transactional_id
+            .clone()
+            .map(|t| TransactionalId(StrBytes::from_string(t)))
+    }
+
     async fn init_producer_id(&self, pid: i64, epoch: i16) -> Result<(i64, i16), ClientError> {
         let conn = self.cluster.any().await?;
         let v = conn.version(ApiKey::InitProducerId)?;
         let mut req = InitProducerIdRequest::default()
-            .with_transactional_id(None)
-            .with_transaction_timeout_ms(60_000);
+            .with_transactional_id(self.transactional_id())
+            .with_transaction_timeout_ms(self.config.transaction_timeout_ms);
         if v >= 3 {
             req = req
                 .with_producer_id(ProducerId(pid))
@@ -437,7 +464,10 @@ impl Shared {
                     offset: if *base < 0 { -1 } else { base + i as i64 },
                     timestamp: rec.timestamp,
                 }),
-                Err(e) => Err(e.clone()),
+                Err(e) => {
+                    a.txn.poison(&e.to_string());
+                    Err(e.clone())
+                }
             };
             let _ = reply.send(outcome);
         }
@@ -511,7 +541,7 @@ impl Shared {
                     producer_id: pid,
                     producer_epoch: epoch,
                     base_sequence,
-                    transactional: false,
+                    transactional: self.config.transactional_id.is_some(),
                     codec: self.config.compression,
                 };
                 match encode_batch(&front.records, &meta) {
@@ -563,7 +593,15 @@ impl Shared {
                 (ready, next, bump)
             };
             if bump {
-                self.bump_epoch().await;
+                if self.config.transactional_id.is_some() {
+                    // Only the coordinator may bump a transactional epoch: the transaction
+                    // must abort, and aborting re-initialises the producer.
+                    let mut a = self.lock();
+                    a.bump_needed = false;
+                    a.txn.poison("a batch's outcome is unknown");
+                } else {
+                    self.bump_epoch().await;
+                }
                 continue;
             }
             if !ready.is_empty() {
@@ -692,7 +730,7 @@ impl Shared {
             })
             .collect();
         let req = ProduceRequest::default()
-            .with_transactional_id(None)
+            .with_transactional_id(self.transactional_id())
             .with_acks(self.config.acks)
             .with_timeout_ms(self.config.ack_timeout_ms)
             .with_topic_data(topic_data);

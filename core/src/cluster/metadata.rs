@@ -62,6 +62,15 @@ pub struct MetadataImage {
     pub next_producer_id: i64,
     /// Ids of the most recently deleted topics, oldest first.
     pub deleted_topics: VecDeque<u128>,
+    /// Consumer groups' durable state, by group id.
+    #[serde(default)]
+    pub groups: BTreeMap<String, super::groups::GroupRecord>,
+    /// Transactions, by transactional id.
+    #[serde(default)]
+    pub transactions: BTreeMap<String, super::txns::TxnRecord>,
+    /// Transactional id of each transactional producer id.
+    #[serde(default)]
+    pub txn_producers: BTreeMap<i64, String>,
 }
 
 /// A change to the image.
@@ -123,6 +132,30 @@ pub enum MetadataCommand {
     AllocateProducerIds {
         /// How many.
         count: i64,
+    },
+    /// Stores a batch of a group's committed offsets, all or none, without any generation
+    /// check: whoever proposes it has fenced the committer already.
+    CommitOffsets {
+        /// Group id.
+        group: String,
+        /// Offsets to store.
+        offsets: Vec<super::groups::CommittedOffset>,
+    },
+    /// Records that a group completed `generation`, so a later coordinator starts above it.
+    CompleteGeneration {
+        /// Group id.
+        group: String,
+        /// The generation completed.
+        generation: i32,
+    },
+    /// Moves a transaction to `record` if its stored version is still `expected`.
+    PutTxn {
+        /// Transactional id.
+        id: String,
+        /// The new state.
+        record: super::txns::TxnRecord,
+        /// The version the transition was computed from; `None` for a new id.
+        expected: Option<u64>,
     },
 }
 
@@ -308,6 +341,17 @@ impl MetadataImage {
                 self.next_producer_id += count.max(&1);
                 Applied::ProducerIds(first)
             }
+            MetadataCommand::CommitOffsets { group, offsets } => {
+                super::groups::commit_offsets(self, group, offsets)
+            }
+            MetadataCommand::CompleteGeneration { group, generation } => {
+                super::groups::complete_generation(self, group, *generation)
+            }
+            MetadataCommand::PutTxn {
+                id,
+                record,
+                expected,
+            } => super::txns::put_txn(self, id, record, *expected),
         }
     }
 

@@ -2,8 +2,10 @@
 //! leader, and the internal RPC brokers use to reach each other.
 
 pub mod controller;
+pub mod groups;
 pub mod metadata;
 pub mod protocol;
 pub mod quorum;
 mod raft_store;
 pub mod rpc;
+pub mod txns;

@@ -144,7 +144,7 @@ pub enum FetchedPartition {
 /// An internal request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// A Raft message (protobuf), one-way.
+    /// A Raft message (protobuf); answered with [`Response::Done`] once handed to the node.
     Raft(Bytes),
     /// A broker heartbeat; the controller answers [`Response::Heartbeat`].
     Heartbeat(Heartbeat),
@@ -164,6 +164,84 @@ pub enum Request {
     },
     /// A follower fetches; answered with [`Response::Fetched`].
     ReplicaFetch(ReplicaFetch),
+    /// A transactional client request for the coordinator; answered with [`Response::Txn`].
+    Txn(TxnRequest),
+    /// Writes transaction markers into partitions this broker leads; answered with
+    /// [`Response::Markers`].
+    WriteMarkers(WriteMarkers),
+}
+
+/// A transactional request, as the coordinator (the active controller) takes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnRequest {
+    /// InitProducerId with a transactional id.
+    Init {
+        /// Transactional id.
+        id: String,
+        /// Transaction timeout, in milliseconds.
+        timeout_ms: i64,
+        /// The producer id and epoch the client had, or -1 (to recover after an error).
+        producer_id: i64,
+        /// See `producer_id`.
+        producer_epoch: i16,
+    },
+    /// AddPartitionsToTxn and AddOffsetsToTxn (a group adds its offsets).
+    Add {
+        /// Transactional id.
+        id: String,
+        /// Producer id.
+        producer_id: i64,
+        /// Producer epoch.
+        producer_epoch: i16,
+        /// Partitions to add.
+        partitions: Vec<(String, i32)>,
+        /// Groups whose offsets to add.
+        groups: Vec<String>,
+    },
+    /// TxnOffsetCommit: offsets the transaction commits for a group.
+    Offsets {
+        /// Transactional id.
+        id: String,
+        /// Producer id.
+        producer_id: i64,
+        /// Producer epoch.
+        producer_epoch: i16,
+        /// Group id.
+        group: String,
+        /// The offsets.
+        offsets: Vec<super::groups::CommittedOffset>,
+    },
+    /// EndTxn.
+    End {
+        /// Transactional id.
+        id: String,
+        /// Producer id.
+        producer_id: i64,
+        /// Producer epoch.
+        producer_epoch: i16,
+        /// Commit, or abort.
+        commit: bool,
+        /// Whether the client learns a new epoch from the answer (EndTxn v5+): the epoch is
+        /// then bumped with the decision, fencing anything late from this transaction.
+        bump: bool,
+    },
+}
+
+/// Markers for one producer's transaction, for partitions the receiver leads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteMarkers {
+    /// Producer id.
+    pub producer_id: i64,
+    /// The epoch of the transaction's records: only a transaction open at it is ended.
+    pub txn_epoch: i16,
+    /// The epoch the markers carry.
+    pub producer_epoch: i16,
+    /// Commit, or abort.
+    pub commit: bool,
+    /// The coordinator's epoch (its Raft term), so markers from a deposed one are refused.
+    pub coordinator_epoch: i32,
+    /// The partitions.
+    pub partitions: Vec<(String, i32)>,
 }
 
 /// An internal response.
@@ -188,4 +266,8 @@ pub enum Response {
     ProducerIds(Result<i64, CodedError>),
     /// A replica fetch's answer, one per requested partition, in order.
     Fetched(Vec<FetchedPartition>),
+    /// A transactional request's answer: the producer id and epoch the client holds now.
+    Txn(Result<(i64, i16), CodedError>),
+    /// Markers written: an error code per requested partition, in order (0 when written).
+    Markers(Vec<i16>),
 }

@@ -25,11 +25,13 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 /// Raft messages queued for one peer, at most; more are dropped (Raft resends).
 const PEER_QUEUE_MAX: usize = 256;
+/// Raft messages on the wire to one peer at once.
+const RAFT_CALLS_IN_FLIGHT_MAX: usize = 32;
 /// Raft messages received but not yet stepped, at most; more are dropped.
 const INBOX_MAX: usize = 1024;
 /// Proposals waiting for the driver, at most.
@@ -246,25 +248,34 @@ async fn send_to_peer(
     mut queue: mpsc::Receiver<Message>,
     reports: mpsc::Sender<Report>,
 ) {
+    // Each message is a call, not a one-way send: a connection that silently stops delivering
+    // (a segment lost in a partition) then times out, is dropped and is dialled again, where a
+    // one-way send would keep writing into it forever.
+    let in_flight = Arc::new(Semaphore::new(RAFT_CALLS_IN_FLIGHT_MAX));
     while let Some(m) = queue.recv().await {
-        let (to, snapshot) = (m.to, m.get_msg_type() == MessageType::MsgSnapshot);
-        let sent = match m.write_to_bytes() {
-            Ok(bytes) => peer.send(&Request::Raft(bytes.into())).await.is_ok(),
-            Err(_) => false,
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            return;
         };
-        if !sent {
-            let _ = reports.try_send(Report::Unreachable(to));
-        }
-        if snapshot {
-            let _ = reports.try_send(Report::Snapshot(
-                to,
-                if sent {
+        let (peer, reports) = (Arc::clone(&peer), reports.clone());
+        tokio::spawn(async move {
+            let (to, snapshot) = (m.to, m.get_msg_type() == MessageType::MsgSnapshot);
+            let sent = match m.write_to_bytes() {
+                Ok(bytes) => peer.call(&Request::Raft(bytes.into())).await.is_ok(),
+                Err(_) => false,
+            };
+            drop(permit);
+            if !sent {
+                let _ = reports.try_send(Report::Unreachable(to));
+            }
+            if snapshot {
+                let status = if sent {
                     SnapshotStatus::Finish
                 } else {
                     SnapshotStatus::Failure
-                },
-            ));
-        }
+                };
+                let _ = reports.try_send(Report::Snapshot(to, status));
+            }
+        });
     }
 }
 

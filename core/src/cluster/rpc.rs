@@ -71,8 +71,8 @@ fn decode<T: serde::de::DeserializeOwned>(frame: &[u8]) -> Result<(i32, T), RpcE
     Ok((id, body))
 }
 
-/// A boxed future answering one request; `None` for one-way requests.
-pub type Handled = Pin<Box<dyn Future<Output = Option<Response>> + Send>>;
+/// A boxed future answering one request.
+pub type Handled = Pin<Box<dyn Future<Output = Response> + Send>>;
 /// Serves requests.
 pub type Handler = Arc<dyn Fn(Request) -> Handled + Send + Sync>;
 
@@ -126,9 +126,8 @@ async fn serve_conn(stream: Stream, handler: Handler, mut stop: watch::Receiver<
         };
         let (handler, tx) = (Arc::clone(&handler), tx.clone());
         tokio::spawn(async move {
-            if let Some(resp) = handler(req).await {
-                let _ = tx.send(encode(id, &resp)).await;
-            }
+            let resp = handler(req).await;
+            let _ = tx.send(encode(id, &resp)).await;
             drop(permit);
         });
     }
@@ -183,13 +182,6 @@ impl Peer {
         let id = mux.next_id();
         let frame = mux.call(id, encode(id, req)).await?;
         decode::<Response>(&frame).map(|(_, r)| r)
-    }
-
-    /// Sends a one-way request.
-    pub async fn send(&self, req: &Request) -> Result<(), RpcError> {
-        let mux = self.mux().await?;
-        let id = mux.next_id();
-        Ok(mux.send_oneway(id, encode(id, req)).await?)
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod batch;
 mod compression;
+mod control;
 mod encode;
 mod records;
 
@@ -15,5 +16,6 @@ pub use batch::{
     verify_crc,
 };
 pub use compression::{Codec, decompress};
+pub use control::{Marker, MarkerKind, encode_marker, marker_of};
 pub use encode::{ProducerBatch, RecordToEncode, encode_batch};
 pub use records::{DecodedRecord, Header, decode_batch_records};

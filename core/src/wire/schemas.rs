@@ -117,6 +117,131 @@ const INIT_PRODUCER_ID: Schema = Schema {
     fields: &[all(Str), all(I32), since(3, I64), since(3, I16)],
 };
 
+const FIND_COORDINATOR: Schema = Schema {
+    min: 0,
+    max: 4,
+    flexible_from: 3,
+    fields: &[until(3, Str), since(1, I8), since(4, ArrOf(&Str))],
+};
+
+const JOIN_PROTOCOL: &[Field] = &[all(Str), all(Bytes)];
+const JOIN_GROUP: Schema = Schema {
+    min: 0,
+    max: 9,
+    flexible_from: 6,
+    fields: &[
+        all(Str),
+        all(I32),
+        since(1, I32),
+        all(Str),
+        since(5, Str),
+        all(Str),
+        all(Arr(JOIN_PROTOCOL)),
+        since(8, Str),
+    ],
+};
+
+const SYNC_ASSIGNMENT: &[Field] = &[all(Str), all(Bytes)];
+const SYNC_GROUP: Schema = Schema {
+    min: 0,
+    max: 5,
+    flexible_from: 4,
+    fields: &[
+        all(Str),
+        all(I32),
+        all(Str),
+        since(3, Str),
+        since(5, Str),
+        since(5, Str),
+        all(Arr(SYNC_ASSIGNMENT)),
+    ],
+};
+
+const HEARTBEAT: Schema = Schema {
+    min: 0,
+    max: 4,
+    flexible_from: 4,
+    fields: &[all(Str), all(I32), all(Str), since(3, Str)],
+};
+
+const LEAVE_MEMBER: &[Field] = &[all(Str), all(Str), since(5, Str)];
+const LEAVE_GROUP: Schema = Schema {
+    min: 0,
+    max: 5,
+    flexible_from: 4,
+    fields: &[all(Str), until(2, Str), since(3, Arr(LEAVE_MEMBER))],
+};
+
+const COMMIT_PARTITION: &[Field] = &[all(I32), all(I64), since(6, I32), all(Str)];
+const COMMIT_TOPIC: &[Field] = &[all(Str), all(Arr(COMMIT_PARTITION))];
+const OFFSET_COMMIT: Schema = Schema {
+    min: 2,
+    max: 8,
+    flexible_from: 8,
+    fields: &[
+        all(Str),
+        all(I32),
+        all(Str),
+        since(7, Str),
+        until(4, I64),
+        all(Arr(COMMIT_TOPIC)),
+    ],
+};
+
+const FETCH_OFFSETS_TOPIC: &[Field] = &[all(Str), all(ArrOf(&I32))];
+const FETCH_OFFSETS_GROUP: &[Field] = &[all(Str), all(Arr(FETCH_OFFSETS_TOPIC))];
+const OFFSET_FETCH: Schema = Schema {
+    min: 1,
+    max: 8,
+    flexible_from: 6,
+    fields: &[
+        until(7, Str),
+        until(7, Arr(FETCH_OFFSETS_TOPIC)),
+        since(8, Arr(FETCH_OFFSETS_GROUP)),
+        since(7, I8),
+    ],
+};
+
+const ADD_PARTITIONS_TOPIC: &[Field] = &[all(Str), all(ArrOf(&I32))];
+const ADD_PARTITIONS_TO_TXN: Schema = Schema {
+    min: 0,
+    max: 3,
+    flexible_from: 3,
+    fields: &[all(Str), all(I64), all(I16), all(Arr(ADD_PARTITIONS_TOPIC))],
+};
+
+const ADD_OFFSETS_TO_TXN: Schema = Schema {
+    min: 0,
+    max: 3,
+    flexible_from: 3,
+    fields: &[all(Str), all(I64), all(I16), all(Str)],
+};
+
+const END_TXN: Schema = Schema {
+    min: 0,
+    max: 5,
+    flexible_from: 3,
+    fields: &[all(Str), all(I64), all(I16), all(I8)],
+};
+
+const TXN_OFFSET_PARTITION: &[Field] = &[all(I32), all(I64), since(2, I32), all(Str)];
+const TXN_OFFSET_TOPIC: &[Field] = &[all(Str), all(Arr(TXN_OFFSET_PARTITION))];
+const TXN_OFFSET_COMMIT: Schema = Schema {
+    min: 0,
+    max: 3,
+    flexible_from: 3,
+    fields: &[
+        all(Str),
+        all(Str),
+        all(I64),
+        all(I16),
+        since(3, I32),
+        since(3, Str),
+        since(3, Str),
+        all(Arr(TXN_OFFSET_TOPIC)),
+    ],
+};
+
 /// The layout of `api`'s requests, if the guard knows it.
 pub(crate) fn schema(api: ApiKey) -> Option<&'static Schema> {
     Some(match api {
@@ -128,6 +253,17 @@ pub(crate) fn schema(api: ApiKey) -> Option<&'static Schema> {
         ApiKey::CreateTopics => &CREATE_TOPICS,
         ApiKey::DeleteTopics => &DELETE_TOPICS,
         ApiKey::InitProducerId => &INIT_PRODUCER_ID,
+        ApiKey::FindCoordinator => &FIND_COORDINATOR,
+        ApiKey::JoinGroup => &JOIN_GROUP,
+        ApiKey::SyncGroup => &SYNC_GROUP,
+        ApiKey::Heartbeat => &HEARTBEAT,
+        ApiKey::LeaveGroup => &LEAVE_GROUP,
+        ApiKey::OffsetCommit => &OFFSET_COMMIT,
+        ApiKey::OffsetFetch => &OFFSET_FETCH,
+        ApiKey::AddPartitionsToTxn => &ADD_PARTITIONS_TO_TXN,
+        ApiKey::AddOffsetsToTxn => &ADD_OFFSETS_TO_TXN,
+        ApiKey::EndTxn => &END_TXN,
+        ApiKey::TxnOffsetCommit => &TXN_OFFSET_COMMIT,
         _ => return None,
     })
 }

@@ -1,9 +1,13 @@
 //! Checkers: they read a run's history and final state and name every violation they find.
 //! Each check is a separate function, and each has a test showing it catches its violation.
 
+mod group;
 mod queue;
+mod txn;
 
+pub use group::{Assigned, GroupHistory, GroupViolation, OffsetSeen, check_group};
 pub use queue::{FinalRead, QueueCheck, check_queue};
+pub use txn::{TxnOp, TxnOutcome, TxnViolation, check_txns};
 
 use std::fmt;
 

@@ -1,26 +1,33 @@
 //! Pieces every scenario uses: the simulated broker host, client settings, topic setup, and
 //! recording operations into the history.
 
+use crate::checker::FinalRead;
 use crate::env::{EPOCH_MS, Env, Rec, now_ms};
 use crate::history::{OpKind, Outcome};
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use weir_core::broker::{Broker, BrokerConfig};
-use weir_core::client::{Admin, ClientConfig, Cluster, ConnConfig, NewTopic, ProducerConfig};
+use weir_core::broker::{Broker, BrokerConfig, Voter};
+use weir_core::client::{
+    Admin, ClientConfig, Cluster, ConnConfig, Consumer, ConsumerConfig, ConsumerRecord, NewTopic,
+    ProducerConfig,
+};
 use weir_core::clock::Clock;
 use weir_core::disk::{Disk, DiskFaults};
 use weir_core::log::TopicConfig;
 use weir_core::net::Net;
 use weir_core::rng;
 
-/// Host name of the single broker.
-pub const BROKER: &str = "broker";
-/// Port the broker listens on.
+/// Port brokers serve clients on.
 pub const PORT: u16 = 9092;
+/// Port brokers serve each other on.
+pub const INTERNAL_PORT: u16 = 9093;
 /// Pause between client retries, in simulated milliseconds.
 pub const RETRY_MS: u64 = 100;
+/// After healing, everything acknowledged must be readable within this bound, in ms.
+pub const DRAIN_BOUND_MS: u64 = 30_000;
 
 /// Records an invocation in the history and the trace.
 pub fn invoke(rec: &Rec, process: &str, kind: OpKind) -> usize {
@@ -49,9 +56,20 @@ pub async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
-/// Client settings for the simulated network, with timeouts short enough to notice partitions.
-pub fn client_config(client_id: &str) -> ClientConfig {
-    let mut c = ClientConfig::new([format!("{BROKER}:{PORT}")], Net::Sim);
+/// Host names of a cluster of `n` brokers: `broker` alone, or `broker-0`, `broker-1`, ...
+pub fn broker_names(n: usize) -> Vec<String> {
+    assert!(n >= 1);
+    if n == 1 {
+        vec!["broker".to_string()]
+    } else {
+        (0..n).map(|i| format!("broker-{i}")).collect()
+    }
+}
+
+/// Client settings for the simulated network, bootstrapping from every broker, with timeouts
+/// short enough to notice partitions.
+pub fn client_config(client_id: &str, brokers: &[String]) -> ClientConfig {
+    let mut c = ClientConfig::new(brokers.iter().map(|b| format!("{b}:{PORT}")), Net::Sim);
     c.conn = ConnConfig {
         client_id: client_id.to_string(),
         connect_timeout_ms: 1_000,
@@ -62,13 +80,17 @@ pub fn client_config(client_id: &str) -> ClientConfig {
     c
 }
 
-/// The simulated broker's settings: small segments, so that rolling and recovery of sealed
-/// segments happen within a run.
+/// The simulated brokers' settings: small segments, so that rolling and recovery of sealed
+/// segments happen within a run, and timeouts scaled to runs of tens of seconds.
 pub fn broker_config() -> BrokerConfig {
     BrokerConfig {
-        advertised_host: BROKER.into(),
         advertised_port: PORT,
+        net: Net::Sim,
         connections_max_idle_ms: 10_000,
+        heartbeat_interval_ms: 200,
+        session_timeout_ms: 2_000,
+        replica_lag_time_max_ms: 2_000,
+        internal_request_timeout_ms: 2_000,
         topic_defaults: TopicConfig {
             segment_bytes: 16 * 1024,
             index_interval_bytes: 1024,
@@ -98,16 +120,11 @@ async fn run_broker(
 ) -> turmoil::Result {
     let clock = Clock::starting_at(EPOCH_MS + now_ms() as i64);
     let listener = Net::Sim.bind(&format!("0.0.0.0:{PORT}")).await?;
+    let internal = Net::Sim.bind(&format!("0.0.0.0:{INTERNAL_PORT}")).await?;
+    let label = format!("broker/{}/{incarnation}", config.node_id);
     let broker = loop {
         let disk = Disk::sim("/data", faults.clone());
-        match Broker::open(
-            config.clone(),
-            disk,
-            clock,
-            rng::derive(seed, &format!("broker/{incarnation}")),
-        )
-        .await
-        {
+        match Broker::open(config.clone(), disk, clock, rng::derive(seed, &label)).await {
             Ok(b) => break b,
             Err(e) => {
                 tracing::warn!(error = %e, "broker could not start; retrying");
@@ -115,21 +132,45 @@ async fn run_broker(
             }
         }
     };
+    let b = broker.clone();
+    tokio::spawn(async move { b.serve_internal(internal).await });
     broker.serve(listener).await?;
     Ok(())
 }
 
-/// Adds the broker host; each restart opens the broker again from its disk.
-pub fn add_broker(env: &mut Env<'_>, config: BrokerConfig) {
-    let faults = env.disk(BROKER);
-    let seed = env.seed();
-    let incarnations = Rc::new(Cell::new(0u64));
-    env.sim.host(BROKER, move || {
-        let (config, faults) = (config.clone(), faults.clone());
-        let n = incarnations.get();
-        incarnations.set(n + 1);
-        async move { run_broker(config, faults, seed, n).await }
-    });
+/// Adds one host per name in `brokers`, as one cluster (every broker a voter of the metadata
+/// quorum); each restart opens the broker again from its disk.
+pub fn add_brokers(env: &mut Env<'_>, brokers: &[String], config: BrokerConfig) {
+    let voters: Vec<Voter> = if brokers.len() == 1 {
+        Vec::new()
+    } else {
+        brokers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| Voter {
+                id: i as i32,
+                host: b.clone(),
+                internal_port: INTERNAL_PORT,
+            })
+            .collect()
+    };
+    for (i, name) in brokers.iter().enumerate() {
+        let config = BrokerConfig {
+            node_id: i as i32,
+            advertised_host: name.clone(),
+            voters: voters.clone(),
+            ..config.clone()
+        };
+        let faults = env.disk(name);
+        let seed = env.seed();
+        let incarnations = Rc::new(Cell::new(0u64));
+        env.sim.host(name.as_str(), move || {
+            let (config, faults) = (config.clone(), faults.clone());
+            let n = incarnations.get();
+            incarnations.set(n + 1);
+            async move { run_broker(config, faults, seed, n).await }
+        });
+    }
 }
 
 /// Waits until `topic` shows in the metadata, or `until_ms` passes.
@@ -145,11 +186,17 @@ pub async fn wait_for_topic(cluster: &Cluster, topic: &str, until_ms: u64) -> bo
 }
 
 /// Creates `topic`, retrying until it exists or `until_ms` passes.
-pub async fn create_topic(cluster: &Arc<Cluster>, topic: &str, partitions: i32, until_ms: u64) {
+pub async fn create_topic(
+    cluster: &Arc<Cluster>,
+    topic: &str,
+    partitions: i32,
+    replication_factor: i16,
+    until_ms: u64,
+) {
     let admin = Admin::new(Arc::clone(cluster));
     while now_ms() < until_ms {
         match admin
-            .create_topic(&NewTopic::new(topic, partitions, 1))
+            .create_topic(&NewTopic::new(topic, partitions, replication_factor))
             .await
         {
             Ok(()) => return,
@@ -161,4 +208,87 @@ pub async fn create_topic(cluster: &Arc<Cluster>, topic: &str, partitions: i32, 
             Err(_) => sleep_ms(RETRY_MS).await,
         }
     }
+}
+
+/// Reads `partitions` from their starts to the ends they have when the read begins (as the
+/// consumer's isolation level sees them), by `deadline`. On a miss, returns what was read and
+/// why. Each partition's contents go into the trace.
+pub async fn read_to_end(
+    rec: &Rec,
+    reader: &str,
+    cluster: Arc<Cluster>,
+    config: ConsumerConfig,
+    partitions: &[(String, i32)],
+    deadline: u64,
+) -> Result<FinalRead, (FinalRead, String)> {
+    let mut consumer = Consumer::new(cluster, config);
+    consumer.assign(partitions.iter().cloned());
+    let mut ends = BTreeMap::new();
+    for tp in partitions {
+        let mut got = None;
+        while got.is_none() {
+            if now_ms() >= deadline {
+                return Err((
+                    FinalRead::new(),
+                    format!("end offsets unknown {DRAIN_BOUND_MS} ms after the heal"),
+                ));
+            }
+            match consumer.list_offset(tp, -1).await {
+                Ok(end) => got = Some(end),
+                Err(_) => sleep_ms(RETRY_MS).await,
+            }
+        }
+        ends.insert(tp.clone(), got.expect("set above"));
+    }
+    note(
+        rec,
+        reader,
+        format!("end offsets {:?}", ends.values().collect::<Vec<_>>()),
+    );
+    let mut read: FinalRead = BTreeMap::new();
+    loop {
+        let behind: Vec<String> = ends
+            .iter()
+            .filter(|(tp, end)| consumer.position(tp).is_none_or(|pos| pos < **end))
+            .map(|(tp, end)| format!("p{} at {:?} of {end}", tp.1, consumer.position(tp)))
+            .collect();
+        if behind.is_empty() {
+            break;
+        }
+        if now_ms() >= deadline {
+            return Err((
+                read,
+                format!(
+                    "acknowledged data unreadable {DRAIN_BOUND_MS} ms after the heal: {}",
+                    behind.join(", ")
+                ),
+            ));
+        }
+        match consumer.poll(Duration::from_millis(250)).await {
+            Ok(records) => {
+                for r in records {
+                    let end = ends[&(r.topic.clone(), r.partition)];
+                    if r.offset < end {
+                        read.entry(r.partition)
+                            .or_default()
+                            .push((r.offset, value_of(&r)));
+                    }
+                }
+            }
+            Err(_) => sleep_ms(RETRY_MS).await,
+        }
+    }
+    for (p, recs) in &read {
+        let summary: Vec<String> = recs.iter().map(|(o, v)| format!("{o}={v}")).collect();
+        note(rec, reader, format!("final p{p}: {}", summary.join(" ")));
+    }
+    Ok(read)
+}
+
+/// A record's value as text.
+pub fn value_of(r: &ConsumerRecord) -> String {
+    r.value
+        .as_ref()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default()
 }

@@ -10,8 +10,8 @@
 //! the allowed lateness fired their window again, and later ones went to the side output.
 
 use super::common::{
-    BROKER, RETRY_MS, add_broker, broker_config, client_config, complete, create_topic, invoke,
-    note, producer_config, sleep_ms, wait_for_topic,
+    RETRY_MS, add_brokers, broker_config, broker_names, client_config, complete, create_topic,
+    invoke, note, producer_config, sleep_ms, wait_for_topic,
 };
 use crate::env::{EPOCH_MS, Env, Rec, WorldConfig, now_ms};
 use crate::fault::{FaultPlan, Topology};
@@ -71,8 +71,9 @@ struct Shared {
 
 async fn producer(rec: Rec, shared: Rc<RefCell<Shared>>, seed: u64) -> turmoil::Result {
     let name = "producer";
-    let cluster = weir_core::client::Cluster::new(client_config(name));
-    create_topic(&cluster, TOPIC, 1, FAULT_MS).await;
+    let cluster = weir_core::client::Cluster::new(client_config(name, &broker_names(1)));
+    // Faults may keep the topic from being created until they heal.
+    create_topic(&cluster, TOPIC, 1, 1, FAULT_MS + FINISH_BOUND_MS).await;
     let events = generate(
         &mut rng::derive(seed, "late-data/events"),
         TIMING,
@@ -179,7 +180,7 @@ async fn stream_job(
     mutation: Option<Mutation>,
 ) -> turmoil::Result {
     let name = "job";
-    let cluster = weir_core::client::Cluster::new(client_config(name));
+    let cluster = weir_core::client::Cluster::new(client_config(name, &broker_names(1)));
     let deadline = FAULT_MS + FINISH_BOUND_MS;
     if !wait_for_topic(&cluster, TOPIC, deadline).await {
         shared.borrow_mut().job = Some(Err("the input topic never appeared".into()));
@@ -298,7 +299,7 @@ pub fn run(spec: &RunSpec) -> RunReport {
     };
     let mut rng = rng::derive(seed, "late-data");
     let topo = Topology {
-        servers: vec![BROKER.to_string()],
+        servers: broker_names(1),
         clients: vec!["producer".into(), "job".into()],
     };
     let (plan, mix) = match &spec.plan {
@@ -315,7 +316,7 @@ pub fn run(spec: &RunSpec) -> RunReport {
     };
     let mut env = Env::new(seed, topo, &world);
     let shared = Rc::new(RefCell::new(Shared::default()));
-    add_broker(&mut env, broker_config());
+    add_brokers(&mut env, &broker_names(1), broker_config());
     env.sim.client(
         "producer",
         producer(Rc::clone(&env.rec), Rc::clone(&shared), seed),

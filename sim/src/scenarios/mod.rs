@@ -2,4 +2,10 @@
 
 pub mod broker_crash;
 mod common;
+pub mod consumer_group;
+pub mod idempotent_producer;
+pub mod isr_shrink;
 pub mod late_data;
+mod queue;
+pub mod replication;
+pub mod transactions;

@@ -14,6 +14,23 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The hosts of a queue scenario with `brokers` brokers ("broker" alone, else "broker-i").
+// Each test file compiles this module on its own, and the late-data tests need no topology.
+#[allow(dead_code)]
+pub fn queue_topology(brokers: usize) -> Topology {
+    let servers = if brokers == 1 {
+        vec!["broker".to_string()]
+    } else {
+        (0..brokers).map(|i| format!("broker-{i}")).collect()
+    };
+    Topology {
+        servers,
+        clients: ["producer-0", "producer-1", "consumer-0", "drainer"]
+            .map(String::from)
+            .to_vec(),
+    }
+}
+
 /// Runs one seed of `scenario`.
 pub fn run(scenario: &str, spec: RunSpec) -> RunReport {
     (find(scenario).expect("registered").run)(&spec)

@@ -1,13 +1,23 @@
 //! Fetch, with long polling.
 
 use super::super::State;
+use super::super::partition::AbortedTxn;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::ProducerId;
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+
+fn aborted_entry(a: &AbortedTxn) -> AbortedTransaction {
+    AbortedTransaction::default()
+        .with_producer_id(ProducerId(a.producer_id))
+        .with_first_offset(a.first_offset)
+}
 
 /// Reads every requested partition once; returns the response and the bytes it carries.
 async fn collect(state: &State, req: &FetchRequest) -> (FetchResponse, usize) {
@@ -46,14 +56,24 @@ async fn collect(state: &State, req: &FetchRequest) -> (FetchResponse, usize) {
                         .unwrap_or(0)
                         .min(budget);
                     match part
-                        .read(p.fetch_offset, want.max(1), p.current_leader_epoch)
+                        .read(
+                            p.fetch_offset,
+                            want.max(1),
+                            p.current_leader_epoch,
+                            read_committed,
+                        )
                         .await
                     {
-                        Ok((bytes, marks)) => {
+                        Ok((bytes, marks, aborted)) => {
                             data = data
                                 .with_high_watermark(marks.high_watermark)
-                                .with_last_stable_offset(marks.high_watermark)
+                                .with_last_stable_offset(marks.last_stable)
                                 .with_log_start_offset(marks.log_start);
+                            if read_committed {
+                                data = data.with_aborted_transactions(Some(
+                                    aborted.iter().map(aborted_entry).collect(),
+                                ));
+                            }
                             // Past the budget only the first non-empty partition may go over it.
                             if total == 0 || bytes.len() <= budget {
                                 budget = budget.saturating_sub(bytes.len());
@@ -66,7 +86,7 @@ async fn collect(state: &State, req: &FetchRequest) -> (FetchResponse, usize) {
                             data = data
                                 .with_error_code(code.code())
                                 .with_high_watermark(m.high_watermark)
-                                .with_last_stable_offset(m.high_watermark)
+                                .with_last_stable_offset(m.last_stable)
                                 .with_log_start_offset(m.log_start);
                         }
                     }

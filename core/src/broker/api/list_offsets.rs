@@ -10,6 +10,7 @@ use std::sync::Arc;
 /// Answers earliest (-2), latest (-1), max-timestamp (-3) and by-timestamp lookups.
 pub(super) async fn handle(state: &Arc<State>, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let image = state.image();
+    let read_committed = req.isolation_level == 1;
     let mut topics = Vec::new();
     for t in req.topics {
         let mut parts = Vec::new();
@@ -21,7 +22,7 @@ pub(super) async fn handle(state: &Arc<State>, req: ListOffsetsRequest) -> ListO
             let answer = match super::replica(state, &image, t.name.0.as_str(), p.partition_index) {
                 Err(code) => Err(code),
                 Ok(part) => part
-                    .offset_for(p.timestamp, p.current_leader_epoch)
+                    .offset_for(p.timestamp, p.current_leader_epoch, read_committed)
                     .await
                     .map(|hit| (hit, part.marks().leader_epoch.unwrap_or(-1))),
             };

@@ -2,10 +2,12 @@
 
 mod admin;
 mod fetch;
+mod group;
 mod list_offsets;
 mod metadata;
 mod produce;
 mod producer_id;
+mod txn;
 mod versions;
 
 use super::State;
@@ -27,6 +29,17 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 5),
+    (ApiKey::TxnOffsetCommit, 0, 3),
 ];
 
 /// What to do after a request.
@@ -147,6 +160,63 @@ pub(crate) async fn dispatch(state: &Arc<State>, frame: Bytes) -> Reply {
             }
             Err(e) => Reply::Close(e.to_string()),
         },
+        ApiKey::FindCoordinator => {
+            route!(
+                &raw,
+                kafka_protocol::messages::FindCoordinatorRequest,
+                |r| { group::find_coordinator(state, r, v) }
+            )
+        }
+        ApiKey::JoinGroup => {
+            let client_id = raw
+                .header
+                .client_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            route!(&raw, kafka_protocol::messages::JoinGroupRequest, |r| {
+                group::join_group(state, r, v, client_id)
+            })
+        }
+        ApiKey::SyncGroup => route!(&raw, kafka_protocol::messages::SyncGroupRequest, |r| {
+            group::sync_group(state, r, v)
+        }),
+        ApiKey::Heartbeat => route!(&raw, kafka_protocol::messages::HeartbeatRequest, |r| {
+            group::heartbeat(state, r)
+        }),
+        ApiKey::LeaveGroup => route!(&raw, kafka_protocol::messages::LeaveGroupRequest, |r| {
+            group::leave_group(state, r, v)
+        }),
+        ApiKey::OffsetCommit => route!(&raw, kafka_protocol::messages::OffsetCommitRequest, |r| {
+            group::offset_commit(state, r, v)
+        }),
+        ApiKey::OffsetFetch => route!(&raw, kafka_protocol::messages::OffsetFetchRequest, |r| {
+            group::offset_fetch(state, r, v)
+        }),
+        ApiKey::AddPartitionsToTxn => {
+            route!(
+                &raw,
+                kafka_protocol::messages::AddPartitionsToTxnRequest,
+                |r| { txn::add_partitions(state, r) }
+            )
+        }
+        ApiKey::AddOffsetsToTxn => {
+            route!(
+                &raw,
+                kafka_protocol::messages::AddOffsetsToTxnRequest,
+                |r| { txn::add_offsets(state, r) }
+            )
+        }
+        ApiKey::EndTxn => route!(&raw, kafka_protocol::messages::EndTxnRequest, |r| {
+            txn::end(state, r, v)
+        }),
+        ApiKey::TxnOffsetCommit => {
+            route!(
+                &raw,
+                kafka_protocol::messages::TxnOffsetCommitRequest,
+                |r| { txn::offset_commit(state, r) }
+            )
+        }
         other => Reply::Close(format!("{other:?} is not served by this broker")),
     }
 }

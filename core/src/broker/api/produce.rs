@@ -1,11 +1,12 @@
 //! Produce.
 
 use super::super::State;
+use super::super::txn::verify;
 use super::super::validate_topic_name;
 use crate::log::TopicCompression;
 use crate::record::{
-    BatchError, Codec, ProducerBatch, RecordToEncode, decode_batch_records, encode_batch,
-    validate_produced_batch,
+    BatchError, BatchHeader, Codec, ProducerBatch, RecordToEncode, decode_batch_records,
+    encode_batch, validate_produced_batch,
 };
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
@@ -84,11 +85,6 @@ pub(super) async fn handle(state: &Arc<State>, req: ProduceRequest) -> ProduceRe
                     ResponseError::InvalidRequiredAcks,
                     Some(format!("acks must be -1, 0 or 1, not {acks}")),
                 )
-            } else if req.transactional_id.is_some() {
-                reject(
-                    ResponseError::InvalidTxnState,
-                    Some("this broker runs no transaction coordinator".into()),
-                )
             } else if let Err(m) = validate_topic_name(&name) {
                 reject(ResponseError::InvalidTopicException, Some(m))
             } else {
@@ -103,7 +99,14 @@ pub(super) async fn handle(state: &Arc<State>, req: ProduceRequest) -> ProduceRe
                             config.compression,
                         ) {
                             Err((code, msg)) => reject(code, Some(msg)),
-                            Ok(batch) => match partition.append(batch, acks == -1).await {
+                            Ok((batch, header)) => match async {
+                                if header.is_transactional() {
+                                    verify(state, &name, p.index, &header).await?;
+                                }
+                                partition.append(batch, acks == -1).await
+                            }
+                            .await
+                            {
                                 Err(code) => reject(code, None),
                                 Ok((appended, wait)) => {
                                     waits.push(Pending {
@@ -142,13 +145,14 @@ pub(super) async fn handle(state: &Arc<State>, req: ProduceRequest) -> ProduceRe
     ProduceResponse::default().with_responses(topics)
 }
 
-/// Validates the records of one partition and applies the topic's compression.
+/// Validates the records of one partition and applies the topic's compression; returns the
+/// batch to store and the header the producer sent.
 fn prepare(
     state: &State,
     records: Option<&[u8]>,
     max_message_bytes: usize,
     compression: TopicCompression,
-) -> Result<Vec<u8>, (ResponseError, String)> {
+) -> Result<(Vec<u8>, BatchHeader), (ResponseError, String)> {
     let bytes = records.ok_or((
         ResponseError::CorruptMessage,
         "records are null".to_string(),
@@ -156,17 +160,12 @@ fn prepare(
     let max_decompressed = state.config.max_decompressed_bytes;
     let v = validate_produced_batch(bytes, max_message_bytes, max_decompressed)
         .map_err(|e| (batch_error_code(&e), e.to_string()))?;
-    if v.header.is_transactional() {
-        return Err((
-            ResponseError::InvalidTxnState,
-            "transactional batches need a transaction coordinator".into(),
-        ));
-    }
-    match compression {
+    let batch = match compression {
         TopicCompression::Codec(c) if v.header.codec().ok() != Some(c) => {
             recompress(bytes, c, max_decompressed)
-                .map_err(|e| (batch_error_code(&e), e.to_string()))
+                .map_err(|e| (batch_error_code(&e), e.to_string()))?
         }
-        _ => Ok(bytes.to_vec()),
-    }
+        _ => bytes.to_vec(),
+    };
+    Ok((batch, v.header))
 }

@@ -1,4 +1,4 @@
-//! InitProducerId for idempotent producers.
+//! InitProducerId for idempotent producers (transactional ones go to [`super::txn`]).
 
 use super::super::State;
 use super::super::internal::call_controller;
@@ -16,7 +16,7 @@ pub(super) async fn handle(
 ) -> InitProducerIdResponse {
     let resp = InitProducerIdResponse::default();
     if req.transactional_id.is_some() {
-        return resp.with_error_code(ResponseError::NotCoordinator.code());
+        return super::txn::init(state, req).await;
     }
     if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
         return resp

@@ -15,15 +15,20 @@
 
 mod epochs;
 mod replication;
+mod txns;
 
 pub(crate) use replication::RoleTarget;
+pub(crate) use txns::AbortedTxn;
 
 use super::producer_state::{ProducerTable, SeqCheck};
 use super::{BrokerMutant, Durability};
 use crate::clock::Clock;
 use crate::disk::Disk;
 use crate::log::{Log, ReadError, TailRecovery, TopicConfig};
-use crate::record::{BatchHeader, TimestampType, set_leader_epoch, set_max_timestamp_log_append};
+use crate::record::{
+    BatchHeader, Marker, TimestampType, encode_marker, marker_of, set_leader_epoch,
+    set_max_timestamp_log_append,
+};
 use epochs::EpochCache;
 use kafka_protocol::error::ResponseError;
 use replication::Role;
@@ -31,6 +36,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, Notify, watch};
+use txns::TxnIndex;
 
 /// How long an offline partition waits between attempts to reopen its log.
 const REOPEN_BACKOFF_MS: u64 = 500;
@@ -52,6 +58,9 @@ pub struct Marks {
     pub leader_epoch: Option<i32>,
     /// Whether the ISR is smaller than `min.insync.replicas` (meaningful on a leader).
     pub under_min_isr: bool,
+    /// End of what read_committed readers may read: the first offset of the oldest open
+    /// transaction, or the high watermark.
+    pub last_stable: i64,
 }
 
 /// Fixed settings a partition takes from its broker.
@@ -87,6 +96,7 @@ pub(crate) struct PartitionId {
 struct Inner {
     log: Option<Log>,
     producers: ProducerTable,
+    txns: TxnIndex,
     epochs: EpochCache,
     unflushed_records: i64,
     /// Log end known to be on disk.
@@ -132,6 +142,20 @@ fn storage_error() -> ResponseError {
     ResponseError::KafkaStorageError
 }
 
+/// The last offset of the last whole batch in `bytes`.
+fn last_offset_in(bytes: &[u8]) -> Option<i64> {
+    crate::record::BatchIter::new(bytes)
+        .map_while(Result::ok)
+        .last()
+        .map(|(h, _)| h.last_offset())
+}
+
+/// Follows one stored batch in the state derived from the log.
+fn observe(producers: &mut ProducerTable, txns: &mut TxnIndex, h: &BatchHeader, m: Option<Marker>) {
+    producers.record(h, m);
+    txns.observe(h, m);
+}
+
 impl Partition {
     /// Opens the replica stored on `disk` and starts its maintenance task. A log that cannot be
     /// opened leaves the partition offline; the task keeps trying. It starts inactive.
@@ -154,6 +178,7 @@ impl Partition {
             inner: Mutex::new(Inner {
                 log: None,
                 producers: ProducerTable::new(settings.producers_max),
+                txns: TxnIndex::default(),
                 epochs: EpochCache::default(),
                 unflushed_records: 0,
                 synced_end: 0,
@@ -187,6 +212,10 @@ impl Partition {
                 leader_epoch: inner.role.leader_epoch(),
                 under_min_isr: inner.role.isr_len()
                     < self.config.min_insync_replicas.max(1) as usize,
+                last_stable: inner
+                    .txns
+                    .first_unstable()
+                    .map_or(inner.high_watermark, |o| o.min(inner.high_watermark)),
             },
             None => Marks {
                 online: false,
@@ -256,16 +285,30 @@ impl Partition {
         }
     }
 
-    /// Rebuilds producer state and the epoch cache from the batch headers in the log.
+    /// Rebuilds producer state, transactions and the epoch cache from the log: the headers,
+    /// and the marker inside each control batch.
     fn rebuild_state(&self, inner: &mut Inner) -> io::Result<()> {
         let Some(log) = &inner.log else { return Ok(()) };
+        let mut headers = Vec::new();
+        log.scan_headers(|h| headers.push(*h))?;
         let mut producers = ProducerTable::new(self.settings.producers_max);
+        let mut txns = TxnIndex::default();
         let mut epochs = EpochCache::default();
-        log.scan_headers(|h| {
-            producers.record(h);
+        let end = log.log_end_offset();
+        for h in &headers {
+            let marker = if h.is_control() {
+                let bytes = log
+                    .read(h.base_offset, h.total_len(), end)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                marker_of(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+            } else {
+                None
+            };
+            observe(&mut producers, &mut txns, h, marker);
             epochs.assign(h.partition_leader_epoch, h.base_offset);
-        })?;
+        }
         inner.producers = producers;
+        inner.txns = txns;
         inner.epochs = epochs;
         Ok(())
     }
@@ -399,7 +442,7 @@ impl Partition {
                 return Err(storage_error());
             }
         };
-        inner.producers.record(&stored);
+        observe(&mut inner.producers, &mut inner.txns, &stored, None);
         inner.epochs.assign(epoch, stored.base_offset);
         inner.unflushed_records += i64::from(stored.record_count);
         let log_start = log.log_start_offset();
@@ -462,21 +505,37 @@ impl Partition {
         }
     }
 
-    /// Reads whole batches from `offset` below the high watermark, as leader.
+    /// Reads whole batches from `offset` as leader: below the high watermark, or with
+    /// `read_committed` below the last stable offset, together with the aborted transactions
+    /// whose records the answer may hold.
     pub async fn read(
         &self,
         offset: i64,
         max_bytes: usize,
         leader_epoch: i32,
-    ) -> Result<(Vec<u8>, Marks), ResponseError> {
+        read_committed: bool,
+    ) -> Result<(Vec<u8>, Marks, Vec<AbortedTxn>), ResponseError> {
         let mut inner = self.inner.lock().await;
         let Some(log) = &inner.log else {
             return Err(storage_error());
         };
         Self::check_leader(&inner, leader_epoch)?;
         let marks = self.marks();
-        match log.read(offset, max_bytes, marks.high_watermark) {
-            Ok(bytes) => Ok((bytes, marks)),
+        let limit = if read_committed {
+            marks.last_stable
+        } else {
+            marks.high_watermark
+        };
+        match log.read(offset, max_bytes, limit) {
+            Ok(bytes) => {
+                let aborted = if read_committed && !bytes.is_empty() {
+                    let end = last_offset_in(&bytes).map_or(offset, |o| o + 1);
+                    inner.txns.aborted_between(offset, end)
+                } else {
+                    Vec::new()
+                };
+                Ok((bytes, marks, aborted))
+            }
             Err(ReadError::OutOfRange { .. }) => Err(ResponseError::OffsetOutOfRange),
             Err(ReadError::Io(e)) => {
                 self.fail(&mut inner, &e);
@@ -485,12 +544,74 @@ impl Partition {
         }
     }
 
+    /// Appends a transaction marker for `producer_id` as leader, ending the transaction whose
+    /// data was written at `txn_epoch`. A marker finding no such transaction open here is a
+    /// retry, or a late copy from a completion that lost a race: it is not written again, and
+    /// it cannot end a later transaction of the same producer.
+    pub async fn append_marker(
+        &self,
+        producer_id: i64,
+        txn_epoch: i16,
+        producer_epoch: i16,
+        marker: Marker,
+    ) -> Result<AckWait, ResponseError> {
+        let mut guard = self.inner.lock().await;
+        let inner = &mut *guard;
+        let Some(log) = inner.log.as_mut() else {
+            return Err(storage_error());
+        };
+        let Some(epoch) = inner.role.leader_epoch() else {
+            return Err(ResponseError::NotLeaderOrFollower);
+        };
+        if inner.role.isr_len() < self.config.min_insync_replicas.max(1) as usize {
+            return Err(ResponseError::NotEnoughReplicas);
+        }
+        inner
+            .producers
+            .check_marker(producer_id, producer_epoch, marker.coordinator_epoch)?;
+        let fences = inner
+            .producers
+            .epoch_of(producer_id)
+            .is_none_or(|e| e < producer_epoch);
+        let ends_open = inner.txns.open_epoch(producer_id) == Some(txn_epoch);
+        if !ends_open && !fences {
+            tracing::debug!(topic = %self.id.topic, partition = self.id.index, producer_id, txn_epoch, open = ?inner.txns.open_epoch(producer_id), "marker ends nothing open here; not written");
+            return Ok(AckWait {
+                end: log.log_end_offset(),
+                epoch,
+            });
+        }
+        let mut batch = encode_marker(producer_id, producer_epoch, marker, self.clock.now_ms())
+            .map_err(|_| ResponseError::UnknownServerError)?
+            .to_vec();
+        set_leader_epoch(&mut batch, epoch);
+        let stored = match log.append(&mut batch).await {
+            Ok(h) => h,
+            Err(e) => {
+                self.fail(inner, &e);
+                return Err(storage_error());
+            }
+        };
+        observe(&mut inner.producers, &mut inner.txns, &stored, Some(marker));
+        tracing::debug!(topic = %self.id.topic, partition = self.id.index, producer_id, producer_epoch, offset = stored.base_offset, kind = ?marker.kind, "marker written");
+        inner.epochs.assign(epoch, stored.base_offset);
+        inner.unflushed_records += 1;
+        bump(&self.signals.log_appended);
+        self.publish(inner);
+        self.flush_wanted.notify_one();
+        Ok(AckWait {
+            end: stored.next_offset(),
+            epoch,
+        })
+    }
+
     /// The (offset, timestamp) that ListOffsets answers for `timestamp`: -2 earliest, -1 latest,
     /// -3 the record with the largest timestamp, otherwise the first record at or after it.
     pub async fn offset_for(
         &self,
         timestamp: i64,
         leader_epoch: i32,
+        read_committed: bool,
     ) -> Result<(i64, i64), ResponseError> {
         let mut inner = self.inner.lock().await;
         let Some(log) = &inner.log else {
@@ -498,8 +619,19 @@ impl Partition {
         };
         Self::check_leader(&inner, leader_epoch)?;
         let marks = self.marks();
+        if timestamp == -1
+            && inner
+                .role
+                .epoch_start()
+                .is_some_and(|start| marks.high_watermark < start)
+        {
+            // A new leader's high watermark lags what the previous leader may have exposed
+            // until its followers report in; "latest" would go back in time meanwhile.
+            return Err(ResponseError::OffsetNotAvailable);
+        }
         let found = match timestamp {
             -2 => return Ok((marks.log_start, -1)),
+            -1 if read_committed => return Ok((marks.last_stable, -1)),
             -1 => return Ok((marks.high_watermark, -1)),
             -3 => log.max_timestamp_record(marks.high_watermark),
             ts if ts >= 0 => log.offset_for_timestamp(ts, marks.high_watermark),
@@ -524,7 +656,11 @@ impl Partition {
         };
         match log.enforce_retention(hw).await {
             Ok(0) => {}
-            Ok(_) => self.publish(&inner),
+            Ok(_) => {
+                let start = log.log_start_offset();
+                inner.txns.prune_below(start);
+                self.publish(&inner);
+            }
             Err(e) => self.fail(&mut inner, &e),
         }
     }

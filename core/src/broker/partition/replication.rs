@@ -8,7 +8,7 @@ use super::{Inner, Partition, storage_error};
 use crate::cluster::metadata::PartitionImage;
 use crate::cluster::protocol::{AlterPartition, CodedError, FetchPartition, FetchedPartition};
 use crate::log::ReadError;
-use crate::record::{BatchIter, verify_crc};
+use crate::record::{BatchIter, marker_of, verify_crc};
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use std::collections::BTreeMap;
@@ -131,6 +131,14 @@ impl Role {
     pub fn leader_epoch(&self) -> Option<i32> {
         match self {
             Role::Leader(l) => Some(l.epoch),
+            _ => None,
+        }
+    }
+
+    /// The log end when this replica began leading in its current epoch.
+    pub fn epoch_start(&self) -> Option<i64> {
+        match self {
+            Role::Leader(l) => Some(l.epoch_start),
             _ => None,
         }
     }
@@ -417,9 +425,16 @@ impl Partition {
                 tracing::warn!(topic = %self.id.topic, partition = self.id.index, offset = h.base_offset, "copied batch is out of place or corrupt; fetching again");
                 break;
             }
+            let marker = match marker_of(bytes) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(topic = %self.id.topic, partition = self.id.index, offset = h.base_offset, error = %e, "copied control batch does not decode; fetching again");
+                    break;
+                }
+            };
             let mut batch = bytes.to_vec();
             let stored = log.append(&mut batch).await?;
-            inner.producers.record(&stored);
+            super::observe(&mut inner.producers, &mut inner.txns, &stored, marker);
             inner
                 .epochs
                 .assign(stored.partition_leader_epoch, stored.base_offset);

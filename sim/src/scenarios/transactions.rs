@@ -1,0 +1,448 @@
+//! Scenario `transactions`: three brokers and transactional producers. Each transaction writes
+//! a few records to random partitions, then commits, or aborts (by choice, or because a send
+//! failed). A producer whose abort fails is replaced by a new instance with the same
+//! transactional id, which must fence the old one and abort what it left open.
+//!
+//! The nemesis crashes brokers (the coordinator included), partitions and slows the network,
+//! and fails disks. After the heal, a read_committed reader must find every committed
+//! transaction whole, nothing of an aborted one, and each unknown one whole or not at all.
+
+use super::common::{
+    DRAIN_BOUND_MS, RETRY_MS, add_brokers, broker_names, client_config, complete, create_topic,
+    invoke, note, producer_config, read_to_end, sleep_ms, wait_for_topic,
+};
+use crate::checker::{FinalRead, TxnOp, TxnOutcome, check_txns};
+use crate::env::{EPOCH_MS, Env, Rec, WorldConfig, now_ms};
+use crate::fault::{FaultPlan, Topology};
+use crate::history::{OpKind, Outcome};
+use crate::report::RunReport;
+use crate::scenario::{RunSpec, replay_line};
+use bytes::Bytes;
+use rand::Rng;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use weir_core::broker::{BrokerConfig, BrokerMutant};
+use weir_core::client::{
+    Cluster, Consumer, ConsumerConfig, Delivery, Isolation, Producer, ProducerConfig, Record,
+};
+use weir_core::clock::Clock;
+use weir_core::rng::{self, WeirRng};
+
+/// Deliberately broken clusters this scenario must catch.
+pub const MUTANTS: &[(&str, &str)] = &[(
+    "no-zombie-fencing",
+    "InitProducerId with a transactional id neither bumps the epoch nor aborts the open transaction",
+)];
+
+const NAME: &str = "transactions";
+const TOPIC: &str = "ledger";
+const PARTITIONS: i32 = 3;
+const PRODUCERS: usize = 2;
+/// Length of the faulty phase, in simulated milliseconds.
+const WORKLOAD_MS: u64 = 20_000;
+/// Records per transaction, at most.
+const TXN_RECORDS_MAX: usize = 4;
+/// How long an open transaction may live before the coordinator aborts it, in milliseconds.
+const TXN_TIMEOUT_MS: i32 = 5_000;
+/// Chance that an instance stalls before committing and is replaced (becoming a zombie).
+const ZOMBIE_P: f64 = 0.05;
+
+struct Shared {
+    brokers: Vec<String>,
+    /// Instances each producer has started.
+    instances: Vec<Cell<u64>>,
+    producers_done: Cell<usize>,
+    txns: RefCell<Vec<TxnOp>>,
+    final_read: RefCell<FinalRead>,
+    drained: RefCell<Option<Result<(), String>>>,
+}
+
+fn txn_config(idx: usize) -> ProducerConfig {
+    ProducerConfig {
+        transactional_id: Some(format!("tx-{idx}")),
+        transaction_timeout_ms: TXN_TIMEOUT_MS,
+        ..producer_config(8_000)
+    }
+}
+
+/// A producer instance, initialised for transactions.
+async fn instance(cluster: &Arc<Cluster>, idx: usize, clock: Clock) -> Option<Producer> {
+    let p = Producer::new(Arc::clone(cluster), txn_config(idx), clock)
+        .await
+        .ok()?;
+    p.init_transactions().await.ok()?;
+    Some(p)
+}
+
+/// A transaction's sends: the history ids and values, and where each landed.
+struct Sent {
+    label: String,
+    ops: Vec<(usize, String)>,
+    landed: Vec<Option<(i32, i64)>>,
+    failed: bool,
+}
+
+/// Opens a transaction and sends a few records to random partitions, waiting for each.
+async fn send_txn(rec: &Rec, name: &str, p: &Producer, label: String, rng: &mut WeirRng) -> Sent {
+    let mut sent = Sent {
+        label,
+        ops: Vec::new(),
+        landed: Vec::new(),
+        failed: p.begin_transaction().is_err(),
+    };
+    let mut deliveries: Vec<Option<Delivery>> = Vec::new();
+    for j in 0..rng.random_range(1..=TXN_RECORDS_MAX) {
+        if sent.failed {
+            break;
+        }
+        let value = format!("{}-{j}", sent.label);
+        let id = invoke(
+            rec,
+            name,
+            OpKind::Send {
+                key: sent.label.clone(),
+                value: value.clone(),
+            },
+        );
+        sent.ops.push((id, value.clone()));
+        let record = Record {
+            partition: Some(rng.random_range(0..PARTITIONS)),
+            ..Record::new(TOPIC, None::<Bytes>, Bytes::from(value))
+        };
+        match p.send(record).await {
+            Ok(d) => deliveries.push(Some(d)),
+            Err(e) => {
+                note(rec, name, format!("{} send refused: {e}", sent.label));
+                deliveries.push(None);
+                sent.failed = true;
+            }
+        }
+        sleep_ms(rng.random_range(1..=10)).await;
+    }
+    for d in deliveries {
+        let at = match d {
+            Some(d) => match d.wait().await {
+                Ok(m) => Some((m.partition, m.offset)),
+                Err(e) => {
+                    note(rec, name, format!("{} send failed: {e}", sent.label));
+                    None
+                }
+            },
+            None => None,
+        };
+        sent.failed |= at.is_none();
+        sent.landed.push(at);
+    }
+    sent
+}
+
+/// Commits (unless `commit` is false or a send failed) or aborts. Returns the outcome and
+/// whether the producer instance is still usable.
+async fn finish(
+    rec: &Rec,
+    name: &str,
+    p: &Producer,
+    sent: &Sent,
+    commit: bool,
+) -> (TxnOutcome, bool) {
+    if commit && !sent.failed {
+        return match p.commit_transaction().await {
+            Ok(()) => (TxnOutcome::Committed, true),
+            // The decision may or may not have been taken; start afresh.
+            Err(e) => {
+                note(rec, name, format!("{} commit failed: {e}", sent.label));
+                (TxnOutcome::Unknown, p.abort_transaction().await.is_ok())
+            }
+        };
+    }
+    // Aborted for sure: by this abort, or by the next instance's init (or the timeout).
+    (TxnOutcome::Aborted, p.abort_transaction().await.is_ok())
+}
+
+/// Completes a transaction's operations in the history and hands it to the checker.
+fn settle(rec: &Rec, shared: &Shared, name: &str, sent: Sent, outcome: TxnOutcome) {
+    for (k, (id, _)) in sent.ops.iter().enumerate() {
+        let o = match (outcome, sent.landed.get(k).copied().flatten()) {
+            (TxnOutcome::Committed, Some((partition, offset))) => Outcome::Ok { partition, offset },
+            (TxnOutcome::Aborted, _) => Outcome::Fail("transaction aborted".into()),
+            _ => Outcome::Unknown("transaction outcome unknown".into()),
+        };
+        complete(rec, name, *id, o);
+    }
+    note(rec, name, format!("{} {outcome:?}", sent.label));
+    shared.txns.borrow_mut().push(TxnOp {
+        label: sent.label,
+        values: sent.ops.into_iter().map(|(_, v)| v).collect(),
+        outcome,
+    });
+}
+
+/// A paused instance: it wakes after its replacement has initialised and tries to commit.
+/// The replacement's init ended its transaction first, so the transaction is aborted
+/// whatever the zombie is told.
+async fn zombie(
+    rec: Rec,
+    shared: Rc<Shared>,
+    name: String,
+    p: Producer,
+    sent: Sent,
+    idx: usize,
+    generation: u64,
+) {
+    while shared.instances[idx].get() <= generation && now_ms() < WORKLOAD_MS {
+        sleep_ms(RETRY_MS).await;
+    }
+    let replaced = shared.instances[idx].get() > generation;
+    let outcome = match p.commit_transaction().await {
+        _ if replaced => TxnOutcome::Aborted,
+        Ok(()) => TxnOutcome::Committed,
+        Err(_) => TxnOutcome::Unknown,
+    };
+    note(
+        &rec,
+        &name,
+        format!("zombie of {} woke (replaced: {replaced})", sent.label),
+    );
+    settle(&rec, &shared, &name, sent, outcome);
+}
+
+async fn producer_process(rec: Rec, shared: Rc<Shared>, idx: usize, seed: u64) -> turmoil::Result {
+    let name = format!("producer-{idx}");
+    let cluster = Cluster::new(client_config(&name, &shared.brokers));
+    let clock = Clock::starting_at(EPOCH_MS + now_ms() as i64);
+    if idx == 0 {
+        create_topic(&cluster, TOPIC, PARTITIONS, 3, WORKLOAD_MS).await;
+    } else {
+        wait_for_topic(&cluster, TOPIC, WORKLOAD_MS).await;
+    }
+    let mut rng = rng::derive(seed, &name);
+    let mut producer = None;
+    let mut zombies = Vec::new();
+    let mut n = 0u64;
+    while now_ms() < WORKLOAD_MS {
+        let Some(p) = &producer else {
+            producer = instance(&cluster, idx, clock).await;
+            if producer.is_none() {
+                sleep_ms(RETRY_MS).await;
+            } else {
+                let generation = &shared.instances[idx];
+                generation.set(generation.get() + 1);
+                note(
+                    &rec,
+                    &name,
+                    format!("producer instance {}", generation.get()),
+                );
+            }
+            continue;
+        };
+        let sent = send_txn(&rec, &name, p, format!("p{idx}-t{n}"), &mut rng).await;
+        n += 1;
+        if !sent.failed && rng.random_bool(ZOMBIE_P) {
+            // The instance stalls before committing, and a replacement takes over.
+            let p = producer.take().expect("checked above");
+            let generation = shared.instances[idx].get();
+            let (rec, shared, name) = (Rc::clone(&rec), Rc::clone(&shared), name.clone());
+            zombies.push(tokio::task::spawn_local(zombie(
+                rec, shared, name, p, sent, idx, generation,
+            )));
+            continue;
+        }
+        let commit = !rng.random_bool(0.25);
+        let (outcome, usable) = finish(&rec, &name, p, &sent, commit).await;
+        settle(&rec, &shared, &name, sent, outcome);
+        if !usable {
+            producer = None;
+        }
+    }
+    for z in zombies {
+        z.await?;
+    }
+    shared.producers_done.set(shared.producers_done.get() + 1);
+    Ok(())
+}
+
+/// After the heal: waits for the producers, then reads everything committed.
+async fn drainer(rec: Rec, shared: Rc<Shared>) -> turmoil::Result {
+    let deadline = WORKLOAD_MS + DRAIN_BOUND_MS;
+    sleep_ms(WORKLOAD_MS.saturating_sub(now_ms())).await;
+    while shared.producers_done.get() < PRODUCERS && now_ms() < deadline {
+        sleep_ms(RETRY_MS).await;
+    }
+    let cluster = Cluster::new(client_config("drainer", &shared.brokers));
+    create_topic(&cluster, TOPIC, PARTITIONS, 3, deadline).await;
+    let config = ConsumerConfig {
+        fetch_max_wait_ms: 250,
+        isolation: Isolation::ReadCommitted,
+        ..ConsumerConfig::default()
+    };
+    let partitions: Vec<(String, i32)> = (0..PARTITIONS).map(|p| (TOPIC.to_string(), p)).collect();
+    let result = if shared.producers_done.get() < PRODUCERS {
+        Err(format!(
+            "producers still busy {DRAIN_BOUND_MS} ms after the heal"
+        ))
+    } else if let Err(why) = await_stable(&rec, &cluster, &partitions, deadline).await {
+        Err(why)
+    } else {
+        match read_to_end(&rec, "drainer", cluster, config, &partitions, deadline).await {
+            Ok(read) => {
+                *shared.final_read.borrow_mut() = read;
+                Ok(())
+            }
+            Err((read, why)) => {
+                *shared.final_read.borrow_mut() = read;
+                Err(why)
+            }
+        }
+    };
+    note(&rec, "drainer", format!("drain {result:?}"));
+    *shared.drained.borrow_mut() = Some(result);
+    Ok(())
+}
+
+/// Waits until no transaction is left open anywhere: every partition's last stable offset
+/// reaches its high watermark. With the producers stopped, a transaction still open after
+/// the coordinator's timeout is one nobody will end, and it hides all that follows it.
+async fn await_stable(
+    rec: &Rec,
+    cluster: &Arc<Cluster>,
+    partitions: &[(String, i32)],
+    deadline: u64,
+) -> Result<(), String> {
+    let reader = |isolation| {
+        Consumer::new(
+            Arc::clone(cluster),
+            ConsumerConfig {
+                isolation,
+                ..ConsumerConfig::default()
+            },
+        )
+    };
+    let (committed, uncommitted) = (
+        reader(Isolation::ReadCommitted),
+        reader(Isolation::ReadUncommitted),
+    );
+    let mut last = Vec::new();
+    while now_ms() < deadline {
+        last.clear();
+        for tp in partitions {
+            match (
+                committed.list_offset(tp, -1).await,
+                uncommitted.list_offset(tp, -1).await,
+            ) {
+                (Ok(stable), Ok(hw)) => last.push((tp.1, stable, hw)),
+                _ => break,
+            }
+        }
+        if last.len() == partitions.len() && last.iter().all(|(_, stable, hw)| stable == hw) {
+            note(rec, "drainer", format!("stable at {last:?}"));
+            return Ok(());
+        }
+        sleep_ms(RETRY_MS * 5).await;
+    }
+    Err(format!(
+        "a transaction hangs: (partition, last stable offset, high watermark) {last:?} {DRAIN_BOUND_MS} ms after the heal"
+    ))
+}
+
+fn broker_config(mutant: Option<&str>) -> BrokerConfig {
+    let base = super::common::broker_config();
+    let overrides = BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]);
+    BrokerConfig {
+        topic_defaults: base
+            .topic_defaults
+            .with_overrides(&overrides)
+            .expect("a valid override"),
+        mutant: (mutant == Some("no-zombie-fencing")).then_some(BrokerMutant::NoZombieFencing),
+        ..base
+    }
+}
+
+/// Runs one seed.
+pub fn run(spec: &RunSpec) -> RunReport {
+    let seed = spec.seed;
+    let mutant = spec.mutant.as_deref();
+    if let Some(m) = mutant {
+        assert!(MUTANTS.iter().any(|(n, _)| *n == m), "unknown mutant {m:?}");
+    }
+    let mut rng = rng::derive(seed, NAME);
+    let brokers = broker_names(3);
+    let clients: Vec<String> = (0..PRODUCERS)
+        .map(|i| format!("producer-{i}"))
+        .chain(["drainer".to_string()])
+        .collect();
+    let topo = Topology {
+        servers: brokers.clone(),
+        clients,
+    };
+    let (plan, mix) = match &spec.plan {
+        Some(p) => (p.clone(), None),
+        None => {
+            let (p, m) = FaultPlan::swarm(&mut rng, &topo, WORKLOAD_MS);
+            (p, Some(m))
+        }
+    };
+    let torn = mix.as_ref().is_none_or(|m| m.torn_writes);
+    let world = WorldConfig {
+        torn_block_bytes: torn.then_some(512),
+        sync_latency_ms: (0, rng.random_range(1..=8)),
+        limit_ms: WORKLOAD_MS + DRAIN_BOUND_MS + 10_000,
+    };
+    let mut env = Env::new(seed, topo, &world);
+    let shared = Rc::new(Shared {
+        brokers: brokers.clone(),
+        instances: (0..PRODUCERS).map(|_| Cell::new(0)).collect(),
+        producers_done: Cell::new(0),
+        txns: RefCell::new(Vec::new()),
+        final_read: RefCell::new(BTreeMap::new()),
+        drained: RefCell::new(None),
+    });
+    add_brokers(&mut env, &brokers, broker_config(mutant));
+    for idx in 0..PRODUCERS {
+        let (rec, shared) = (Rc::clone(&env.rec), Rc::clone(&shared));
+        env.sim.client(
+            format!("producer-{idx}"),
+            producer_process(rec, shared, idx, seed),
+        );
+    }
+    env.sim
+        .client("drainer", drainer(Rc::clone(&env.rec), Rc::clone(&shared)));
+    let outcome = env.run(&plan, WORKLOAD_MS);
+    let sim_ms = env.sim.elapsed().as_millis() as u64;
+    let drained = shared
+        .drained
+        .borrow_mut()
+        .take()
+        .unwrap_or_else(|| Err("the final read did not finish".into()));
+    let mut violations: Vec<String> =
+        check_txns(&shared.txns.borrow(), &shared.final_read.borrow(), drained)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+    if let Err(e) = outcome {
+        violations.insert(0, format!("simulation stopped: {e}"));
+    }
+    let rec = env.rec.borrow();
+    RunReport {
+        scenario: NAME.into(),
+        seed,
+        mutant: spec.mutant.clone(),
+        passed: violations.is_empty(),
+        violations,
+        trace_hash: format!("{:016x}", rec.trace.hash()),
+        sim_ms,
+        wall_ms: 0,
+        ops: rec.history.counts(),
+        faults: rec
+            .trace
+            .events()
+            .iter()
+            .filter(|e| e.source == "nemesis")
+            .count(),
+        mix,
+        plan,
+        replay: replay_line(NAME, spec),
+        trace: rec.trace.events().to_vec(),
+    }
+}

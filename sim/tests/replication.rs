@@ -1,0 +1,61 @@
+//! The replicated-broker scenarios under `cargo test`: `replication` (min.insync.replicas=2)
+//! and `isr-shrink` (min.insync.replicas=1), each over a bounded seed range (scale it with
+//! `WEIR_SEEDS`), generated fault plans, the double-run determinism check, and the broken
+//! replication rules their checkers must catch.
+
+mod common;
+
+use common::{
+    every_seed_passes, first_catch, generated_plans_pass, queue_topology, same_seed_same_hash,
+};
+
+#[test]
+fn replication_seeds_pass_and_make_progress() {
+    let reports = every_seed_passes("replication", 4);
+    let acked: u64 = reports.iter().map(|r| r.ops.ok).sum();
+    assert!(
+        acked > reports.len() as u64 * 100,
+        "the workload makes progress: {acked} acknowledged sends"
+    );
+}
+
+#[test]
+fn isr_shrink_seeds_pass() {
+    every_seed_passes("isr-shrink", 4);
+}
+
+#[test]
+fn replication_replays_bit_for_bit() {
+    same_seed_same_hash("replication", 2);
+}
+
+#[test]
+fn isr_shrink_replays_bit_for_bit() {
+    same_seed_same_hash("isr-shrink", 3);
+}
+
+#[test]
+fn generated_fault_plans_pass_on_three_brokers() {
+    generated_plans_pass("replication", &queue_topology(3), 20_000, 3);
+}
+
+#[test]
+fn a_high_watermark_past_the_isr_is_caught() {
+    let caught = first_catch("replication", "hw-ignores-isr", 10);
+    eprintln!("hw-ignores-isr caught at seed {caught:?}");
+    assert!(
+        caught.is_some(),
+        "acknowledging before the ISR has a write must lose it when leadership moves"
+    );
+}
+
+#[test]
+fn an_election_outside_the_isr_is_caught() {
+    let limit = common::env_u64("WEIR_MUTANT_SEEDS", 40);
+    let caught = first_catch("isr-shrink", "unclean-election", limit);
+    eprintln!("unclean-election caught at seed {caught:?}");
+    assert!(
+        caught.is_some(),
+        "electing a stale replica must lose records acknowledged by the last ISR member"
+    );
+}
