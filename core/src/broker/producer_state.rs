@@ -179,21 +179,7 @@ mod tests {
     use super::*;
 
     fn header(pid: i64, epoch: i16, seq: i32, n: i32, base: i64) -> BatchHeader {
-        BatchHeader {
-            base_offset: base,
-            batch_length: 100,
-            partition_leader_epoch: 0,
-            magic: 2,
-            crc: 0,
-            attributes: 0,
-            last_offset_delta: n - 1,
-            base_timestamp: 0,
-            max_timestamp: 0,
-            producer_id: pid,
-            producer_epoch: epoch,
-            base_sequence: seq,
-            record_count: n,
-        }
+        BatchHeader::for_test(pid, epoch, seq, n, base)
     }
 
     #[test]

@@ -93,6 +93,35 @@ fn be_i16(b: &[u8], at: usize) -> i16 {
     i16::from_be_bytes(b[at..at + 2].try_into().expect("2 bytes"))
 }
 
+#[cfg(test)]
+impl BatchHeader {
+    /// A header for tests: `count` records from offset `base`, written by `producer_id` at
+    /// `epoch` from sequence `sequence`, with no attribute set.
+    pub(crate) fn for_test(
+        producer_id: i64,
+        epoch: i16,
+        sequence: i32,
+        count: i32,
+        base: i64,
+    ) -> Self {
+        Self {
+            base_offset: base,
+            batch_length: 100,
+            partition_leader_epoch: 0,
+            magic: 2,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: count - 1,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            producer_id,
+            producer_epoch: epoch,
+            base_sequence: sequence,
+            record_count: count,
+        }
+    }
+}
+
 impl BatchHeader {
     /// Parses the header at the start of `buf`, checking only that the lengths are plausible.
     pub fn parse(buf: &[u8]) -> Result<Self, BatchError> {

@@ -2,8 +2,12 @@
 //! recording operations into the history.
 
 use crate::checker::FinalRead;
-use crate::env::{EPOCH_MS, Env, Rec, now_ms};
+use crate::env::{EPOCH_MS, Env, Rec, WorldConfig, now_ms};
+use crate::fault::{FaultPlan, Mix, Topology};
 use crate::history::{OpKind, Outcome};
+use crate::report::RunReport;
+use crate::scenario::{RunSpec, replay_line};
+use rand::Rng;
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -19,6 +23,7 @@ use weir_core::disk::{Disk, DiskFaults};
 use weir_core::log::TopicConfig;
 use weir_core::net::Net;
 use weir_core::rng;
+use weir_core::rng::WeirRng;
 
 /// Port brokers serve clients on.
 pub const PORT: u16 = 9092;
@@ -97,6 +102,19 @@ pub fn broker_config() -> BrokerConfig {
             ..TopicConfig::default()
         },
         ..BrokerConfig::default()
+    }
+}
+
+/// [`broker_config`] with topics created at `min.insync.replicas` = `min_isr` by default.
+pub fn broker_config_min_isr(min_isr: u32) -> BrokerConfig {
+    let base = broker_config();
+    let overrides = BTreeMap::from([("min.insync.replicas".to_string(), min_isr.to_string())]);
+    BrokerConfig {
+        topic_defaults: base
+            .topic_defaults
+            .with_overrides(&overrides)
+            .expect("a valid override"),
+        ..base
     }
 }
 
@@ -285,10 +303,89 @@ pub async fn read_to_end(
     Ok(read)
 }
 
+/// Records in the history and the trace that `process` polled `r`.
+pub fn record_poll(rec: &Rec, process: &str, r: &ConsumerRecord) {
+    let kind = OpKind::Poll {
+        partition: r.partition,
+        offset: r.offset,
+        value: value_of(r),
+    };
+    let at = now_ms();
+    let mut g = rec.borrow_mut();
+    g.trace.record(at, process, format!("{kind}"));
+    let outcome = Outcome::Ok {
+        partition: r.partition,
+        offset: r.offset,
+    };
+    g.history.instant(process, kind, outcome, at);
+}
+
 /// A record's value as text.
 pub fn value_of(r: &ConsumerRecord) -> String {
     r.value
         .as_ref()
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .unwrap_or_default()
+}
+
+/// A run's fault plan (the spec's, or a swarm draw over `fault_ms`) and its world: torn writes
+/// when the faults include them, an fsync latency drawn from `rng`, and a hard stop at
+/// `limit_ms`.
+pub fn faults_and_world(
+    spec: &RunSpec,
+    rng: &mut WeirRng,
+    topo: &Topology,
+    fault_ms: u64,
+    limit_ms: u64,
+) -> (FaultPlan, Option<Mix>, WorldConfig) {
+    let (plan, mix) = match &spec.plan {
+        Some(p) => (p.clone(), None),
+        None => {
+            let (p, m) = FaultPlan::swarm(rng, topo, fault_ms);
+            (p, Some(m))
+        }
+    };
+    let world = WorldConfig {
+        torn_block_bytes: mix.as_ref().is_none_or(|m| m.torn_writes).then_some(512),
+        sync_latency_ms: (0, rng.random_range(1..=8)),
+        limit_ms,
+    };
+    (plan, mix, world)
+}
+
+/// The report of a finished run of scenario `name`: the checkers' `violations`, preceded by
+/// why the simulation stopped early, if it did.
+pub fn report(
+    name: &str,
+    spec: &RunSpec,
+    env: &Env<'_>,
+    (plan, mix): (FaultPlan, Option<Mix>),
+    outcome: Result<(), String>,
+    mut violations: Vec<String>,
+) -> RunReport {
+    if let Err(e) = outcome {
+        violations.insert(0, format!("simulation stopped: {e}"));
+    }
+    let rec = env.rec.borrow();
+    RunReport {
+        scenario: name.into(),
+        seed: spec.seed,
+        mutant: spec.mutant.clone(),
+        passed: violations.is_empty(),
+        violations,
+        trace_hash: format!("{:016x}", rec.trace.hash()),
+        sim_ms: env.sim.elapsed().as_millis() as u64,
+        wall_ms: 0,
+        ops: rec.history.counts(),
+        faults: rec
+            .trace
+            .events()
+            .iter()
+            .filter(|e| e.source == "nemesis")
+            .count(),
+        mix,
+        plan,
+        replay: replay_line(name, spec),
+        trace: rec.trace.events().to_vec(),
+    }
 }

@@ -12,14 +12,14 @@
 
 use super::common::{
     RETRY_MS, add_brokers, broker_config, broker_names, client_config, complete, create_topic,
-    invoke, note, producer_config, sleep_ms, wait_for_topic,
+    faults_and_world, invoke, note, producer_config, record_poll, report, sleep_ms, wait_for_topic,
 };
 use crate::checker::{Assigned, GroupHistory, OffsetSeen, check_group};
-use crate::env::{EPOCH_MS, Env, Rec, WorldConfig, now_ms};
-use crate::fault::{FaultPlan, Topology};
+use crate::env::{EPOCH_MS, Env, Rec, now_ms};
+use crate::fault::Topology;
 use crate::history::{OpKind, Outcome};
 use crate::report::RunReport;
-use crate::scenario::{RunSpec, replay_line};
+use crate::scenario::RunSpec;
 use bytes::Bytes;
 use rand::Rng;
 use std::cell::{Cell, RefCell};
@@ -323,29 +323,7 @@ async fn member(rec: Rec, shared: Rc<Shared>, idx: usize) -> turmoil::Result {
             }
         };
         for r in &records {
-            let value = r
-                .value
-                .as_ref()
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default();
-            let kind = OpKind::Poll {
-                partition: r.partition,
-                offset: r.offset,
-                value,
-            };
-            let at = now_ms();
-            let mut g = rec.borrow_mut();
-            g.trace.record(at, &name, format!("{kind}"));
-            g.history.instant(
-                &name,
-                kind,
-                Outcome::Ok {
-                    partition: r.partition,
-                    offset: r.offset,
-                },
-                at,
-            );
-            drop(g);
+            record_poll(&rec, &name, r);
             shared
                 .group
                 .borrow_mut()
@@ -485,19 +463,13 @@ pub fn run(spec: &RunSpec) -> RunReport {
         servers: brokers.clone(),
         clients,
     };
-    let (plan, mix) = match &spec.plan {
-        Some(p) => (p.clone(), None),
-        None => {
-            let (p, m) = FaultPlan::swarm(&mut rng, &topo, WORKLOAD_MS);
-            (p, Some(m))
-        }
-    };
-    let torn = mix.as_ref().is_none_or(|m| m.torn_writes);
-    let world = WorldConfig {
-        torn_block_bytes: torn.then_some(512),
-        sync_latency_ms: (0, rng.random_range(1..=8)),
-        limit_ms: WORKLOAD_MS + SETTLE_BOUND_MS + 10_000,
-    };
+    let (plan, mix, world) = faults_and_world(
+        spec,
+        &mut rng,
+        &topo,
+        WORKLOAD_MS,
+        WORKLOAD_MS + SETTLE_BOUND_MS + 10_000,
+    );
     let stall_at_ms = rng.random_range(5_000..7_000);
     let leave_at_ms = stall_at_ms + rng.random_range(300..800);
     let schedule = Schedule {
@@ -533,35 +505,9 @@ pub fn run(spec: &RunSpec) -> RunReport {
     );
 
     let outcome = env.run(&plan, WORKLOAD_MS);
-    let sim_ms = env.sim.elapsed().as_millis() as u64;
-    let group = shared.group.borrow().clone();
-    let rec = env.rec.borrow();
-    let mut violations: Vec<String> = check_group(&group)
+    let violations = check_group(&shared.group.borrow())
         .iter()
         .map(ToString::to_string)
         .collect();
-    if let Err(e) = outcome {
-        violations.insert(0, format!("simulation stopped: {e}"));
-    }
-    RunReport {
-        scenario: NAME.into(),
-        seed,
-        mutant: spec.mutant.clone(),
-        passed: violations.is_empty(),
-        violations,
-        trace_hash: format!("{:016x}", rec.trace.hash()),
-        sim_ms,
-        wall_ms: 0,
-        ops: rec.history.counts(),
-        faults: rec
-            .trace
-            .events()
-            .iter()
-            .filter(|e| e.source == "nemesis")
-            .count(),
-        mix,
-        plan,
-        replay: replay_line(NAME, spec),
-        trace: rec.trace.events().to_vec(),
-    }
+    report(NAME, spec, &env, (plan, mix), outcome, violations)
 }

@@ -9,7 +9,6 @@
 use super::queue::{self, QueueScenario};
 use crate::report::RunReport;
 use crate::scenario::RunSpec;
-use std::collections::BTreeMap;
 use weir_core::broker::BrokerConfig;
 
 /// Deliberately broken clusters this scenario must catch.
@@ -19,15 +18,9 @@ pub const MUTANTS: &[(&str, &str)] = &[(
 )];
 
 fn broker_config(mutant: Option<&str>) -> BrokerConfig {
-    let base = super::common::broker_config();
-    let overrides = BTreeMap::from([("min.insync.replicas".to_string(), "1".to_string())]);
     BrokerConfig {
-        topic_defaults: base
-            .topic_defaults
-            .with_overrides(&overrides)
-            .expect("a valid override"),
         unclean_leader_election: mutant == Some("unclean-election"),
-        ..base
+        ..super::common::broker_config_min_isr(1)
     }
 }
 

@@ -11,13 +11,13 @@
 
 use super::common::{
     RETRY_MS, add_brokers, broker_config, broker_names, client_config, complete, create_topic,
-    invoke, note, producer_config, sleep_ms, wait_for_topic,
+    faults_and_world, invoke, note, producer_config, report, sleep_ms, wait_for_topic,
 };
-use crate::env::{EPOCH_MS, Env, Rec, WorldConfig, now_ms};
-use crate::fault::{FaultPlan, Topology};
+use crate::env::{EPOCH_MS, Env, Rec, now_ms};
+use crate::fault::Topology;
 use crate::history::{OpKind, Outcome};
 use crate::report::RunReport;
-use crate::scenario::{RunSpec, replay_line};
+use crate::scenario::RunSpec;
 use bytes::Bytes;
 use rand::Rng;
 use std::cell::RefCell;
@@ -302,18 +302,13 @@ pub fn run(spec: &RunSpec) -> RunReport {
         servers: broker_names(1),
         clients: vec!["producer".into(), "job".into()],
     };
-    let (plan, mix) = match &spec.plan {
-        Some(p) => (p.clone(), None),
-        None => {
-            let (p, m) = FaultPlan::swarm(&mut rng, &topo, FAULT_MS);
-            (p, Some(m))
-        }
-    };
-    let world = WorldConfig {
-        torn_block_bytes: mix.as_ref().is_none_or(|m| m.torn_writes).then_some(512),
-        sync_latency_ms: (0, rng.random_range(1..=8)),
-        limit_ms: FAULT_MS + FINISH_BOUND_MS + 10_000,
-    };
+    let (plan, mix, world) = faults_and_world(
+        spec,
+        &mut rng,
+        &topo,
+        FAULT_MS,
+        FAULT_MS + FINISH_BOUND_MS + 10_000,
+    );
     let mut env = Env::new(seed, topo, &world);
     let shared = Rc::new(RefCell::new(Shared::default()));
     add_brokers(&mut env, &broker_names(1), broker_config());
@@ -326,13 +321,8 @@ pub fn run(spec: &RunSpec) -> RunReport {
         stream_job(Rc::clone(&env.rec), Rc::clone(&shared), mutation),
     );
     let outcome = env.run(&plan, FAULT_MS);
-    let sim_ms = env.sim.elapsed().as_millis() as u64;
-
     let s = shared.borrow();
     let mut violations = Vec::new();
-    if let Err(e) = outcome {
-        violations.push(format!("simulation stopped: {e}"));
-    }
     match &s.job {
         Some(Ok(())) => {
             let reads: Vec<(u32, Event)> = s.reads.iter().map(|(_, e)| (0, e.clone())).collect();
@@ -344,33 +334,7 @@ pub fn run(spec: &RunSpec) -> RunReport {
         Some(Err(e)) => violations.push(format!("liveness: {e}")),
         None => violations.push("liveness: the job never finished".into()),
     }
-    let rec = env.rec.borrow();
-    let spec_for_replay = RunSpec {
-        seed,
-        plan: spec.plan.clone(),
-        mutant: spec.mutant.clone(),
-    };
-    RunReport {
-        scenario: "late-data".into(),
-        seed,
-        mutant: spec.mutant.clone(),
-        passed: violations.is_empty(),
-        violations,
-        trace_hash: format!("{:016x}", rec.trace.hash()),
-        sim_ms,
-        wall_ms: 0,
-        ops: rec.history.counts(),
-        faults: rec
-            .trace
-            .events()
-            .iter()
-            .filter(|e| e.source == "nemesis")
-            .count(),
-        mix,
-        plan,
-        replay: replay_line("late-data", &spec_for_replay),
-        trace: rec.trace.events().to_vec(),
-    }
+    report("late-data", spec, &env, (plan, mix), outcome, violations)
 }
 
 #[cfg(test)]

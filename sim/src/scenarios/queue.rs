@@ -6,14 +6,15 @@
 
 use super::common::{
     DRAIN_BOUND_MS, RETRY_MS, add_brokers, broker_names, client_config, complete, create_topic,
-    invoke, producer_config, read_to_end, sleep_ms, value_of, wait_for_topic,
+    faults_and_world, invoke, producer_config, read_to_end, record_poll, report, sleep_ms,
+    wait_for_topic,
 };
 use crate::checker::{FinalRead, QueueCheck, check_queue};
-use crate::env::{EPOCH_MS, Env, Rec, WorldConfig, now_ms};
-use crate::fault::{FaultPlan, Topology};
+use crate::env::{EPOCH_MS, Env, Rec, now_ms};
+use crate::fault::Topology;
 use crate::history::{OpKind, Outcome};
 use crate::report::RunReport;
-use crate::scenario::{RunSpec, replay_line};
+use crate::scenario::RunSpec;
 use bytes::Bytes;
 use rand::Rng;
 use std::cell::{Cell, RefCell};
@@ -159,24 +160,8 @@ async fn consumer_process(rec: Rec, shared: Rc<Shared>, name: String) -> turmoil
     while now_ms() < end {
         match consumer.poll(Duration::from_millis(250)).await {
             Ok(records) => {
-                for r in records {
-                    let kind = OpKind::Poll {
-                        partition: r.partition,
-                        offset: r.offset,
-                        value: value_of(&r),
-                    };
-                    let at = now_ms();
-                    let mut g = rec.borrow_mut();
-                    g.trace.record(at, &name, format!("{kind}"));
-                    g.history.instant(
-                        &name,
-                        kind,
-                        Outcome::Ok {
-                            partition: r.partition,
-                            offset: r.offset,
-                        },
-                        at,
-                    );
+                for r in &records {
+                    record_poll(&rec, &name, r);
                 }
             }
             Err(_) => sleep_ms(RETRY_MS).await,
@@ -266,19 +251,13 @@ pub(crate) fn run(scenario: &QueueScenario, spec: &RunSpec) -> RunReport {
         servers: brokers.clone(),
         clients,
     };
-    let (plan, mix) = match &spec.plan {
-        Some(p) => (p.clone(), None),
-        None => {
-            let (p, m) = FaultPlan::swarm(&mut rng, &topo, WORKLOAD_MS);
-            (p, Some(m))
-        }
-    };
-    let torn = mix.as_ref().is_none_or(|m| m.torn_writes);
-    let world = WorldConfig {
-        torn_block_bytes: torn.then_some(512),
-        sync_latency_ms: (0, rng.random_range(1..=8)),
-        limit_ms: WORKLOAD_MS + DRAIN_BOUND_MS + 10_000,
-    };
+    let (plan, mix, world) = faults_and_world(
+        spec,
+        &mut rng,
+        &topo,
+        WORKLOAD_MS,
+        WORKLOAD_MS + DRAIN_BOUND_MS + 10_000,
+    );
     let workload = QueueWorkload {
         keys: if rng.random_bool(0.5) {
             KeyDist::Uniform { n: 16 }
@@ -314,49 +293,19 @@ pub(crate) fn run(scenario: &QueueScenario, spec: &RunSpec) -> RunReport {
         .client("drainer", drainer(Rc::clone(&env.rec), Rc::clone(&shared)));
 
     let outcome = env.run(&plan, WORKLOAD_MS);
-    let sim_ms = env.sim.elapsed().as_millis() as u64;
     let drained = shared
         .drained
         .borrow_mut()
         .take()
         .unwrap_or_else(|| Err("the final read did not finish".into()));
     let final_read = shared.final_read.borrow().clone();
-    let rec = env.rec.borrow();
-    let mut violations: Vec<String> = check_queue(&QueueCheck {
-        history: &rec.history,
+    let violations = check_queue(&QueueCheck {
+        history: &env.rec.borrow().history,
         final_read: &final_read,
         drained,
     })
     .iter()
     .map(ToString::to_string)
     .collect();
-    if let Err(e) = outcome {
-        violations.insert(0, format!("simulation stopped: {e}"));
-    }
-    let spec_for_replay = RunSpec {
-        seed,
-        plan: spec.plan.clone(),
-        mutant: spec.mutant.clone(),
-    };
-    RunReport {
-        scenario: scenario.name.into(),
-        seed,
-        mutant: spec.mutant.clone(),
-        passed: violations.is_empty(),
-        violations,
-        trace_hash: format!("{:016x}", rec.trace.hash()),
-        sim_ms,
-        wall_ms: 0,
-        ops: rec.history.counts(),
-        faults: rec
-            .trace
-            .events()
-            .iter()
-            .filter(|e| e.source == "nemesis")
-            .count(),
-        mix,
-        plan,
-        replay: replay_line(scenario.name, &spec_for_replay),
-        trace: rec.trace.events().to_vec(),
-    }
+    report(scenario.name, spec, &env, (plan, mix), outcome, violations)
 }

@@ -10,7 +10,6 @@
 use super::queue::{self, QueueScenario};
 use crate::report::RunReport;
 use crate::scenario::RunSpec;
-use std::collections::BTreeMap;
 use weir_core::broker::{BrokerConfig, BrokerMutant};
 
 /// Deliberately broken clusters this scenario must catch.
@@ -20,15 +19,9 @@ pub const MUTANTS: &[(&str, &str)] = &[(
 )];
 
 fn broker_config(mutant: Option<&str>) -> BrokerConfig {
-    let base = super::common::broker_config();
-    let overrides = BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]);
     BrokerConfig {
-        topic_defaults: base
-            .topic_defaults
-            .with_overrides(&overrides)
-            .expect("a valid override"),
         mutant: (mutant == Some("hw-ignores-isr")).then_some(BrokerMutant::HwIgnoresIsr),
-        ..base
+        ..super::common::broker_config_min_isr(2)
     }
 }
 

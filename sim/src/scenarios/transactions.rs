@@ -9,14 +9,14 @@
 
 use super::common::{
     DRAIN_BOUND_MS, RETRY_MS, add_brokers, broker_names, client_config, complete, create_topic,
-    invoke, note, producer_config, read_to_end, sleep_ms, wait_for_topic,
+    faults_and_world, invoke, note, producer_config, read_to_end, report, sleep_ms, wait_for_topic,
 };
 use crate::checker::{FinalRead, TxnOp, TxnOutcome, check_txns};
-use crate::env::{EPOCH_MS, Env, Rec, WorldConfig, now_ms};
-use crate::fault::{FaultPlan, Topology};
+use crate::env::{EPOCH_MS, Env, Rec, now_ms};
+use crate::fault::Topology;
 use crate::history::{OpKind, Outcome};
 use crate::report::RunReport;
-use crate::scenario::{RunSpec, replay_line};
+use crate::scenario::RunSpec;
 use bytes::Bytes;
 use rand::Rng;
 use std::cell::{Cell, RefCell};
@@ -347,15 +347,9 @@ async fn await_stable(
 }
 
 fn broker_config(mutant: Option<&str>) -> BrokerConfig {
-    let base = super::common::broker_config();
-    let overrides = BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]);
     BrokerConfig {
-        topic_defaults: base
-            .topic_defaults
-            .with_overrides(&overrides)
-            .expect("a valid override"),
         mutant: (mutant == Some("no-zombie-fencing")).then_some(BrokerMutant::NoZombieFencing),
-        ..base
+        ..super::common::broker_config_min_isr(2)
     }
 }
 
@@ -376,19 +370,13 @@ pub fn run(spec: &RunSpec) -> RunReport {
         servers: brokers.clone(),
         clients,
     };
-    let (plan, mix) = match &spec.plan {
-        Some(p) => (p.clone(), None),
-        None => {
-            let (p, m) = FaultPlan::swarm(&mut rng, &topo, WORKLOAD_MS);
-            (p, Some(m))
-        }
-    };
-    let torn = mix.as_ref().is_none_or(|m| m.torn_writes);
-    let world = WorldConfig {
-        torn_block_bytes: torn.then_some(512),
-        sync_latency_ms: (0, rng.random_range(1..=8)),
-        limit_ms: WORKLOAD_MS + DRAIN_BOUND_MS + 10_000,
-    };
+    let (plan, mix, world) = faults_and_world(
+        spec,
+        &mut rng,
+        &topo,
+        WORKLOAD_MS,
+        WORKLOAD_MS + DRAIN_BOUND_MS + 10_000,
+    );
     let mut env = Env::new(seed, topo, &world);
     let shared = Rc::new(Shared {
         brokers: brokers.clone(),
@@ -409,40 +397,14 @@ pub fn run(spec: &RunSpec) -> RunReport {
     env.sim
         .client("drainer", drainer(Rc::clone(&env.rec), Rc::clone(&shared)));
     let outcome = env.run(&plan, WORKLOAD_MS);
-    let sim_ms = env.sim.elapsed().as_millis() as u64;
     let drained = shared
         .drained
         .borrow_mut()
         .take()
         .unwrap_or_else(|| Err("the final read did not finish".into()));
-    let mut violations: Vec<String> =
-        check_txns(&shared.txns.borrow(), &shared.final_read.borrow(), drained)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-    if let Err(e) = outcome {
-        violations.insert(0, format!("simulation stopped: {e}"));
-    }
-    let rec = env.rec.borrow();
-    RunReport {
-        scenario: NAME.into(),
-        seed,
-        mutant: spec.mutant.clone(),
-        passed: violations.is_empty(),
-        violations,
-        trace_hash: format!("{:016x}", rec.trace.hash()),
-        sim_ms,
-        wall_ms: 0,
-        ops: rec.history.counts(),
-        faults: rec
-            .trace
-            .events()
-            .iter()
-            .filter(|e| e.source == "nemesis")
-            .count(),
-        mix,
-        plan,
-        replay: replay_line(NAME, spec),
-        trace: rec.trace.events().to_vec(),
-    }
+    let violations = check_txns(&shared.txns.borrow(), &shared.final_read.borrow(), drained)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    report(NAME, spec, &env, (plan, mix), outcome, violations)
 }

@@ -94,6 +94,18 @@ pub fn every_seed_passes(scenario: &str, default: u64) -> Vec<RunReport> {
     reports
 }
 
+/// [`every_seed_passes`], and the seeds acknowledged more than 100 sends each on average.
+// Not every test file sweeps a queue-like scenario.
+#[allow(dead_code)]
+pub fn every_seed_passes_with_progress(scenario: &str, default: u64) {
+    let reports = every_seed_passes(scenario, default);
+    let acked: u64 = reports.iter().map(|r| r.ops.ok).sum();
+    assert!(
+        acked > reports.len() as u64 * 100,
+        "the workload makes progress: {acked} acknowledged sends"
+    );
+}
+
 /// Asserts that a seed replays bit for bit and that another seed differs.
 pub fn same_seed_same_hash(scenario: &str, seed: u64) {
     let a = run(

@@ -434,19 +434,8 @@ impl Partition {
             log_append_time = self.clock.now_ms();
             set_max_timestamp_log_append(&mut batch, log_append_time);
         }
-        set_leader_epoch(&mut batch, epoch);
-        let stored = match log.append(&mut batch).await {
-            Ok(h) => h,
-            Err(e) => {
-                self.fail(inner, &e);
-                return Err(storage_error());
-            }
-        };
-        observe(&mut inner.producers, &mut inner.txns, &stored, None);
-        inner.epochs.assign(epoch, stored.base_offset);
-        inner.unflushed_records += i64::from(stored.record_count);
-        let log_start = log.log_start_offset();
-        bump(&self.signals.log_appended);
+        let stored = self.store(inner, &mut batch, epoch, None).await?;
+        let log_start = inner.log.as_ref().map_or(0, Log::log_start_offset);
         match self.settings.durability {
             Durability::Fsync => {
                 self.publish(inner);
@@ -471,6 +460,33 @@ impl Partition {
                 epoch,
             },
         ))
+    }
+
+    /// Appends `batch` as leader in `epoch` and follows it in the state derived from the log.
+    /// A disk error takes the partition offline.
+    async fn store(
+        &self,
+        inner: &mut Inner,
+        batch: &mut [u8],
+        epoch: i32,
+        marker: Option<Marker>,
+    ) -> Result<BatchHeader, ResponseError> {
+        let Some(log) = inner.log.as_mut() else {
+            return Err(storage_error());
+        };
+        set_leader_epoch(batch, epoch);
+        let stored = match log.append(batch).await {
+            Ok(h) => h,
+            Err(e) => {
+                self.fail(inner, &e);
+                return Err(storage_error());
+            }
+        };
+        observe(&mut inner.producers, &mut inner.txns, &stored, marker);
+        inner.epochs.assign(epoch, stored.base_offset);
+        inner.unflushed_records += i64::from(stored.record_count);
+        bump(&self.signals.log_appended);
+        Ok(stored)
     }
 
     /// Waits up to `timeout` until the high watermark reaches `wait.end` under the same leader
@@ -584,19 +600,8 @@ impl Partition {
         let mut batch = encode_marker(producer_id, producer_epoch, marker, self.clock.now_ms())
             .map_err(|_| ResponseError::UnknownServerError)?
             .to_vec();
-        set_leader_epoch(&mut batch, epoch);
-        let stored = match log.append(&mut batch).await {
-            Ok(h) => h,
-            Err(e) => {
-                self.fail(inner, &e);
-                return Err(storage_error());
-            }
-        };
-        observe(&mut inner.producers, &mut inner.txns, &stored, Some(marker));
+        let stored = self.store(inner, &mut batch, epoch, Some(marker)).await?;
         tracing::debug!(topic = %self.id.topic, partition = self.id.index, producer_id, producer_epoch, offset = stored.base_offset, kind = ?marker.kind, "marker written");
-        inner.epochs.assign(epoch, stored.base_offset);
-        inner.unflushed_records += 1;
-        bump(&self.signals.log_appended);
         self.publish(inner);
         self.flush_wanted.notify_one();
         Ok(AckWait {

@@ -94,28 +94,14 @@ mod tests {
     use super::*;
 
     fn header(pid: i64, base: i64, transactional: bool, control: bool) -> BatchHeader {
-        let mut attributes = 0i16;
+        let mut h = BatchHeader::for_test(pid, 0, 0, 1, base);
         if transactional {
-            attributes |= 1 << 4;
+            h.attributes |= 1 << 4;
         }
         if control {
-            attributes |= 1 << 5;
+            h.attributes |= 1 << 5;
         }
-        BatchHeader {
-            base_offset: base,
-            batch_length: 100,
-            partition_leader_epoch: 0,
-            magic: 2,
-            crc: 0,
-            attributes,
-            last_offset_delta: 0,
-            base_timestamp: 0,
-            max_timestamp: 0,
-            producer_id: pid,
-            producer_epoch: 0,
-            base_sequence: 0,
-            record_count: 1,
-        }
+        h
     }
 
     fn marker(kind: MarkerKind) -> Option<Marker> {

@@ -137,8 +137,8 @@ pub(crate) async fn handle(state: &State, req: TxnRequest) -> TxnResult {
     }
 }
 
-/// The record of `id`, if the client's producer id and epoch own it and it may take more.
-fn owned(state: &State, id: &str, producer_id: i64, epoch: i16) -> Result<TxnRecord, CodedError> {
+/// The record of `id`, if `producer_id` holds it.
+fn held(state: &State, id: &str, producer_id: i64) -> Result<TxnRecord, CodedError> {
     let Some(rec) = current(state, id)? else {
         return Err(err(
             ResponseError::InvalidProducerIdMapping,
@@ -151,6 +151,12 @@ fn owned(state: &State, id: &str, producer_id: i64, epoch: i16) -> Result<TxnRec
             "another producer id holds this transactional id",
         ));
     }
+    Ok(rec)
+}
+
+/// The record of `id`, if the client's producer id and epoch own it and it may take more.
+fn owned(state: &State, id: &str, producer_id: i64, epoch: i16) -> Result<TxnRecord, CodedError> {
+    let rec = held(state, id, producer_id)?;
     if epoch < rec.producer_epoch {
         return Err(err(
             ResponseError::ProducerFenced,
@@ -304,18 +310,7 @@ async fn end(
     commit: bool,
     bump: bool,
 ) -> TxnResult {
-    let Some(rec) = current(state, id)? else {
-        return Err(err(
-            ResponseError::InvalidProducerIdMapping,
-            format!("no transactional id {id:?}"),
-        ));
-    };
-    if rec.producer_id != producer_id {
-        return Err(err(
-            ResponseError::InvalidProducerIdMapping,
-            "another producer id holds this transactional id",
-        ));
-    }
+    let rec = held(state, id, producer_id)?;
     let (prepared, completed) = if commit {
         (TxnPhase::PrepareCommit, TxnPhase::CompleteCommit)
     } else {
