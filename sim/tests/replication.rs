@@ -47,8 +47,8 @@ fn a_high_watermark_past_the_isr_is_caught() {
 
 #[test]
 fn an_election_outside_the_isr_is_caught() {
-    let limit = common::env_u64("WEIR_MUTANT_SEEDS", 40);
-    let caught = first_catch("isr-shrink", "unclean-election", limit);
+    // Rare by nature (see reports/sim-cluster.md): first caught at seed 35.
+    let caught = first_catch("isr-shrink", "unclean-election", 40);
     eprintln!("unclean-election caught at seed {caught:?}");
     assert!(
         caught.is_some(),
