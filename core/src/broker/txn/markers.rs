@@ -29,18 +29,15 @@ pub(super) async fn write_all(
             return Err(super::unavailable());
         }
         let mut by_leader: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
-        let mut gone = Vec::new();
+        // A deleted partition has nothing left to mark: it drops out here.
         for (t, p) in &left {
-            match st.image.partition(t, *p) {
-                // Deleted: nothing left to mark.
-                None => gone.push((t.clone(), *p)),
-                Some(img) => by_leader
+            if let Some(img) = st.image.partition(t, *p) {
+                by_leader
                     .entry(img.leader)
                     .or_default()
-                    .push((t.clone(), *p)),
+                    .push((t.clone(), *p));
             }
         }
-        left.retain(|tp| !gone.contains(tp));
         let mut failed = Vec::new();
         for (leader, partitions) in by_leader {
             let req = WriteMarkers {

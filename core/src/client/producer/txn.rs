@@ -99,8 +99,7 @@ impl Shared {
             match outcome {
                 Err(e)
                     if attempt < TXN_ATTEMPTS_MAX
-                        && (e.code().is_none_or(retry_coordinator) && e.is_retriable()
-                            || e.code().is_some_and(retry_coordinator)) =>
+                        && e.code().map_or(e.is_retriable(), retry_coordinator) =>
                 {
                     tokio::time::sleep(self.backoff(attempt)).await;
                 }
