@@ -10,6 +10,7 @@ use kafka_protocol::protocol::StrBytes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::Mutex;
+use uuid::Uuid;
 
 /// Settings shared by every client on a cluster.
 #[derive(Clone, Debug)]
@@ -44,10 +45,56 @@ pub struct PartitionInfo {
     pub leader_epoch: i32,
 }
 
+/// The highest leader epoch seen for each partition of one incarnation of a topic. It outlives
+/// [`Cluster::forget`], so that a broker with stale metadata cannot point a client back at a
+/// former leader (KIP-320: metadata whose leader epoch went back is ignored).
+#[derive(Default)]
+struct SeenEpochs {
+    topic_id: Uuid,
+    by_partition: BTreeMap<i32, i32>,
+}
+
+impl SeenEpochs {
+    /// `fresh`, one partition of a metadata answer (`ok` without a partition error), unless
+    /// its leader epoch is older than one already seen: then what was known (`before`) if that
+    /// is current, else no leader until a broker with fresher metadata answers. Returns the
+    /// partition to record and whether the answer was stale.
+    fn screen(
+        &mut self,
+        fresh: PartitionInfo,
+        ok: bool,
+        before: &[PartitionInfo],
+    ) -> (PartitionInfo, bool) {
+        let highest = self.by_partition.get(&fresh.partition).copied();
+        match highest {
+            Some(h) if fresh.leader_epoch >= 0 && fresh.leader_epoch < h => {
+                let kept = before
+                    .iter()
+                    .find(|b| b.partition == fresh.partition && b.leader_epoch >= h)
+                    .copied()
+                    .unwrap_or(PartitionInfo {
+                        leader: -1,
+                        leader_epoch: h,
+                        ..fresh
+                    });
+                (kept, true)
+            }
+            _ => {
+                if ok && fresh.leader_epoch >= 0 {
+                    self.by_partition
+                        .insert(fresh.partition, fresh.leader_epoch);
+                }
+                (fresh, false)
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Known {
     brokers: BTreeMap<i32, String>,
     topics: BTreeMap<String, Vec<PartitionInfo>>,
+    seen: BTreeMap<String, SeenEpochs>,
     conns: BTreeMap<String, Arc<Connection>>,
     next_bootstrap: usize,
 }
@@ -156,17 +203,35 @@ impl Cluster {
                 known.topics.remove(name.0.as_str());
                 continue;
             }
+            let name = name.0.to_string();
+            let before = known.topics.get(&name).cloned().unwrap_or_default();
+            let seen = known.seen.entry(name.clone()).or_default();
+            if seen.topic_id != t.topic_id {
+                // A new incarnation of the topic starts its epochs afresh.
+                *seen = SeenEpochs {
+                    topic_id: t.topic_id,
+                    by_partition: BTreeMap::new(),
+                };
+            }
             let mut parts: Vec<PartitionInfo> = t
                 .partitions
                 .iter()
-                .map(|p| PartitionInfo {
-                    partition: p.partition_index,
-                    leader: if p.error_code == 0 { p.leader_id.0 } else { -1 },
-                    leader_epoch: p.leader_epoch,
+                .map(|p| {
+                    let ok = p.error_code == 0;
+                    let fresh = PartitionInfo {
+                        partition: p.partition_index,
+                        leader: if ok { p.leader_id.0 } else { -1 },
+                        leader_epoch: p.leader_epoch,
+                    };
+                    let (info, stale) = seen.screen(fresh, ok, &before);
+                    if stale {
+                        tracing::debug!(topic = %name, partition = fresh.partition, epoch = fresh.leader_epoch, kept = ?info, broker = %conn.addr(), "ignoring metadata with an older leader epoch");
+                    }
+                    info
                 })
                 .collect();
             parts.sort_by_key(|p| p.partition);
-            known.topics.insert(name.0.to_string(), parts);
+            known.topics.insert(name, parts);
         }
         Ok(resp)
     }
@@ -219,5 +284,52 @@ impl Cluster {
     /// Drops what is known about `topic`, so the next lookup refreshes it.
     pub async fn forget(&self, topic: &str) {
         self.known.lock().await.topics.remove(topic);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(partition: i32, leader: i32, leader_epoch: i32) -> PartitionInfo {
+        PartitionInfo {
+            partition,
+            leader,
+            leader_epoch,
+        }
+    }
+
+    #[test]
+    fn metadata_whose_leader_epoch_went_back_is_ignored() {
+        let mut seen = SeenEpochs::default();
+        assert_eq!(
+            seen.screen(info(0, 2, 0), true, &[]),
+            (info(0, 2, 0), false)
+        );
+        assert_eq!(
+            seen.screen(info(0, 1, 1), true, &[]),
+            (info(0, 1, 1), false)
+        );
+        let known = [info(0, 1, 1)];
+        assert_eq!(
+            seen.screen(info(0, 2, 0), true, &known),
+            (info(0, 1, 1), true),
+            "a broker that missed the election keeps what was known"
+        );
+        assert_eq!(
+            seen.screen(info(0, 2, 0), true, &[]),
+            (info(0, -1, 1), true),
+            "forgotten: no leader until fresher metadata"
+        );
+        assert_eq!(
+            seen.screen(info(0, -1, -1), false, &[]),
+            (info(0, -1, -1), false),
+            "no epoch to compare"
+        );
+        assert_eq!(
+            seen.screen(info(0, 0, 4), true, &[]),
+            (info(0, 0, 4), false)
+        );
+        assert_eq!(seen.by_partition.get(&0), Some(&4));
     }
 }

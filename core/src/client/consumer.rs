@@ -1,17 +1,32 @@
 //! The consumer: assign partitions, seek, and poll with long-poll fetches.
+//!
+//! Positions are validated against the current leader, as KIP-320 has it: a position remembers
+//! the leader epoch of the last batch consumed below it, and after a leader change seen in the
+//! metadata, a `NOT_LEADER_OR_FOLLOWER` / `FENCED_LEADER_EPOCH` answer or an
+//! `OFFSET_OUT_OF_RANGE` answer, the consumer refreshes its metadata and asks the current leader
+//! where that epoch ends (OffsetsForLeaderEpoch; [`position`] has the rules). An end below the
+//! position means the log was truncated under the consumer: it goes on from that end. The
+//! reset policy applies only once the current leader, the position validated against it,
+//! still answers out of range; a former leader that missed the records the consumer read
+//! cannot send the consumer back to the start. Fetches and ListOffsets name the leader epoch
+//! the metadata shows, so that a former leader refuses them with `FENCED_LEADER_EPOCH`.
+
+mod fetch;
+mod position;
+mod validate;
 
 use super::cluster::Cluster;
 use super::error::ClientError;
-use crate::record::{BatchHeader, BatchIter, Header, MarkerKind, decode_batch_records, marker_of};
+use crate::record::Header;
 use bytes::Bytes;
+use fetch::Planned;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::fetch_response::AbortedTransaction;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{
-    ApiKey, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName,
+    ApiKey, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use position::{Checked, PartState};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,18 +109,31 @@ pub struct ConsumerRecord {
 /// A topic and partition.
 pub type TopicPartition = (String, i32);
 
+/// A ListOffsets answer.
+struct Listed {
+    offset: i64,
+    /// The epoch the leader gave for the offset, if any.
+    epoch: Option<i32>,
+    /// The leader epoch (from the metadata) the request was fenced with.
+    leader_epoch: i32,
+}
+
 /// A consumer with manually assigned partitions.
 pub struct Consumer {
     cluster: Arc<Cluster>,
     config: ConsumerConfig,
-    /// Next offset to fetch per assigned partition; `None` until reset. Records fetched but
-    /// not yet returned by `poll` wait in `buffered`.
-    positions: BTreeMap<TopicPartition, Option<i64>>,
+    /// Position per assigned partition. Records fetched but not yet returned by `poll` wait in
+    /// `buffered`.
+    positions: BTreeMap<TopicPartition, PartState>,
     buffered: VecDeque<ConsumerRecord>,
 }
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
+}
+
+fn unassigned(tp: &TopicPartition) -> ClientError {
+    ClientError::Invalid(format!("{}-{} is not assigned", tp.0, tp.1))
 }
 
 impl Consumer {
@@ -123,8 +151,8 @@ impl Consumer {
     pub fn assign(&mut self, partitions: impl IntoIterator<Item = TopicPartition>) {
         let old = std::mem::take(&mut self.positions);
         for tp in partitions {
-            let pos = old.get(&tp).copied().flatten();
-            self.positions.insert(tp, pos);
+            let state = old.get(&tp).copied().unwrap_or_default();
+            self.positions.insert(tp, state);
         }
         self.buffered
             .retain(|r| self.positions.contains_key(&(r.topic.clone(), r.partition)));
@@ -137,11 +165,8 @@ impl Consumer {
 
     /// Sets the next offset to fetch for `tp`.
     pub fn seek(&mut self, tp: TopicPartition, offset: i64) -> Result<(), ClientError> {
-        let pos = self
-            .positions
-            .get_mut(&tp)
-            .ok_or_else(|| ClientError::Invalid(format!("{}-{} is not assigned", tp.0, tp.1)))?;
-        *pos = Some(offset);
+        let state = self.positions.get_mut(&tp).ok_or_else(|| unassigned(&tp))?;
+        *state = PartState::at(offset, None);
         self.buffered
             .retain(|r| (r.topic.as_str(), r.partition) != (tp.0.as_str(), tp.1));
         Ok(())
@@ -154,7 +179,7 @@ impl Consumer {
             .iter()
             .find(|r| r.partition == tp.1 && r.topic == tp.0)
             .map(|r| r.offset);
-        buffered.or_else(|| self.positions.get(tp).copied().flatten())
+        buffered.or_else(|| self.positions.get(tp).and_then(|p| p.offset))
     }
 
     /// Looks up offsets with ListOffsets: -2 earliest, -1 latest, otherwise by timestamp.
@@ -163,12 +188,24 @@ impl Consumer {
         tp: &TopicPartition,
         timestamp: i64,
     ) -> Result<i64, ClientError> {
+        self.list_offset_in(tp, timestamp).await.map(|l| l.offset)
+    }
+
+    /// ListOffsets, fenced by the leader epoch the metadata shows.
+    async fn list_offset_in(
+        &self,
+        tp: &TopicPartition,
+        timestamp: i64,
+    ) -> Result<Listed, ClientError> {
         let leader = self.cluster.leader(&tp.0, tp.1).await?;
         let conn = self.cluster.node(leader.leader).await?;
         let v = conn.version(ApiKey::ListOffsets)?;
-        let part = ListOffsetsPartition::default()
+        let mut part = ListOffsetsPartition::default()
             .with_partition_index(tp.1)
             .with_timestamp(timestamp);
+        if v >= 4 {
+            part = part.with_current_leader_epoch(leader.leader_epoch);
+        }
         let topic = ListOffsetsTopic::default()
             .with_name(TopicName(s(&tp.0)))
             .with_partitions(vec![part]);
@@ -194,13 +231,22 @@ impl Consumer {
         {
             if matches!(
                 e.code(),
-                Some(ResponseError::NotLeaderOrFollower | ResponseError::UnknownTopicOrPartition)
+                Some(
+                    ResponseError::NotLeaderOrFollower
+                        | ResponseError::UnknownTopicOrPartition
+                        | ResponseError::FencedLeaderEpoch
+                        | ResponseError::UnknownLeaderEpoch
+                )
             ) {
                 self.cluster.forget(&tp.0).await;
             }
             return Err(e);
         }
-        Ok(p.offset)
+        Ok(Listed {
+            offset: p.offset,
+            epoch: (v >= 4 && p.leader_epoch >= 0).then_some(p.leader_epoch),
+            leader_epoch: leader.leader_epoch,
+        })
     }
 
     async fn reset(&mut self, tp: &TopicPartition) -> Result<(), ClientError> {
@@ -214,8 +260,13 @@ impl Consumer {
                 });
             }
         };
-        let offset = self.list_offset(tp, ts).await?;
-        self.positions.insert(tp.clone(), Some(offset));
+        let listed = self.list_offset_in(tp, ts).await?;
+        tracing::debug!(topic = %tp.0, partition = tp.1, offset = listed.offset, policy = ?self.config.auto_offset_reset, "position reset");
+        let state = self.positions.get_mut(tp).ok_or_else(|| unassigned(tp))?;
+        *state = PartState {
+            leader_epoch: Some(listed.leader_epoch),
+            ..PartState::at(listed.offset, listed.epoch)
+        };
         Ok(())
     }
 
@@ -229,24 +280,98 @@ impl Consumer {
         Ok(self.buffered.drain(..n).collect())
     }
 
-    async fn fetch(&mut self, timeout: Duration) -> Result<(), ClientError> {
-        let unset: Vec<TopicPartition> = self
-            .positions
-            .iter()
-            .filter(|(_, p)| p.is_none())
-            .map(|(tp, _)| tp.clone())
-            .collect();
-        for tp in unset {
-            self.reset(&tp).await?;
-        }
-        let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, i64, i32)>> = BTreeMap::new();
-        for (tp, pos) in &self.positions {
+    /// Validates or resets the position of `tp` as needed, and says where to fetch it from;
+    /// `None` while its position awaits validation.
+    async fn prepare(&mut self, tp: &TopicPartition) -> Result<Option<Planned>, ClientError> {
+        let state = self.state(tp)?;
+        if state.offset.is_some() && state.epoch.is_some() && !state.awaiting_validation {
             let info = self.cluster.leader(&tp.0, tp.1).await?;
-            by_leader.entry(info.leader).or_default().push((
-                tp.clone(),
-                pos.expect("reset above"),
-                info.leader_epoch,
-            ));
+            if state.leader_changed(info.leader_epoch) {
+                tracing::debug!(topic = %tp.0, partition = tp.1, from = ?state.leader_epoch, to = info.leader_epoch, "leader changed; validating the position");
+                self.mark_for_validation(tp);
+            }
+        }
+        if self.state(tp)?.awaiting_validation {
+            self.validate_position(tp).await?;
+        }
+        if self.state(tp)?.offset.is_none() {
+            self.reset(tp).await?;
+        }
+        let state = self.state(tp)?;
+        let Some(offset) = state.offset.filter(|_| !state.awaiting_validation) else {
+            return Ok(None);
+        };
+        let info = self.cluster.leader(&tp.0, tp.1).await?;
+        Ok(Some(Planned {
+            tp: tp.clone(),
+            leader: info.leader,
+            offset,
+            leader_epoch: info.leader_epoch,
+        }))
+    }
+
+    fn state(&self, tp: &TopicPartition) -> Result<PartState, ClientError> {
+        self.positions
+            .get(tp)
+            .copied()
+            .ok_or_else(|| unassigned(tp))
+    }
+
+    fn mark_for_validation(&mut self, tp: &TopicPartition) {
+        if let Some(p) = self.positions.get_mut(tp) {
+            p.awaiting_validation = true;
+        }
+    }
+
+    /// Checks the position of `tp` against the current leader (see [`position`]). On an error
+    /// the position still awaits validation, and the next poll tries again.
+    async fn validate_position(&mut self, tp: &TopicPartition) -> Result<(), ClientError> {
+        let state = self.state(tp)?;
+        if state.offset.is_none() {
+            return Ok(());
+        }
+        let answer = validate::validate(&self.cluster, tp, state.epoch).await?;
+        let reset_policy = self.config.auto_offset_reset != OffsetReset::None;
+        let checked = self
+            .positions
+            .get_mut(tp)
+            .ok_or_else(|| unassigned(tp))?
+            .validated(answer, reset_policy);
+        let (topic, partition, epoch) = (&tp.0, tp.1, state.epoch);
+        match checked {
+            Checked::Passed => {}
+            Checked::Truncated { from, to } => {
+                tracing::info!(%topic, partition, offset = from, ?epoch, to, "truncation detected: the position moves to the first offset known to diverge");
+                self.buffered
+                    .retain(|r| r.topic != tp.0 || r.partition != tp.1 || r.offset < to);
+            }
+            Checked::Unknown { from } => {
+                tracing::info!(%topic, partition, offset = from, ?epoch, "truncation detected; the leader has no epoch at or before the position's: resetting the position");
+            }
+            Checked::Refused { from, diverges_at } => {
+                tracing::warn!(%topic, partition, offset = from, ?epoch, ?diverges_at, "truncation detected, but no reset policy is set");
+                return Err(ClientError::Kafka {
+                    code: ResponseError::OffsetOutOfRange,
+                    context: format!(
+                        "log truncation under {topic}-{partition} at offset {from}; the leader's log diverges at {diverges_at:?}"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn fetch(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        let mut first_err = None;
+        let mut by_leader: BTreeMap<i32, Vec<Planned>> = BTreeMap::new();
+        for tp in self.assignment() {
+            match self.prepare(&tp).await {
+                Ok(Some(p)) => by_leader.entry(p.leader).or_default().push(p),
+                Ok(None) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
         }
         let wait_ms = i32::try_from(timeout.as_millis())
             .unwrap_or(i32::MAX)
@@ -256,23 +381,38 @@ impl Consumer {
         for (leader, parts) in by_leader {
             let cluster = Arc::clone(&self.cluster);
             let cfg = self.config.clone();
-            tasks.spawn(async move { fetch_from(&cluster, &cfg, leader, parts, wait_ms).await });
+            tasks.spawn(
+                async move { fetch::fetch_from(&cluster, &cfg, leader, parts, wait_ms).await },
+            );
         }
-        let mut first_err = None;
         let mut results = Vec::new();
         while let Some(joined) = tasks.join_next().await {
-            match joined
-                .map_err(|e| ClientError::Protocol(e.to_string()))
-                .and_then(|r| r)
-            {
+            match joined {
                 Ok(r) => results.push(r),
-                Err(e) => first_err = first_err.or(Some(e)),
+                Err(e) => first_err = first_err.or(Some(ClientError::Protocol(e.to_string()))),
             }
         }
         // Apply in leader order so the outcome does not depend on which fetch finished first.
-        results.sort_by_key(|(leader, _)| *leader);
-        for (_, resp) in results {
-            if let Err(e) = self.absorb(resp).await {
+        results.sort_by_key(|(leader, _, _)| *leader);
+        for (_, parts, resp) in results {
+            let outcome = match resp {
+                Ok(resp) => self.absorb(resp, &parts).await,
+                Err(e) => {
+                    if matches!(
+                        e,
+                        ClientError::Connection { .. } | ClientError::Timeout { .. }
+                    ) {
+                        // The leader may be gone: look it up again before the next fetch.
+                        let topics: BTreeSet<&str> =
+                            parts.iter().map(|p| p.tp.0.as_str()).collect();
+                        for t in topics {
+                            self.cluster.forget(t).await;
+                        }
+                    }
+                    Err(e)
+                }
+            };
+            if let Err(e) = outcome {
                 first_err = first_err.or(Some(e));
             }
         }
@@ -282,7 +422,23 @@ impl Consumer {
         }
     }
 
-    async fn absorb(&mut self, resp: FetchResponse) -> Result<(), ClientError> {
+    /// An `OFFSET_OUT_OF_RANGE` answer to `sent`: validate the position first, unless it was
+    /// validated against this very leader epoch already, when the reset policy applies.
+    fn out_of_range(&mut self, sent: &Planned) -> Option<ClientError> {
+        let (tp, pos, leader_epoch) = (&sent.tp, sent.offset, sent.leader_epoch);
+        let (topic, partition) = (&tp.0, tp.1);
+        if !self.positions.get_mut(tp)?.out_of_range(leader_epoch) {
+            tracing::debug!(%topic, partition, offset = pos, leader_epoch, "fetch position out of range; validating it against the current leader");
+            return None;
+        }
+        tracing::info!(%topic, partition, offset = pos, leader_epoch, policy = ?self.config.auto_offset_reset, "fetch position out of range on the current leader; resetting it");
+        (self.config.auto_offset_reset == OffsetReset::None).then(|| ClientError::Kafka {
+            code: ResponseError::OffsetOutOfRange,
+            context: format!("fetch {topic}-{partition} at {pos}"),
+        })
+    }
+
+    async fn absorb(&mut self, resp: FetchResponse, parts: &[Planned]) -> Result<(), ClientError> {
         if let Some(e) = ClientError::kafka(resp.error_code, "fetch") {
             return Err(e);
         }
@@ -290,69 +446,47 @@ impl Consumer {
         for t in resp.responses {
             let topic = t.topic.0.to_string();
             for p in t.partitions {
-                let tp = (topic.clone(), p.partition_index);
-                let Some(Some(pos)) = self.positions.get(&tp).copied() else {
+                let Some(sent) = parts
+                    .iter()
+                    .find(|x| x.tp.1 == p.partition_index && x.tp.0 == topic)
+                else {
                     continue;
                 };
-                if p.error_code != 0 {
-                    let code = ResponseError::try_from_code(p.error_code).expect("nonzero");
-                    match code {
-                        ResponseError::OffsetOutOfRange => {
-                            self.positions.insert(tp.clone(), None);
-                            if self.config.auto_offset_reset == OffsetReset::None {
-                                first_err = first_err.or(ClientError::kafka(
-                                    p.error_code,
-                                    format!("fetch {topic}-{} at {pos}", p.partition_index),
-                                ));
-                            }
-                        }
-                        _ => {
-                            self.cluster.forget(&topic).await;
-                            first_err = first_err.or(ClientError::kafka(
-                                p.error_code,
-                                format!("fetch {topic}-{}", p.partition_index),
-                            ));
-                        }
-                    }
+                let Some(state) = self.positions.get(&sent.tp).copied() else {
+                    continue;
+                };
+                if state.offset != Some(sent.offset) || state.awaiting_validation {
                     continue;
                 }
-                let records = p.records.unwrap_or_default();
-                let mut next = pos;
-                let mut aborts = AbortFilter::new(
-                    self.config.isolation,
-                    p.aborted_transactions.as_deref().unwrap_or_default(),
-                );
-                for item in BatchIter::new(&records) {
-                    let batch = match item {
-                        Ok((_, bytes)) => records.slice_ref(bytes),
-                        Err(e) => {
-                            first_err = first_err.or(Some(corrupt(&tp, next, e.to_string())));
-                            break;
+                let code = ResponseError::try_from_code(p.error_code);
+                match code {
+                    None => {}
+                    Some(ResponseError::OffsetOutOfRange) => {
+                        first_err = first_err.or(self.out_of_range(sent));
+                        continue;
+                    }
+                    Some(code) => {
+                        let leader_moved = matches!(
+                            code,
+                            ResponseError::NotLeaderOrFollower | ResponseError::FencedLeaderEpoch
+                        );
+                        if leader_moved && state.epoch.is_some() {
+                            self.mark_for_validation(&sent.tp);
                         }
-                    };
-                    match decode_batch_records(&batch, self.config.batch_decompressed_bytes_max) {
-                        Ok((h, recs)) => {
-                            let keep = aborts.keeps(&h, &batch);
-                            for r in recs.into_iter().filter(|r| keep && r.offset >= next) {
-                                self.buffered.push_back(ConsumerRecord {
-                                    topic: topic.clone(),
-                                    partition: p.partition_index,
-                                    offset: r.offset,
-                                    timestamp: r.timestamp,
-                                    key: r.key,
-                                    value: r.value,
-                                    headers: r.headers,
-                                });
-                            }
-                            next = next.max(h.next_offset());
-                        }
-                        Err(e) => {
-                            first_err = first_err.or(Some(corrupt(&tp, next, e.to_string())));
-                            break;
-                        }
+                        self.cluster.forget(&topic).await;
+                        first_err = first_err.or(Some(ClientError::Kafka {
+                            code,
+                            context: format!("fetch {topic}-{}", p.partition_index),
+                        }));
+                        continue;
                     }
                 }
-                self.positions.insert(tp, Some(next));
+                let decoded = fetch::decode(sent, p, &self.config);
+                first_err = first_err.or(decoded.error);
+                self.buffered.extend(decoded.records);
+                if let Some(st) = self.positions.get_mut(&sent.tp) {
+                    st.fetched(sent.leader_epoch, decoded.next, decoded.epoch);
+                }
             }
         }
         match first_err {
@@ -360,106 +494,4 @@ impl Consumer {
             None => Ok(()),
         }
     }
-}
-
-/// Drops the records of aborted transactions for a read_committed consumer, from the fetch
-/// answer's aborted-transactions list and the abort markers in the batches.
-struct AbortFilter {
-    /// (first offset, producer id), soonest last.
-    upcoming: Vec<(i64, i64)>,
-    /// Producers whose batches are aborted until their abort marker.
-    active: BTreeSet<i64>,
-}
-
-impl AbortFilter {
-    fn new(isolation: Isolation, listed: &[AbortedTransaction]) -> Self {
-        let mut upcoming: Vec<(i64, i64)> = if isolation == Isolation::ReadCommitted {
-            listed
-                .iter()
-                .map(|a| (a.first_offset, a.producer_id.0))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        upcoming.sort_unstable_by(|a, b| b.cmp(a));
-        Self {
-            upcoming,
-            active: BTreeSet::new(),
-        }
-    }
-
-    /// Whether the records of the batch `h` (whole bytes `batch`) are to be delivered.
-    fn keeps(&mut self, h: &BatchHeader, batch: &[u8]) -> bool {
-        while self
-            .upcoming
-            .last()
-            .is_some_and(|(first, _)| *first <= h.last_offset())
-        {
-            let (_, pid) = self.upcoming.pop().expect("checked");
-            self.active.insert(pid);
-        }
-        if h.is_control() {
-            if let Ok(Some(m)) = marker_of(batch)
-                && m.kind == MarkerKind::Abort
-            {
-                self.active.remove(&h.producer_id);
-            }
-            return false;
-        }
-        !(h.is_transactional() && self.active.contains(&h.producer_id))
-    }
-}
-
-fn corrupt(tp: &TopicPartition, offset: i64, reason: String) -> ClientError {
-    ClientError::Corrupt {
-        topic: tp.0.clone(),
-        partition: tp.1,
-        offset,
-        reason,
-    }
-}
-
-async fn fetch_from(
-    cluster: &Cluster,
-    cfg: &ConsumerConfig,
-    leader: i32,
-    parts: Vec<(TopicPartition, i64, i32)>,
-    wait_ms: i32,
-) -> Result<(i32, FetchResponse), ClientError> {
-    let conn = cluster.node(leader).await?;
-    let v = conn.version(ApiKey::Fetch)?;
-    let mut topics: BTreeMap<String, Vec<FetchPartition>> = BTreeMap::new();
-    for ((topic, partition), offset, epoch) in parts {
-        let mut fp = FetchPartition::default()
-            .with_partition(partition)
-            .with_fetch_offset(offset)
-            .with_partition_max_bytes(cfg.partition_fetch_bytes_max);
-        if v >= 9 {
-            fp = fp.with_current_leader_epoch(epoch);
-        }
-        topics.entry(topic).or_default().push(fp);
-    }
-    let topics = topics
-        .into_iter()
-        .map(|(t, ps)| {
-            FetchTopic::default()
-                .with_topic(TopicName(s(&t)))
-                .with_partitions(ps)
-        })
-        .collect();
-    let isolation = if cfg.isolation == Isolation::ReadCommitted {
-        1
-    } else {
-        0
-    };
-    let req = FetchRequest::default()
-        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
-        .with_max_wait_ms(wait_ms)
-        .with_min_bytes(cfg.fetch_min_bytes)
-        .with_max_bytes(cfg.fetch_max_bytes)
-        .with_isolation_level(isolation)
-        .with_session_epoch(-1)
-        .with_topics(topics);
-    let resp: FetchResponse = conn.send(ApiKey::Fetch, v, &req).await?;
-    Ok((leader, resp))
 }

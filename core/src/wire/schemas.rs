@@ -62,6 +62,15 @@ const LIST_OFFSETS: Schema = Schema {
     ],
 };
 
+const OFFSET_FOR_EPOCH_PARTITION: &[Field] = &[all(I32), all(I32), all(I32)];
+const OFFSET_FOR_EPOCH_TOPIC: &[Field] = &[all(Str), all(Arr(OFFSET_FOR_EPOCH_PARTITION))];
+const OFFSET_FOR_LEADER_EPOCH: Schema = Schema {
+    min: 2,
+    max: 4,
+    flexible_from: 4,
+    fields: &[since(3, I32), all(Arr(OFFSET_FOR_EPOCH_TOPIC))],
+};
+
 const METADATA_TOPIC: &[Field] = &[since(10, Uuid), all(Str)];
 const METADATA: Schema = Schema {
     min: 0,
@@ -248,6 +257,7 @@ pub(crate) fn schema(api: ApiKey) -> Option<&'static Schema> {
         ApiKey::Produce => &PRODUCE,
         ApiKey::Fetch => &FETCH,
         ApiKey::ListOffsets => &LIST_OFFSETS,
+        ApiKey::OffsetForLeaderEpoch => &OFFSET_FOR_LEADER_EPOCH,
         ApiKey::Metadata => &METADATA,
         ApiKey::ApiVersions => &API_VERSIONS,
         ApiKey::CreateTopics => &CREATE_TOPICS,

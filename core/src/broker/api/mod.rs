@@ -5,6 +5,7 @@ mod fetch;
 mod group;
 mod list_offsets;
 mod metadata;
+mod offsets_for_epoch;
 mod produce;
 mod producer_id;
 mod txn;
@@ -40,6 +41,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AddOffsetsToTxn, 0, 3),
     (ApiKey::EndTxn, 0, 5),
     (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
 /// What to do after a request.
@@ -148,6 +150,13 @@ pub(crate) async fn dispatch(state: &Arc<State>, frame: Bytes) -> Reply {
         ApiKey::Fetch => route!(&raw, kafka_protocol::messages::FetchRequest, |r| {
             fetch::handle(state, r)
         }),
+        ApiKey::OffsetForLeaderEpoch => {
+            route!(
+                &raw,
+                kafka_protocol::messages::OffsetForLeaderEpochRequest,
+                |r| { offsets_for_epoch::handle(state, r) }
+            )
+        }
         ApiKey::Produce => match raw.decode::<kafka_protocol::messages::ProduceRequest>() {
             Ok(req) => {
                 let acks = req.acks;

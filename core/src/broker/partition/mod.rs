@@ -521,6 +521,23 @@ impl Partition {
         }
     }
 
+    /// As leader (in `current_leader_epoch` if the client named one): the largest epoch at or
+    /// below `epoch` in this log and the offset where it ends, as OffsetsForLeaderEpoch answers
+    /// it; `(-1, -1)` when the log holds no such epoch. The same lookup a follower's fetch uses
+    /// to find where its log diverges.
+    pub async fn end_offset_for_epoch(
+        &self,
+        current_leader_epoch: i32,
+        epoch: i32,
+    ) -> Result<(i32, i64), ResponseError> {
+        let inner = self.inner.lock().await;
+        let Some(log) = &inner.log else {
+            return Err(storage_error());
+        };
+        Self::check_leader(&inner, current_leader_epoch)?;
+        Ok(inner.epochs.end_of(epoch, log.log_end_offset()))
+    }
+
     /// Reads whole batches from `offset` as leader: below the high watermark, or with
     /// `read_committed` below the last stable offset, together with the aborted transactions
     /// whose records the answer may hold.
