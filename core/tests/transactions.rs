@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use weir_core::broker::{Broker, BrokerConfig};
 use weir_core::client::{
-    Admin, ClientConfig, ClientError, Cluster, Consumer, ConsumerConfig, Isolation, NewTopic,
-    Producer, ProducerConfig, Record,
+    Admin, ClientConfig, ClientError, Cluster, Consumer, ConsumerConfig, ConsumerRecord,
+    GroupConfig, GroupConsumer, GroupMetadata, Isolation, NewTopic, Producer, ProducerConfig,
+    Record,
 };
 use weir_core::clock::Clock;
 use weir_core::disk::Disk;
@@ -234,7 +235,9 @@ async fn offsets_sent_to_a_transaction_commit_with_it() {
     p.begin_transaction().unwrap();
     send(&p, 1, "out").await;
     let offsets = BTreeMap::from([((TOPIC.to_string(), 0), 42i64)]);
-    p.send_offsets_to_transaction(&offsets, "g").await.unwrap();
+    p.send_offsets_to_transaction(&offsets, &GroupMetadata::standalone("g"))
+        .await
+        .unwrap();
     assert_eq!(
         committed_offset(&cluster, "g").await,
         -1,
@@ -255,4 +258,95 @@ async fn committed_offset(cluster: &Arc<Cluster>, group: &str) -> i64 {
         ]));
     let resp: OffsetFetchResponse = conn.send(ApiKey::OffsetFetch, 5, &req).await.unwrap();
     resp.topics[0].partitions[0].committed_offset
+}
+
+/// A read_committed member of `group`, subscribed to the topic, that has joined.
+async fn member(cluster: &Arc<Cluster>, group: &str) -> (GroupConsumer, Vec<ConsumerRecord>) {
+    let mut c = GroupConsumer::new(
+        Arc::clone(cluster),
+        GroupConfig {
+            enable_auto_commit: false,
+            consumer: ConsumerConfig {
+                isolation: Isolation::ReadCommitted,
+                fetch_max_wait_ms: 50,
+                ..ConsumerConfig::default()
+            },
+            ..GroupConfig::new(group)
+        },
+    );
+    c.subscribe([TOPIC], None);
+    let mut read = Vec::new();
+    for _ in 0..100 {
+        read.extend(c.poll(Duration::from_millis(100)).await.unwrap());
+        if !c.assignment().is_empty() && !read.is_empty() {
+            break;
+        }
+    }
+    (c, read)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_offsets_are_fenced_by_generation_and_awaited_by_new_owners() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, cluster) = start(dir.path()).await;
+    let seed = transactional(&cluster, "tx-seed", 60_000).await;
+    seed.begin_transaction().unwrap();
+    for i in 0..10 {
+        send(&seed, 0, &format!("in-{i}")).await;
+    }
+    seed.commit_transaction().await.unwrap();
+
+    // A member of the current generation may commit; a stale generation or a stranger may not.
+    let (m, _) = member(&cluster, "g-fenced").await;
+    let meta = m.group_metadata();
+    assert!(meta.generation_id >= 1 && !meta.member_id.is_empty());
+    let offsets = BTreeMap::from([((TOPIC.to_string(), 0), 3i64)]);
+    let p = transactional(&cluster, "tx-member", 60_000).await;
+    for (stale, code) in [
+        (
+            GroupMetadata {
+                generation_id: meta.generation_id - 1,
+                ..meta.clone()
+            },
+            ResponseError::IllegalGeneration,
+        ),
+        (
+            GroupMetadata {
+                member_id: "stranger".into(),
+                ..meta.clone()
+            },
+            ResponseError::UnknownMemberId,
+        ),
+    ] {
+        p.begin_transaction().unwrap();
+        let refused = p.send_offsets_to_transaction(&offsets, &stale).await;
+        assert_eq!(refused.unwrap_err().code(), Some(code));
+        p.abort_transaction().await.unwrap();
+    }
+    p.begin_transaction().unwrap();
+    p.send_offsets_to_transaction(&offsets, &meta)
+        .await
+        .unwrap();
+    p.commit_transaction().await.unwrap();
+    m.close().await;
+
+    // Offsets an open transaction will commit hold back a new owner until it ends, so that the
+    // owner starts where the transaction leaves off instead of at the older offset.
+    p.begin_transaction().unwrap();
+    let pending = BTreeMap::from([((TOPIC.to_string(), 0), 7i64)]);
+    p.send_offsets_to_transaction(&pending, &GroupMetadata::standalone("g-stable"))
+        .await
+        .unwrap();
+    let committer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        p.commit_transaction().await.unwrap();
+    });
+    let (_owner, read) = member(&cluster, "g-stable").await;
+    committer.await.unwrap();
+    let first = read.iter().find(|r| r.partition == 0).map(|r| r.offset);
+    assert_eq!(
+        first,
+        Some(7),
+        "the new owner started at the transaction's offset"
+    );
 }

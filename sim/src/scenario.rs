@@ -68,6 +68,12 @@ pub fn all() -> &'static [Scenario] {
             run: scenarios::consumer_group::run,
         },
         Scenario {
+            name: "consume-transform-produce",
+            description: "three brokers; a group of transactional workers turns each input into one output and commits the input offsets in the same transaction, through restarts, stalls past rebalances, coordinator crashes, partitions and disk faults; read_committed shows exactly one output per input",
+            mutants: scenarios::ctp::MUTANTS,
+            run: scenarios::ctp::run,
+        },
+        Scenario {
             name: "late-data",
             description: "stream job over a faulty broker: tumbling windows with allowed lateness and a late-data side output, checked against an oracle",
             mutants: scenarios::late_data::MUTANTS,

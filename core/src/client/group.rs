@@ -6,7 +6,7 @@
 
 use super::cluster::Cluster;
 use super::conn::{ConnConfig, Connection};
-use super::consumer::{Consumer, ConsumerConfig, ConsumerRecord, TopicPartition};
+use super::consumer::{Consumer, ConsumerConfig, ConsumerRecord, Isolation, TopicPartition};
 use super::error::ClientError;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
@@ -189,6 +189,30 @@ impl GroupConfig {
     }
 }
 
+/// Who commits a group's offsets inside a transaction: the group, and the member and
+/// generation the committer holds, so that the coordinator refuses a member that a rebalance
+/// has fenced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupMetadata {
+    /// The group.
+    pub group_id: String,
+    /// The committer's generation; -1 for a committer outside any generation.
+    pub generation_id: i32,
+    /// The committer's member id; empty outside any generation.
+    pub member_id: String,
+}
+
+impl GroupMetadata {
+    /// A committer that is not a member: the coordinator checks nothing but the group id.
+    pub fn standalone(group_id: impl Into<String>) -> Self {
+        Self {
+            group_id: group_id.into(),
+            generation_id: -1,
+            member_id: String::new(),
+        }
+    }
+}
+
 /// What the heartbeat task last learned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Heard {
@@ -317,6 +341,15 @@ impl GroupConsumer {
     /// The generation of the current assignment, -1 before the first.
     pub fn generation(&self) -> i32 {
         self.generation
+    }
+
+    /// What a transactional producer sends with this consumer's offsets.
+    pub fn group_metadata(&self) -> GroupMetadata {
+        GroupMetadata {
+            group_id: self.config.group_id.clone(),
+            generation_id: self.generation,
+            member_id: self.member_id.clone(),
+        }
     }
 
     /// The partitions held now.
@@ -521,6 +554,47 @@ impl GroupConsumer {
         result
     }
 
+    /// Moves every partition held back to its committed offset, or to the reset point where
+    /// none is committed. A transactional consume-transform-produce loop calls it after an
+    /// abort, so that the records of the aborted transaction are processed again.
+    pub async fn rewind_to_committed(&mut self) -> Result<(), ClientError> {
+        let held = self.assignment();
+        let committed = match self.fetch_stable_committed(&held).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.absorb(&e);
+                return Err(e);
+            }
+        };
+        self.inner.assign(Vec::new());
+        self.inner.assign(held);
+        for (tp, offset) in committed {
+            self.inner.seek(tp, offset)?;
+        }
+        Ok(())
+    }
+
+    /// The committed offsets of newly assigned partitions. Under read_committed it waits, up to
+    /// `commit_timeout_ms`, while a transaction that will commit some of them is still open:
+    /// starting from the older offset would process again what that transaction covers.
+    async fn fetch_stable_committed(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, i64>, ClientError> {
+        let deadline = Instant::now() + Duration::from_millis(self.config.commit_timeout_ms);
+        loop {
+            match self.fetch_committed(partitions).await {
+                Err(e)
+                    if e.code() == Some(ResponseError::UnstableOffsetCommit)
+                        && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(self.config.retry_backoff_ms)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
     async fn fetch_committed(
         &mut self,
         partitions: &[TopicPartition],
@@ -532,6 +606,7 @@ impl GroupConsumer {
             by_topic.entry(t).or_default().push(*p);
         }
         let group = GroupId(s(&self.config.group_id));
+        let require_stable = v >= 7 && self.config.consumer.isolation == Isolation::ReadCommitted;
         let req = if v >= 8 {
             let topics = by_topic
                 .iter()
@@ -541,11 +616,13 @@ impl GroupConsumer {
                         .with_partition_indexes(ps.clone())
                 })
                 .collect();
-            OffsetFetchRequest::default().with_groups(vec![
-                OffsetFetchRequestGroup::default()
-                    .with_group_id(group)
-                    .with_topics(Some(topics)),
-            ])
+            OffsetFetchRequest::default()
+                .with_groups(vec![
+                    OffsetFetchRequestGroup::default()
+                        .with_group_id(group)
+                        .with_topics(Some(topics)),
+                ])
+                .with_require_stable(require_stable)
         } else {
             let topics = by_topic
                 .iter()
@@ -558,6 +635,7 @@ impl GroupConsumer {
             OffsetFetchRequest::default()
                 .with_group_id(group)
                 .with_topics(Some(topics))
+                .with_require_stable(require_stable)
         };
         let resp: OffsetFetchResponse = conn.send(ApiKey::OffsetFetch, v, &req).await?;
         let mut found: Vec<(String, i32, i64, i16)> = Vec::new();
@@ -674,7 +752,9 @@ impl GroupConsumer {
         }
         self.revoke().await;
         let assigned = self.join_and_sync(&conn).await?;
-        let committed = self.fetch_committed(&assigned).await?;
+        // The session must stay alive while the committed offsets settle.
+        self.start_heartbeat(Arc::clone(&conn));
+        let committed = self.fetch_stable_committed(&assigned).await?;
         self.inner.assign(assigned.iter().cloned());
         for (tp, offset) in committed {
             self.inner.seek(tp, offset)?;
@@ -683,7 +763,6 @@ impl GroupConsumer {
         self.rejoin_needed = false;
         self.next_auto_commit =
             Instant::now() + Duration::from_millis(self.config.auto_commit_interval_ms);
-        self.start_heartbeat(conn);
         if let Some(mut l) = self.listener.take() {
             l.on_partitions_assigned(self, &assigned).await;
             self.listener = Some(l);

@@ -18,7 +18,9 @@ pub use consumer::{
     Consumer, ConsumerConfig, ConsumerRecord, Isolation, OffsetReset, TopicPartition,
 };
 pub use error::ClientError;
-pub use group::{Assignor, GroupConfig, GroupConsumer, ListenerFuture, RebalanceListener};
+pub use group::{
+    Assignor, GroupConfig, GroupConsumer, GroupMetadata, ListenerFuture, RebalanceListener,
+};
 pub use mux::{Mux, MuxLimits};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{Delivery, Producer, ProducerConfig, Record, RecordMetadata};

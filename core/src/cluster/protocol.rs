@@ -208,6 +208,9 @@ pub enum TxnRequest {
         producer_epoch: i16,
         /// Group id.
         group: String,
+        /// The group generation and member id the committer holds (TxnOffsetCommit v3+),
+        /// checked against the group so that a member fenced by a rebalance cannot commit.
+        member: Option<(i32, String)>,
         /// The offsets.
         offsets: Vec<super::groups::CommittedOffset>,
     },

@@ -1,13 +1,17 @@
 //! Checkers: they read a run's history and final state and name every violation they find.
 //! Each check is a separate function, and each has a test showing it catches its violation.
 
+mod ctp;
 mod group;
 mod queue;
 mod txn;
+mod txn_graph;
 
+pub use ctp::{CtpRun, CtpViolation, check_ctp};
 pub use group::{Assigned, GroupHistory, GroupViolation, OffsetSeen, check_group};
 pub use queue::{FinalRead, QueueCheck, check_queue};
 pub use txn::{TxnOp, TxnOutcome, TxnViolation, check_txns};
+pub use txn_graph::{Cycle, CycleKind, Dep};
 
 use std::fmt;
 

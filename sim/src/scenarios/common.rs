@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use weir_core::broker::{Broker, BrokerConfig, Voter};
 use weir_core::client::{
-    Admin, ClientConfig, Cluster, ConnConfig, Consumer, ConsumerConfig, ConsumerRecord, NewTopic,
-    ProducerConfig,
+    Admin, ClientConfig, Cluster, ConnConfig, Consumer, ConsumerConfig, ConsumerRecord, Isolation,
+    NewTopic, ProducerConfig,
 };
 use weir_core::clock::Clock;
 use weir_core::disk::{Disk, DiskFaults};
@@ -328,6 +328,56 @@ pub fn value_of(r: &ConsumerRecord) -> String {
         .unwrap_or_default()
 }
 
+/// What a cluster run starts from: the seed's RNG, the brokers, the topology, and the fault
+/// plan, its mix and the world.
+pub struct Setup {
+    /// The scenario's RNG, derived from the seed; the plan was drawn from it.
+    pub rng: WeirRng,
+    /// Broker host names.
+    pub brokers: Vec<String>,
+    /// Brokers and clients.
+    pub topo: Topology,
+    /// The fault plan, and the mix it was drawn with.
+    pub plan: (FaultPlan, Option<Mix>),
+    /// The simulated world.
+    pub world: WorldConfig,
+}
+
+/// Sets up a run of scenario `name` on `brokers` brokers and `clients`: checks that the
+/// mutant asked for is one of `mutants`, and draws the plan for `fault_ms` of faults, with a
+/// hard stop `settle_ms` (plus a margin) after them.
+pub fn setup(
+    spec: &RunSpec,
+    (name, mutants): (&str, &[(&str, &str)]),
+    brokers: usize,
+    clients: Vec<String>,
+    (fault_ms, settle_ms): (u64, u64),
+) -> Setup {
+    if let Some(m) = spec.mutant.as_deref() {
+        assert!(mutants.iter().any(|(n, _)| *n == m), "unknown mutant {m:?}");
+    }
+    let mut rng = rng::derive(spec.seed, name);
+    let brokers = broker_names(brokers);
+    let topo = Topology {
+        servers: brokers.clone(),
+        clients,
+    };
+    let (plan, mix, world) = faults_and_world(
+        spec,
+        &mut rng,
+        &topo,
+        fault_ms,
+        fault_ms + settle_ms + 10_000,
+    );
+    Setup {
+        rng,
+        brokers,
+        topo,
+        plan: (plan, mix),
+        world,
+    }
+}
+
 /// A run's fault plan (the spec's, or a swarm draw over `fault_ms`) and its world: torn writes
 /// when the faults include them, an fsync latency drawn from `rng`, and a hard stop at
 /// `limit_ms`.
@@ -388,4 +438,49 @@ pub fn report(
         replay: replay_line(name, spec),
         trace: rec.trace.events().to_vec(),
     }
+}
+
+/// Waits until no transaction is left open anywhere: every partition's last stable offset
+/// reaches its high watermark. With the producers stopped, a transaction still open after
+/// the coordinator's timeout is one nobody will end, and it hides all that follows it.
+pub async fn await_stable(
+    rec: &Rec,
+    cluster: &Arc<Cluster>,
+    partitions: &[(String, i32)],
+    deadline: u64,
+) -> Result<(), String> {
+    let reader = |isolation| {
+        Consumer::new(
+            Arc::clone(cluster),
+            ConsumerConfig {
+                isolation,
+                ..ConsumerConfig::default()
+            },
+        )
+    };
+    let (committed, uncommitted) = (
+        reader(Isolation::ReadCommitted),
+        reader(Isolation::ReadUncommitted),
+    );
+    let mut last = Vec::new();
+    while now_ms() < deadline {
+        last.clear();
+        for tp in partitions {
+            match (
+                committed.list_offset(tp, -1).await,
+                uncommitted.list_offset(tp, -1).await,
+            ) {
+                (Ok(stable), Ok(hw)) => last.push((tp.1, stable, hw)),
+                _ => break,
+            }
+        }
+        if last.len() == partitions.len() && last.iter().all(|(_, stable, hw)| stable == hw) {
+            note(rec, "drainer", format!("stable at {last:?}"));
+            return Ok(());
+        }
+        sleep_ms(RETRY_MS * 5).await;
+    }
+    Err(format!(
+        "a transaction hangs: (partition, last stable offset, high watermark) {last:?} {DRAIN_BOUND_MS} ms after the heal"
+    ))
 }

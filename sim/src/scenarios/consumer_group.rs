@@ -11,12 +11,11 @@
 //! at commits, deliveries and assignments.
 
 use super::common::{
-    RETRY_MS, add_brokers, broker_config, broker_names, client_config, complete, create_topic,
-    faults_and_world, invoke, note, producer_config, record_poll, report, sleep_ms, wait_for_topic,
+    RETRY_MS, add_brokers, broker_config, client_config, complete, create_topic, invoke, note,
+    producer_config, record_poll, report, setup, sleep_ms, wait_for_topic,
 };
 use crate::checker::{Assigned, GroupHistory, OffsetSeen, check_group};
 use crate::env::{EPOCH_MS, Env, Rec, now_ms};
-use crate::fault::Topology;
 use crate::history::{OpKind, Outcome};
 use crate::report::RunReport;
 use crate::scenario::RunSpec;
@@ -447,29 +446,20 @@ async fn settle(
 /// Runs one seed.
 pub fn run(spec: &RunSpec) -> RunReport {
     let seed = spec.seed;
-    let mutant = spec.mutant.as_deref();
-    if let Some(m) = mutant {
-        assert!(MUTANTS.iter().any(|(n, _)| *n == m), "unknown mutant {m:?}");
-    }
-    let mut rng = rng::derive(seed, NAME);
-    let brokers = broker_names(BROKERS);
     let members: Vec<String> = (0..MEMBERS).map(|i| format!("member-{i}")).collect();
     let clients: Vec<String> = ["producer".to_string()]
         .into_iter()
         .chain(members.iter().cloned())
         .chain(["observer".to_string()])
         .collect();
-    let topo = Topology {
-        servers: brokers.clone(),
-        clients,
-    };
-    let (plan, mix, world) = faults_and_world(
+    let mut run = setup(
         spec,
-        &mut rng,
-        &topo,
-        WORKLOAD_MS,
-        WORKLOAD_MS + SETTLE_BOUND_MS + 10_000,
+        (NAME, MUTANTS),
+        BROKERS,
+        clients,
+        (WORKLOAD_MS, SETTLE_BOUND_MS),
     );
+    let (rng, brokers) = (&mut run.rng, &run.brokers);
     let stall_at_ms = rng.random_range(5_000..7_000);
     let leave_at_ms = stall_at_ms + rng.random_range(300..800);
     let schedule = Schedule {
@@ -477,7 +467,7 @@ pub fn run(spec: &RunSpec) -> RunReport {
         leave_at_ms,
         rejoin_at_ms: leave_at_ms + rng.random_range(2_500..3_500),
     };
-    let mut env = Env::new(seed, topo, &world);
+    let mut env = Env::new(seed, run.topo, &run.world);
     let shared = Rc::new(Shared {
         brokers: brokers.clone(),
         schedule,
@@ -488,7 +478,11 @@ pub fn run(spec: &RunSpec) -> RunReport {
         producer_done: Cell::new(false),
         settled: Cell::new(false),
     });
-    add_brokers(&mut env, &brokers, scenario_broker_config(mutant));
+    add_brokers(
+        &mut env,
+        brokers,
+        scenario_broker_config(spec.mutant.as_deref()),
+    );
     env.sim.client(
         "producer",
         producer(Rc::clone(&env.rec), Rc::clone(&shared), seed),
@@ -504,10 +498,10 @@ pub fn run(spec: &RunSpec) -> RunReport {
         observer(Rc::clone(&env.rec), Rc::clone(&shared)),
     );
 
-    let outcome = env.run(&plan, WORKLOAD_MS);
+    let outcome = env.run(&run.plan.0, WORKLOAD_MS);
     let violations = check_group(&shared.group.borrow())
         .iter()
         .map(ToString::to_string)
         .collect();
-    report(NAME, spec, &env, (plan, mix), outcome, violations)
+    report(NAME, spec, &env, run.plan, outcome, violations)
 }

@@ -3,6 +3,7 @@
 pub mod broker_crash;
 mod common;
 pub mod consumer_group;
+pub mod ctp;
 pub mod idempotent_producer;
 pub mod isr_shrink;
 pub mod late_data;

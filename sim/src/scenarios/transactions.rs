@@ -1,19 +1,22 @@
-//! Scenario `transactions`: three brokers and transactional producers. Each transaction writes
-//! a few records to random partitions, then commits, or aborts (by choice, or because a send
-//! failed). A producer whose abort fails is replaced by a new instance with the same
+//! Scenario `transactions`: three brokers and transactional producers. Each transaction first
+//! polls the topic under read_committed (so that transactions read each other's writes), then
+//! writes a few records to random partitions, then commits, or aborts (by choice, or because a
+//! send failed). A producer whose abort fails is replaced by a new instance with the same
 //! transactional id, which must fence the old one and abort what it left open.
 //!
 //! The nemesis crashes brokers (the coordinator included), partitions and slows the network,
 //! and fails disks. After the heal, a read_committed reader must find every committed
-//! transaction whole, nothing of an aborted one, and each unknown one whole or not at all.
+//! transaction whole, nothing of an aborted one, and each unknown one whole or not at all. No
+//! transaction may have read an aborted or not-yet-committing record, and the committed ones
+//! must form no G0 or G1c cycle.
 
 use super::common::{
-    DRAIN_BOUND_MS, RETRY_MS, add_brokers, broker_names, client_config, complete, create_topic,
-    faults_and_world, invoke, note, producer_config, read_to_end, report, sleep_ms, wait_for_topic,
+    DRAIN_BOUND_MS, RETRY_MS, add_brokers, await_stable, client_config, complete, create_topic,
+    invoke, note, producer_config, read_to_end, record_poll, report, setup, sleep_ms, value_of,
+    wait_for_topic,
 };
 use crate::checker::{FinalRead, TxnOp, TxnOutcome, check_txns};
 use crate::env::{EPOCH_MS, Env, Rec, now_ms};
-use crate::fault::Topology;
 use crate::history::{OpKind, Outcome};
 use crate::report::RunReport;
 use crate::scenario::RunSpec;
@@ -48,6 +51,10 @@ const TXN_RECORDS_MAX: usize = 4;
 const TXN_TIMEOUT_MS: i32 = 5_000;
 /// Chance that an instance stalls before committing and is replaced (becoming a zombie).
 const ZOMBIE_P: f64 = 0.05;
+/// How long a transaction's poll waits for records, in milliseconds.
+const POLL_WAIT_MS: u64 = 50;
+/// Records one poll returns, at most.
+const POLL_RECORDS_MAX: usize = 8;
 
 struct Shared {
     brokers: Vec<String>,
@@ -76,22 +83,59 @@ async fn instance(cluster: &Arc<Cluster>, idx: usize, clock: Clock) -> Option<Pr
     Some(p)
 }
 
-/// A transaction's sends: the history ids and values, and where each landed.
+/// A transaction's reads and sends: the values read and when, the history ids and values
+/// sent, and where each landed.
 struct Sent {
     label: String,
+    reads: Vec<(String, u64)>,
     ops: Vec<(usize, String)>,
     landed: Vec<Option<(i32, i64)>>,
+    commit_ms: Option<u64>,
     failed: bool,
 }
 
-/// Opens a transaction and sends a few records to random partitions, waiting for each.
-async fn send_txn(rec: &Rec, name: &str, p: &Producer, label: String, rng: &mut WeirRng) -> Sent {
+/// A read_committed consumer of the whole topic, from its start.
+fn reader(cluster: &Arc<Cluster>) -> Consumer {
+    let mut c = Consumer::new(
+        Arc::clone(cluster),
+        ConsumerConfig {
+            fetch_max_wait_ms: POLL_WAIT_MS as i32,
+            max_poll_records: POLL_RECORDS_MAX,
+            isolation: Isolation::ReadCommitted,
+            ..ConsumerConfig::default()
+        },
+    );
+    c.assign((0..PARTITIONS).map(|p| (TOPIC.to_string(), p)));
+    c
+}
+
+/// Opens a transaction, polls once, and sends a few records to random partitions, waiting
+/// for each.
+async fn send_txn(
+    rec: &Rec,
+    name: &str,
+    (p, consumer): (&Producer, &mut Consumer),
+    label: String,
+    rng: &mut WeirRng,
+) -> Sent {
     let mut sent = Sent {
         label,
+        reads: Vec::new(),
         ops: Vec::new(),
         landed: Vec::new(),
+        commit_ms: None,
         failed: p.begin_transaction().is_err(),
     };
+    if !sent.failed
+        && let Ok(records) = consumer
+            .poll(std::time::Duration::from_millis(POLL_WAIT_MS))
+            .await
+    {
+        for r in &records {
+            record_poll(rec, name, r);
+            sent.reads.push((value_of(r), now_ms()));
+        }
+    }
     let mut deliveries: Vec<Option<Delivery>> = Vec::new();
     for j in 0..rng.random_range(1..=TXN_RECORDS_MAX) {
         if sent.failed {
@@ -144,10 +188,11 @@ async fn finish(
     rec: &Rec,
     name: &str,
     p: &Producer,
-    sent: &Sent,
+    sent: &mut Sent,
     commit: bool,
 ) -> (TxnOutcome, bool) {
     if commit && !sent.failed {
+        sent.commit_ms = Some(now_ms());
         return match p.commit_transaction().await {
             Ok(()) => (TxnOutcome::Committed, true),
             // The decision may or may not have been taken; start afresh.
@@ -162,7 +207,8 @@ async fn finish(
 }
 
 /// Completes a transaction's operations in the history and hands it to the checker.
-fn settle(rec: &Rec, shared: &Shared, name: &str, sent: Sent, outcome: TxnOutcome) {
+fn settle(rec: &Rec, shared: &Shared, idx: usize, sent: Sent, outcome: TxnOutcome) {
+    let name = &format!("producer-{idx}");
     for (k, (id, _)) in sent.ops.iter().enumerate() {
         let o = match (outcome, sent.landed.get(k).copied().flatten()) {
             (TxnOutcome::Committed, Some((partition, offset))) => Outcome::Ok { partition, offset },
@@ -174,7 +220,10 @@ fn settle(rec: &Rec, shared: &Shared, name: &str, sent: Sent, outcome: TxnOutcom
     note(rec, name, format!("{} {outcome:?}", sent.label));
     shared.txns.borrow_mut().push(TxnOp {
         label: sent.label,
+        writer: txn_config(idx).transactional_id.expect("set by txn_config"),
         values: sent.ops.into_iter().map(|(_, v)| v).collect(),
+        reads: sent.reads,
+        commit_ms: sent.commit_ms,
         outcome,
     });
 }
@@ -182,19 +231,13 @@ fn settle(rec: &Rec, shared: &Shared, name: &str, sent: Sent, outcome: TxnOutcom
 /// A paused instance: it wakes after its replacement has initialised and tries to commit.
 /// The replacement's init ended its transaction first, so the transaction is aborted
 /// whatever the zombie is told.
-async fn zombie(
-    rec: Rec,
-    shared: Rc<Shared>,
-    name: String,
-    p: Producer,
-    sent: Sent,
-    idx: usize,
-    generation: u64,
-) {
+async fn zombie(rec: Rec, shared: Rc<Shared>, p: Producer, mut sent: Sent, idx: usize) {
+    let generation = shared.instances[idx].get();
     while shared.instances[idx].get() <= generation && now_ms() < WORKLOAD_MS {
         sleep_ms(RETRY_MS).await;
     }
     let replaced = shared.instances[idx].get() > generation;
+    sent.commit_ms = Some(now_ms());
     let outcome = match p.commit_transaction().await {
         _ if replaced => TxnOutcome::Aborted,
         Ok(()) => TxnOutcome::Committed,
@@ -202,10 +245,10 @@ async fn zombie(
     };
     note(
         &rec,
-        &name,
+        &format!("producer-{idx}"),
         format!("zombie of {} woke (replaced: {replaced})", sent.label),
     );
-    settle(&rec, &shared, &name, sent, outcome);
+    settle(&rec, &shared, idx, sent, outcome);
 }
 
 async fn producer_process(rec: Rec, shared: Rc<Shared>, idx: usize, seed: u64) -> turmoil::Result {
@@ -218,6 +261,7 @@ async fn producer_process(rec: Rec, shared: Rc<Shared>, idx: usize, seed: u64) -
         wait_for_topic(&cluster, TOPIC, WORKLOAD_MS).await;
     }
     let mut rng = rng::derive(seed, &name);
+    let mut consumer = reader(&cluster);
     let mut producer = None;
     let mut zombies = Vec::new();
     let mut n = 0u64;
@@ -237,21 +281,19 @@ async fn producer_process(rec: Rec, shared: Rc<Shared>, idx: usize, seed: u64) -
             }
             continue;
         };
-        let sent = send_txn(&rec, &name, p, format!("p{idx}-t{n}"), &mut rng).await;
+        let label = format!("p{idx}-t{n}");
+        let mut sent = send_txn(&rec, &name, (p, &mut consumer), label, &mut rng).await;
         n += 1;
         if !sent.failed && rng.random_bool(ZOMBIE_P) {
             // The instance stalls before committing, and a replacement takes over.
             let p = producer.take().expect("checked above");
-            let generation = shared.instances[idx].get();
-            let (rec, shared, name) = (Rc::clone(&rec), Rc::clone(&shared), name.clone());
-            zombies.push(tokio::task::spawn_local(zombie(
-                rec, shared, name, p, sent, idx, generation,
-            )));
+            let (rec, shared) = (Rc::clone(&rec), Rc::clone(&shared));
+            zombies.push(tokio::task::spawn_local(zombie(rec, shared, p, sent, idx)));
             continue;
         }
         let commit = !rng.random_bool(0.25);
-        let (outcome, usable) = finish(&rec, &name, p, &sent, commit).await;
-        settle(&rec, &shared, &name, sent, outcome);
+        let (outcome, usable) = finish(&rec, &name, p, &mut sent, commit).await;
+        settle(&rec, &shared, idx, sent, outcome);
         if !usable {
             producer = None;
         }
@@ -301,51 +343,6 @@ async fn drainer(rec: Rec, shared: Rc<Shared>) -> turmoil::Result {
     Ok(())
 }
 
-/// Waits until no transaction is left open anywhere: every partition's last stable offset
-/// reaches its high watermark. With the producers stopped, a transaction still open after
-/// the coordinator's timeout is one nobody will end, and it hides all that follows it.
-async fn await_stable(
-    rec: &Rec,
-    cluster: &Arc<Cluster>,
-    partitions: &[(String, i32)],
-    deadline: u64,
-) -> Result<(), String> {
-    let reader = |isolation| {
-        Consumer::new(
-            Arc::clone(cluster),
-            ConsumerConfig {
-                isolation,
-                ..ConsumerConfig::default()
-            },
-        )
-    };
-    let (committed, uncommitted) = (
-        reader(Isolation::ReadCommitted),
-        reader(Isolation::ReadUncommitted),
-    );
-    let mut last = Vec::new();
-    while now_ms() < deadline {
-        last.clear();
-        for tp in partitions {
-            match (
-                committed.list_offset(tp, -1).await,
-                uncommitted.list_offset(tp, -1).await,
-            ) {
-                (Ok(stable), Ok(hw)) => last.push((tp.1, stable, hw)),
-                _ => break,
-            }
-        }
-        if last.len() == partitions.len() && last.iter().all(|(_, stable, hw)| stable == hw) {
-            note(rec, "drainer", format!("stable at {last:?}"));
-            return Ok(());
-        }
-        sleep_ms(RETRY_MS * 5).await;
-    }
-    Err(format!(
-        "a transaction hangs: (partition, last stable offset, high watermark) {last:?} {DRAIN_BOUND_MS} ms after the heal"
-    ))
-}
-
 fn broker_config(mutant: Option<&str>) -> BrokerConfig {
     BrokerConfig {
         mutant: (mutant == Some("no-zombie-fencing")).then_some(BrokerMutant::NoZombieFencing),
@@ -356,28 +353,19 @@ fn broker_config(mutant: Option<&str>) -> BrokerConfig {
 /// Runs one seed.
 pub fn run(spec: &RunSpec) -> RunReport {
     let seed = spec.seed;
-    let mutant = spec.mutant.as_deref();
-    if let Some(m) = mutant {
-        assert!(MUTANTS.iter().any(|(n, _)| *n == m), "unknown mutant {m:?}");
-    }
-    let mut rng = rng::derive(seed, NAME);
-    let brokers = broker_names(3);
     let clients: Vec<String> = (0..PRODUCERS)
         .map(|i| format!("producer-{i}"))
         .chain(["drainer".to_string()])
         .collect();
-    let topo = Topology {
-        servers: brokers.clone(),
-        clients,
-    };
-    let (plan, mix, world) = faults_and_world(
+    let run = setup(
         spec,
-        &mut rng,
-        &topo,
-        WORKLOAD_MS,
-        WORKLOAD_MS + DRAIN_BOUND_MS + 10_000,
+        (NAME, MUTANTS),
+        3,
+        clients,
+        (WORKLOAD_MS, DRAIN_BOUND_MS),
     );
-    let mut env = Env::new(seed, topo, &world);
+    let brokers = run.brokers;
+    let mut env = Env::new(seed, run.topo, &run.world);
     let shared = Rc::new(Shared {
         brokers: brokers.clone(),
         instances: (0..PRODUCERS).map(|_| Cell::new(0)).collect(),
@@ -386,7 +374,7 @@ pub fn run(spec: &RunSpec) -> RunReport {
         final_read: RefCell::new(BTreeMap::new()),
         drained: RefCell::new(None),
     });
-    add_brokers(&mut env, &brokers, broker_config(mutant));
+    add_brokers(&mut env, &brokers, broker_config(spec.mutant.as_deref()));
     for idx in 0..PRODUCERS {
         let (rec, shared) = (Rc::clone(&env.rec), Rc::clone(&shared));
         env.sim.client(
@@ -396,7 +384,7 @@ pub fn run(spec: &RunSpec) -> RunReport {
     }
     env.sim
         .client("drainer", drainer(Rc::clone(&env.rec), Rc::clone(&shared)));
-    let outcome = env.run(&plan, WORKLOAD_MS);
+    let outcome = env.run(&run.plan.0, WORKLOAD_MS);
     let drained = shared
         .drained
         .borrow_mut()
@@ -406,5 +394,5 @@ pub fn run(spec: &RunSpec) -> RunReport {
         .iter()
         .map(ToString::to_string)
         .collect();
-    report(NAME, spec, &env, (plan, mix), outcome, violations)
+    report(NAME, spec, &env, run.plan, outcome, violations)
 }

@@ -7,6 +7,7 @@ use crate::broker::group::{JoinRequest, Joined};
 use crate::cluster::controller::broker_of;
 use crate::cluster::groups::CommittedOffset;
 use crate::cluster::metadata::MetadataImage;
+use crate::cluster::txns::TxnPhase;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -21,7 +22,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
@@ -300,25 +301,52 @@ fn all_committed(image: &MetadataImage, group: &str) -> Vec<(String, Vec<i32>)> 
         .collect()
 }
 
-/// The offsets asked for, or all of the group's when `topics` is `None`.
+/// The offsets asked for, or all of the group's when `topics` is `None`, each with its own
+/// error: with `require_stable`, a partition whose offset an open transaction is about to
+/// commit answers UNSTABLE_OFFSET_COMMIT, so that a new owner waits for that transaction
+/// instead of reprocessing what it covers.
 fn lookup(
     image: &MetadataImage,
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
-) -> BTreeMap<String, Vec<(i32, Committed)>> {
+    require_stable: bool,
+) -> BTreeMap<String, Vec<(i32, Committed, i16)>> {
     let topics = topics.unwrap_or_else(|| all_committed(image, group));
-    let mut out: BTreeMap<String, Vec<(i32, Committed)>> = BTreeMap::new();
+    let pending: BTreeSet<(&str, i32)> = if require_stable {
+        pending_offsets(image, group)
+    } else {
+        BTreeSet::new()
+    };
+    let mut out: BTreeMap<String, Vec<(i32, Committed, i16)>> = BTreeMap::new();
     for (topic, parts) in topics {
         let entry = out.entry(topic.clone()).or_default();
         for p in parts {
-            entry.push((p, committed_of(image, group, &topic, p)));
+            if pending.contains(&(topic.as_str(), p)) {
+                let none = (-1, -1, String::new());
+                entry.push((p, none, ResponseError::UnstableOffsetCommit.code()));
+            } else {
+                entry.push((p, committed_of(image, group, &topic, p), 0));
+            }
         }
     }
     out
 }
 
+/// The partitions of `group` whose offsets an open transaction has sent but not yet committed.
+fn pending_offsets<'a>(image: &'a MetadataImage, group: &str) -> BTreeSet<(&'a str, i32)> {
+    image
+        .transactions
+        .values()
+        .filter(|t| t.phase == TxnPhase::Ongoing)
+        .filter_map(|t| t.offsets.get(group))
+        .flatten()
+        .map(|o| (o.topic.as_str(), o.partition))
+        .collect()
+}
+
 /// The response topics of an OffsetFetch from what [`lookup`] found, every partition carrying
-/// `error`. A macro because the layouts before and from v8 are distinct types of one shape.
+/// `error` unless it has its own. A macro because the layouts before and from v8 are distinct
+/// types of one shape.
 macro_rules! offset_topics {
     ($topic:ty, $partition:ty, $found:expr, $error:expr) => {
         $found
@@ -329,13 +357,13 @@ macro_rules! offset_topics {
                     .with_partitions(
                         parts
                             .into_iter()
-                            .map(|(p, (offset, epoch, meta)): (i32, Committed)| {
+                            .map(|(p, (offset, epoch, meta), own): (i32, Committed, i16)| {
                                 <$partition>::default()
                                     .with_partition_index(p)
                                     .with_committed_offset(offset)
                                     .with_committed_leader_epoch(epoch)
                                     .with_metadata(Some(s(&meta)))
-                                    .with_error_code($error)
+                                    .with_error_code(if own != 0 { own } else { $error })
                             })
                             .collect(),
                     )
@@ -366,7 +394,7 @@ pub(super) async fn offset_fetch(
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
-                let found = lookup(image, &g.group_id.0, asked);
+                let found = lookup(image, &g.group_id.0, asked, req.require_stable);
                 resp.with_topics(offset_topics!(
                     OffsetFetchResponseTopics,
                     OffsetFetchResponsePartitions,
@@ -383,14 +411,14 @@ pub(super) async fn offset_fetch(
             .collect()
     });
     let (found, error) = match &image {
-        Ok(image) => (lookup(image, &req.group_id.0, asked), 0),
+        Ok(image) => (lookup(image, &req.group_id.0, asked, req.require_stable), 0),
         Err(e) => {
             let none = |ps: Vec<i32>| {
                 ps.into_iter()
-                    .map(|p| (p, (-1, -1, String::new())))
+                    .map(|p| (p, (-1, -1, String::new()), 0))
                     .collect()
             };
-            let found: BTreeMap<String, Vec<(i32, Committed)>> = asked
+            let found: BTreeMap<String, Vec<(i32, Committed, i16)>> = asked
                 .unwrap_or_default()
                 .into_iter()
                 .map(|(t, ps)| (t, none(ps)))

@@ -156,6 +156,9 @@ pub(super) async fn offset_commit(
             producer_id: req.producer_id.0,
             producer_epoch: req.producer_epoch,
             group: req.group_id.0.to_string(),
+            // v3+ name the member; a generation of -1 and no member is a standalone committer.
+            member: (req.generation_id >= 0 || !req.member_id.is_empty())
+                .then(|| (req.generation_id, req.member_id.to_string())),
             offsets,
         },
     )

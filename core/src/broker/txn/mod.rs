@@ -99,9 +99,23 @@ pub(crate) async fn handle(state: &State, req: TxnRequest) -> TxnResult {
             producer_id,
             producer_epoch,
             group,
+            member,
             offsets,
         } => {
             let rec = owned(state, &id, producer_id, producer_epoch)?;
+            if let Some((generation, member)) = member {
+                state
+                    .groups
+                    .check_commit(&group, generation, &member)
+                    .map_err(|e| {
+                        err(
+                            e,
+                            format!(
+                                "{member:?} of generation {generation} may not commit for {group:?}"
+                            ),
+                        )
+                    })?;
+            }
             let Some(sent) = rec.offsets.get(&group) else {
                 return Err(err(
                     ResponseError::InvalidTxnState,

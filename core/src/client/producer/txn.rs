@@ -8,6 +8,7 @@
 
 use super::{Producer, Shared};
 use crate::client::error::ClientError;
+use crate::client::group::GroupMetadata;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::txn_offset_commit_request::{
@@ -225,11 +226,13 @@ impl Producer {
         Ok(())
     }
 
-    /// Commits `offsets` (topic, partition, next offset) for `group` with the transaction.
+    /// Commits `offsets` (topic, partition, next offset) for `group` with the transaction. The
+    /// coordinator refuses them if `group`'s member has been fenced by a rebalance; the
+    /// transaction must then be aborted.
     pub async fn send_offsets_to_transaction(
         &self,
         offsets: &BTreeMap<(String, i32), i64>,
-        group: &str,
+        group: &GroupMetadata,
     ) -> Result<(), ClientError> {
         let s = &self.shared;
         let (pid, epoch) = {
@@ -239,7 +242,7 @@ impl Producer {
             }
             (a.producer_id, a.epoch)
         };
-        let group_id = GroupId(StrBytes::from_string(group.to_string()));
+        let group_id = GroupId(StrBytes::from_string(group.group_id.clone()));
         let add = AddOffsetsToTxnRequest::default()
             .with_transactional_id(s.txn_id()?)
             .with_producer_id(ProducerId(pid))
@@ -267,7 +270,8 @@ impl Producer {
             .with_group_id(group_id)
             .with_producer_id(ProducerId(pid))
             .with_producer_epoch(epoch)
-            .with_generation_id(-1)
+            .with_generation_id(group.generation_id)
+            .with_member_id(StrBytes::from_string(group.member_id.clone()))
             .with_topics(
                 topics
                     .into_iter()
