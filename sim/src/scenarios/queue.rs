@@ -5,13 +5,11 @@
 //! mutants it must catch.
 
 use super::common::{
-    DRAIN_BOUND_MS, RETRY_MS, add_brokers, broker_names, client_config, complete, create_topic,
-    faults_and_world, invoke, producer_config, read_to_end, record_poll, report, sleep_ms,
-    wait_for_topic,
+    DRAIN_BOUND_MS, RETRY_MS, add_brokers, client_config, complete, create_topic, invoke,
+    producer_config, read_to_end, record_poll, report, setup, sleep_ms, wait_for_topic,
 };
 use crate::checker::{FinalRead, QueueCheck, check_queue};
 use crate::env::{EPOCH_MS, Env, Rec, now_ms};
-use crate::fault::Topology;
 use crate::history::{OpKind, Outcome};
 use crate::report::RunReport;
 use crate::scenario::RunSpec;
@@ -232,32 +230,20 @@ async fn drain(rec: &Rec, shared: &Shared, deadline: u64) -> Result<(), String> 
 /// Runs one seed of `scenario`.
 pub(crate) fn run(scenario: &QueueScenario, spec: &RunSpec) -> RunReport {
     let seed = spec.seed;
-    let mutant = spec.mutant.as_deref();
-    if let Some(m) = mutant {
-        assert!(
-            scenario.mutants.iter().any(|(n, _)| *n == m),
-            "unknown mutant {m:?}"
-        );
-    }
-    let mut rng = rng::derive(seed, scenario.name);
-    let brokers = broker_names(scenario.brokers);
     let producers: Vec<String> = (0..PRODUCERS).map(|i| format!("producer-{i}")).collect();
     let clients: Vec<String> = producers
         .iter()
         .cloned()
         .chain(["consumer-0".to_string(), "drainer".to_string()])
         .collect();
-    let topo = Topology {
-        servers: brokers.clone(),
-        clients,
-    };
-    let (plan, mix, world) = faults_and_world(
+    let mut run = setup(
         spec,
-        &mut rng,
-        &topo,
-        WORKLOAD_MS,
-        WORKLOAD_MS + DRAIN_BOUND_MS + 10_000,
+        (scenario.name, scenario.mutants),
+        scenario.brokers,
+        clients,
+        (WORKLOAD_MS, DRAIN_BOUND_MS),
     );
+    let (rng, brokers) = (&mut run.rng, &run.brokers);
     let workload = QueueWorkload {
         keys: if rng.random_bool(0.5) {
             KeyDist::Uniform { n: 16 }
@@ -267,7 +253,7 @@ pub(crate) fn run(scenario: &QueueScenario, spec: &RunSpec) -> RunReport {
         send_gap_ms_min: 2,
         send_gap_ms_max: 20,
     };
-    let mut env = Env::new(seed, topo, &world);
+    let mut env = Env::new(seed, run.topo, &run.world);
     let shared = Rc::new(Shared {
         brokers: brokers.clone(),
         partitions: scenario.partitions,
@@ -277,7 +263,11 @@ pub(crate) fn run(scenario: &QueueScenario, spec: &RunSpec) -> RunReport {
         drained: RefCell::new(None),
     });
 
-    add_brokers(&mut env, &brokers, (scenario.broker_config)(mutant));
+    add_brokers(
+        &mut env,
+        brokers,
+        (scenario.broker_config)(spec.mutant.as_deref()),
+    );
     for idx in 0..PRODUCERS {
         let (rec, shared, w) = (Rc::clone(&env.rec), Rc::clone(&shared), workload.clone());
         env.sim.client(
@@ -292,7 +282,7 @@ pub(crate) fn run(scenario: &QueueScenario, spec: &RunSpec) -> RunReport {
     env.sim
         .client("drainer", drainer(Rc::clone(&env.rec), Rc::clone(&shared)));
 
-    let outcome = env.run(&plan, WORKLOAD_MS);
+    let outcome = env.run(&run.plan.0, WORKLOAD_MS);
     let drained = shared
         .drained
         .borrow_mut()
@@ -307,5 +297,5 @@ pub(crate) fn run(scenario: &QueueScenario, spec: &RunSpec) -> RunReport {
     .iter()
     .map(ToString::to_string)
     .collect();
-    report(scenario.name, spec, &env, (plan, mix), outcome, violations)
+    report(scenario.name, spec, &env, run.plan, outcome, violations)
 }
