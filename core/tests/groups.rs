@@ -4,6 +4,8 @@
 //! offsets and generations outlive a crash of the coordinator (the active controller). Every
 //! served version of every group API is spoken once against a single broker, with its bounds.
 
+mod sim_cluster;
+
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
@@ -22,24 +24,21 @@ use kafka_protocol::messages::{
     SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use sim_cluster::{Handles, PORT, host, now_ms, serve, sleep_until, voters};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use weir_core::broker::{Broker, BrokerConfig, Voter};
+use weir_core::broker::BrokerConfig;
 use weir_core::client::{
     Admin, Assignor, ClientConfig, ClientError, Cluster, ConnConfig, Connection, GroupConfig,
     GroupConsumer, NewTopic, TopicPartition,
 };
-use weir_core::clock::Clock;
-use weir_core::disk::{Disk, DiskFaults};
+use weir_core::disk::DiskFaults;
 use weir_core::net::Net;
-use weir_core::rng;
 
 const BROKERS: i32 = 3;
-const PORT: u16 = 9092;
-const INTERNAL_PORT: u16 = 9093;
 const TOPIC: &str = "t";
 const PARTITIONS: i32 = 4;
 const GROUP: &str = "g";
@@ -55,18 +54,6 @@ const CRASH_AT_MS: u64 = 28_000;
 const RESTART_AT_MS: u64 = 32_000;
 const READ_AT_MS: u64 = 42_000;
 const END_MS: u64 = 46_000;
-
-fn now_ms() -> u64 {
-    turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64)
-}
-
-async fn sleep_until(ms: u64) {
-    tokio::time::sleep(Duration::from_millis(ms.saturating_sub(now_ms()))).await;
-}
-
-fn host(i: i32) -> String {
-    format!("broker-{i}")
-}
 
 /// What the members saw, in order.
 #[derive(Default)]
@@ -91,18 +78,12 @@ async fn broker(
     brokers: i32,
     members_max: usize,
     seed: u64,
-    handles: Rc<RefCell<BTreeMap<String, Broker>>>,
+    handles: Handles,
 ) -> turmoil::Result {
     let voters = if brokers == 1 {
         Vec::new()
     } else {
-        (0..brokers)
-            .map(|id| Voter {
-                id,
-                host: host(id),
-                internal_port: INTERNAL_PORT,
-            })
-            .collect()
+        voters(brokers)
     };
     let config = BrokerConfig {
         node_id: i,
@@ -118,21 +99,7 @@ async fn broker(
         offset_metadata_bytes_max: 16,
         ..BrokerConfig::default()
     };
-    let listener = Net::Sim.bind(&format!("0.0.0.0:{PORT}")).await?;
-    let internal = Net::Sim.bind(&format!("0.0.0.0:{INTERNAL_PORT}")).await?;
-    let disk = Disk::sim("/data", DiskFaults::seeded(seed ^ i as u64));
-    let b = Broker::open(
-        config,
-        disk,
-        Clock::starting_at(0),
-        rng::derive(seed, &format!("{}/{}", host(i), now_ms())),
-    )
-    .await?;
-    handles.borrow_mut().insert(host(i), b.clone());
-    let internal_side = b.clone();
-    tokio::spawn(async move { internal_side.serve_internal(internal).await });
-    b.serve(listener).await?;
-    Ok(())
+    serve(config, DiskFaults::seeded(seed ^ i as u64), seed, handles).await
 }
 
 fn cluster(name: &str, brokers: i32) -> Arc<Cluster> {
@@ -252,7 +219,7 @@ async fn driver(seen: Shared) -> turmoil::Result {
 
 fn run(seed: u64) -> Seen {
     let seen: Shared = Rc::default();
-    let handles: Rc<RefCell<BTreeMap<String, Broker>>> = Rc::default();
+    let handles: Handles = Rc::default();
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
         .simulation_duration(Duration::from_millis(END_MS + 10_000))
@@ -721,7 +688,7 @@ fn every_served_version_of_every_group_api_is_answered() {
         .simulation_duration(Duration::from_secs(60))
         .tick_duration(Duration::from_millis(1))
         .build();
-    let handles: Rc<RefCell<BTreeMap<String, Broker>>> = Rc::default();
+    let handles: Handles = Rc::default();
     sim.host(host(0), move || broker(0, 1, 2, 5, Rc::clone(&handles)));
     sim.client("raw", speak_every_version(Rc::clone(&out)));
     sim.run().expect("every exchange succeeds");

@@ -11,6 +11,8 @@
 //! from where the new leader's log diverges (the end offset of its last consumed epoch), not
 //! from the log start.
 
+mod sim_cluster;
+
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
@@ -19,24 +21,22 @@ use kafka_protocol::messages::{
     ApiKey, BrokerId, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use sim_cluster::{Handles, PORT, host, now_ms, serve, sleep_until, voters};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use weir_core::broker::{Broker, BrokerConfig, Voter};
+use weir_core::broker::BrokerConfig;
 use weir_core::client::{
     Admin, ClientConfig, ClientError, Cluster, ConnConfig, Connection, Consumer, ConsumerConfig,
     NewTopic, Producer, ProducerConfig, Record,
 };
 use weir_core::clock::Clock;
-use weir_core::disk::{Disk, DiskFaults};
+use weir_core::disk::DiskFaults;
 use weir_core::net::Net;
-use weir_core::rng;
 
 const BROKERS: i32 = 3;
-const PORT: u16 = 9092;
-const INTERNAL_PORT: u16 = 9093;
 const TOPIC: &str = "t";
 const PARTITION: i32 = 0;
 /// Records written before the leader is cut off, and after.
@@ -44,8 +44,6 @@ const BEFORE_CUT: i64 = 20;
 const AFTER_CUT: i64 = 20;
 /// Pause between a client's attempts, in simulated milliseconds.
 const RETRY_MS: u64 = 100;
-
-type Handles = Rc<RefCell<BTreeMap<String, Broker>>>;
 
 /// (offset, value) of every record a consumer polled, in order.
 type Polled = Rc<RefCell<Vec<(i64, String)>>>;
@@ -55,18 +53,6 @@ type Leader = (String, i32);
 
 /// An OffsetsForLeaderEpoch answer: error, leader epoch, end offset.
 type EpochEnd = (Option<ResponseError>, i32, i64);
-
-fn now_ms() -> u64 {
-    turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64)
-}
-
-async fn sleep_until(ms: u64) {
-    tokio::time::sleep(Duration::from_millis(ms.saturating_sub(now_ms()))).await;
-}
-
-fn host(i: i32) -> String {
-    format!("broker-{i}")
-}
 
 fn hosts() -> Vec<String> {
     (0..BROKERS).map(host).collect()
@@ -88,19 +74,12 @@ async fn broker(
     faults: DiskFaults,
     handles: Handles,
 ) -> turmoil::Result {
-    let voters = (0..BROKERS)
-        .map(|id| Voter {
-            id,
-            host: host(id),
-            internal_port: INTERNAL_PORT,
-        })
-        .collect();
     let config = BrokerConfig {
         node_id: i,
         advertised_host: host(i),
         advertised_port: PORT,
         net: Net::Sim,
-        voters,
+        voters: voters(BROKERS),
         heartbeat_interval_ms: 200,
         session_timeout_ms: 2_000,
         replica_lag_time_max_ms: 2_000,
@@ -108,20 +87,7 @@ async fn broker(
         unclean_leader_election: unclean,
         ..BrokerConfig::default()
     };
-    let listener = Net::Sim.bind(&format!("0.0.0.0:{PORT}")).await?;
-    let internal = Net::Sim.bind(&format!("0.0.0.0:{INTERNAL_PORT}")).await?;
-    let b = Broker::open(
-        config,
-        Disk::sim("/data", faults),
-        Clock::starting_at(0),
-        rng::derive(seed, &format!("{}/{}", host(i), now_ms())),
-    )
-    .await?;
-    handles.borrow_mut().insert(host(i), b.clone());
-    let internal_side = b.clone();
-    tokio::spawn(async move { internal_side.serve_internal(internal).await });
-    b.serve(listener).await?;
-    Ok(())
+    serve(config, faults, seed, handles).await
 }
 
 fn conn_config(name: &str) -> ConnConfig {

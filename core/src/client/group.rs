@@ -638,37 +638,35 @@ impl GroupConsumer {
                 .with_require_stable(require_stable)
         };
         let resp: OffsetFetchResponse = conn.send(ApiKey::OffsetFetch, v, &req).await?;
+        // The layouts before and from v8 are distinct types of one shape.
+        macro_rules! flatten {
+            ($topics:expr, $into:expr) => {
+                for t in $topics {
+                    for p in &t.partitions {
+                        let row = (
+                            t.name.0.to_string(),
+                            p.partition_index,
+                            p.committed_offset,
+                            p.error_code,
+                        );
+                        $into.push(row);
+                    }
+                }
+            };
+        }
         let mut found: Vec<(String, i32, i64, i16)> = Vec::new();
         if v >= 8 {
             for g in &resp.groups {
                 if let Some(e) = ClientError::kafka(g.error_code, "offset fetch") {
                     return Err(e);
                 }
-                for t in &g.topics {
-                    for p in &t.partitions {
-                        found.push((
-                            t.name.0.to_string(),
-                            p.partition_index,
-                            p.committed_offset,
-                            p.error_code,
-                        ));
-                    }
-                }
+                flatten!(&g.topics, found);
             }
         } else {
             if let Some(e) = ClientError::kafka(resp.error_code, "offset fetch") {
                 return Err(e);
             }
-            for t in &resp.topics {
-                for p in &t.partitions {
-                    found.push((
-                        t.name.0.to_string(),
-                        p.partition_index,
-                        p.committed_offset,
-                        p.error_code,
-                    ));
-                }
-            }
+            flatten!(&resp.topics, found);
         }
         let mut out = BTreeMap::new();
         for (topic, partition, offset, error) in found {
