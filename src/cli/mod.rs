@@ -1,5 +1,7 @@
 //! Subcommands.
 
+mod broker;
+mod cluster;
 mod replay;
 mod sim;
 mod sweep;
@@ -26,12 +28,26 @@ enum Command {
     Sim(sim::SimArgs),
     /// Run one seed again and show its timeline.
     Replay(replay::ReplayArgs),
+    /// Serve the Kafka protocol on real sockets, with the file-backed log.
+    Broker(broker::BrokerArgs),
+    /// Start a local cluster of broker processes and restart any that dies.
+    Cluster(cluster::ClusterArgs),
+}
+
+impl Cli {
+    /// Log level with no `-v`: simulated faults make the broker log warnings by design, so
+    /// the simulator is quiet by default; a real broker logs what it does.
+    fn quiet(&self) -> bool {
+        !matches!(
+            self.command,
+            Some(Command::Broker(_)) | Some(Command::Cluster(_))
+        )
+    }
 }
 
 /// Sets up logging to stderr; `RUST_LOG` overrides the level.
-pub fn init_logging(verbose: u8) {
-    // Simulated faults make the broker log warnings by design, so quiet is the default.
-    let default = match verbose {
+pub fn init_logging(cli: &Cli) {
+    let default = match cli.verbose + u8::from(!cli.quiet()) {
         0 => "error",
         1 => "info",
         2 => "debug",
@@ -55,7 +71,7 @@ impl tracing_subscriber::fmt::time::FormatTime for SimTime {
     fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
         match turmoil::sim_elapsed() {
             Some(t) => write!(w, "sim {:>8} ms", t.as_millis()),
-            None => write!(w, "-"),
+            None => tracing_subscriber::fmt::time::SystemTime.format_time(w),
         }
     }
 }
@@ -72,5 +88,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Some(Command::Sim(args)) => sim::run(args),
         Some(Command::Replay(args)) => replay::run(args),
+        Some(Command::Broker(args)) => broker::run(args),
+        Some(Command::Cluster(args)) => cluster::run(args),
     }
 }

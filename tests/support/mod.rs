@@ -1,0 +1,180 @@
+//! Helpers of the tests that run `weir` processes and real clients on loopback.
+
+#![allow(dead_code)] // Each test binary uses its own part of this module.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long a broker or cluster may take to print that it listens, in seconds.
+const START_TIMEOUT_S: u64 = 120;
+
+/// A `weir` child process, killed when dropped, with its stdout lines.
+pub struct WeirProcess {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl WeirProcess {
+    /// Starts `weir ARGS`, with stdout piped line by line.
+    pub fn start(args: &[String]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("weir starts");
+        let out = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                println!("[weir] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Waits for a stdout line containing `marker` and returns it.
+    pub fn wait_for_line(&mut self, marker: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(START_TIMEOUT_S);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(marker) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no line with {marker:?} from weir: {e}"),
+            }
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        self.child.wait().expect("weir exits")
+    }
+}
+
+impl Drop for WeirProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a single `weir broker` on an ephemeral loopback port; returns it and its address.
+pub fn start_broker(data_dir: &Path) -> (WeirProcess, String) {
+    let mut p = WeirProcess::start(&[
+        "broker".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+    ]);
+    let line = p.wait_for_line(" listening on ");
+    let addr = line
+        .split_whitespace()
+        .nth(5)
+        .expect("weir broker N listening on ADDR")
+        .to_string();
+    (p, addr)
+}
+
+/// A base port `b` such that b..b+n and b+100..b+100+n are free on loopback right now.
+pub fn free_base_port(n: u16) -> u16 {
+    for _ in 0..200 {
+        let probe = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let base = probe.local_addr().unwrap().port();
+        drop(probe);
+        if base > 65_000 - 200 {
+            continue;
+        }
+        let ports = (0..n).flat_map(|i| [base + i, base + 100 + i]);
+        let held: Vec<_> = ports
+            .map(|p| TcpListener::bind(("127.0.0.1", p)))
+            .collect();
+        if held.iter().all(Result::is_ok) {
+            return base;
+        }
+    }
+    panic!("no free block of ports on loopback");
+}
+
+/// The Python interpreter with the real clients: `WEIR_PYTHON`, or `.venv` at the repository
+/// root, made and filled from tests/clients/requirements.txt when it lacks them.
+pub fn python() -> PathBuf {
+    static PYTHON: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
+    let cell = PYTHON.get_or_init(|| Mutex::new(None));
+    let mut guard = cell.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = guard.as_ref() {
+        return p.clone();
+    }
+    let path = match std::env::var_os("WEIR_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => venv_python(),
+    };
+    *guard = Some(path.clone());
+    path
+}
+
+fn venv_python() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join(".venv");
+    let py = venv.join("bin/python");
+    let has_clients = |py: &Path| {
+        Command::new(py)
+            .args(["-c", "import kafka, confluent_kafka, lz4, snappy"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has_clients(&py) {
+        return py;
+    }
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3 runs");
+    assert!(made.success(), "python3 -m venv {} failed", venv.display());
+    let installed = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "-r"])
+        .arg(root.join("tests/clients/requirements.txt"))
+        .status()
+        .expect("pip runs");
+    assert!(installed.success(), "pip install of the real clients failed");
+    assert!(has_clients(&py), "the venv still lacks the clients");
+    py
+}
+
+/// Runs `tests/clients/SCRIPT ARGS` with the clients' Python; panics with its output unless it
+/// exits 0.
+pub fn run_python(script: &str, args: &[&str]) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(python())
+        .arg(root.join("tests/clients").join(script))
+        .args(args)
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
