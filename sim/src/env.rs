@@ -26,9 +26,24 @@ pub struct Recorder {
 /// A handle clients use to record what they do.
 pub type Rec = Rc<RefCell<Recorder>>;
 
-/// Simulated milliseconds since the run started, read from inside a host or client.
+thread_local! {
+    /// When a live run (against a real cluster, see [`crate::live`]) started on this thread.
+    static LIVE_START: std::cell::Cell<Option<tokio::time::Instant>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Milliseconds since the run started: simulated inside a simulation, and wall-clock time
+/// since [`start_live_clock`] in a live run.
 pub fn now_ms() -> u64 {
-    turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64)
+    match turmoil::sim_elapsed() {
+        Some(d) => d.as_millis() as u64,
+        None => LIVE_START.with(|s| s.get().map_or(0, |t| t.elapsed().as_millis() as u64)),
+    }
+}
+
+/// Starts the clock of a live run on this thread: [`now_ms`] counts from here.
+pub fn start_live_clock() {
+    LIVE_START.with(|s| s.set(Some(tokio::time::Instant::now())));
 }
 
 /// Knobs of the simulated world that a seed chooses.

@@ -7,6 +7,7 @@ pub mod checker;
 pub mod env;
 pub mod fault;
 pub mod history;
+pub mod live;
 pub mod report;
 pub mod scenario;
 pub mod scenarios;

@@ -183,15 +183,26 @@ impl Supervised {
     async fn run(self, mut stop: watch::Receiver<bool>, ready: mpsc::Sender<Result<u16, String>>) {
         let announced = Arc::new(AtomicBool::new(false));
         for attempt in 0..=self.restarts_max {
-            let mut child = match Command::new(&self.exe)
+            let mut command = Command::new(&self.exe);
+            command
                 .args(&self.args)
                 .stdout(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-            {
+                .kill_on_drop(true);
+            // SAFETY: prctl(2) is async-signal-safe and touches no memory of the parent.
+            // It makes the broker get SIGTERM when this process dies, even by SIGKILL, so
+            // that no broker outlives its cluster.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+            let mut child = match command.spawn() {
                 Ok(c) => c,
                 Err(e) => {
-                    let _ = ready.send(Err(format!("broker {}: spawn: {e}", self.id))).await;
+                    let _ = ready
+                        .send(Err(format!("broker {}: spawn: {e}", self.id)))
+                        .await;
                     return;
                 }
             };

@@ -1,6 +1,7 @@
 //! Subcommands.
 
 mod broker;
+mod check;
 mod cluster;
 mod replay;
 mod sim;
@@ -32,6 +33,8 @@ enum Command {
     Broker(broker::BrokerArgs),
     /// Start a local cluster of broker processes and restart any that dies.
     Cluster(cluster::ClusterArgs),
+    /// Run a workload and its checkers against any Kafka-protocol cluster.
+    Check(check::CheckArgs),
 }
 
 impl Cli {
@@ -90,5 +93,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Replay(args)) => replay::run(args),
         Some(Command::Broker(args)) => broker::run(args),
         Some(Command::Cluster(args)) => cluster::run(args),
+        Some(Command::Check(args)) => check::run(args),
     }
 }

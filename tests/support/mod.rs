@@ -94,6 +94,64 @@ pub fn start_broker(data_dir: &Path) -> (WeirProcess, String) {
     (p, addr)
 }
 
+/// A running `weir cluster`: the process, its bootstrap list and each broker's first pid.
+pub struct LocalCluster {
+    /// The `weir cluster` process.
+    pub process: WeirProcess,
+    /// `host:port,host:port,...`
+    pub bootstrap: String,
+    /// Pid of each broker's first run, by broker id.
+    pub pids: Vec<u32>,
+}
+
+/// Starts `weir cluster` with `brokers` brokers on free loopback ports and `extra` arguments,
+/// and waits until every broker serves.
+pub fn start_cluster(data_dir: &Path, brokers: u16, extra: &[&str]) -> LocalCluster {
+    let base = free_base_port(brokers);
+    let mut args: Vec<String> = [
+        "cluster",
+        "--brokers",
+        &brokers.to_string(),
+        "--base-port",
+        &base.to_string(),
+        "--data-dir",
+        &data_dir.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut process = WeirProcess::start(&args);
+    let mut pids = vec![0; brokers as usize];
+    loop {
+        let line = process.wait_for_line("weir cluster ");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["weir", "cluster", "broker", id, "pid", pid] => {
+                pids[id.parse::<usize>().unwrap()] = pid.parse().unwrap();
+            }
+            ["weir", "cluster", "bootstrap", list] => {
+                return LocalCluster {
+                    bootstrap: list.to_string(),
+                    process,
+                    pids,
+                };
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Sends `signal` (`STOP`, `CONT`, `KILL`, ...) to `pids`.
+pub fn signal(signal: &str, pids: &[u32]) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .args(pids.iter().map(u32::to_string))
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} {pids:?}");
+}
+
 /// A base port `b` such that b..b+n and b+100..b+100+n are free on loopback right now.
 pub fn free_base_port(n: u16) -> u16 {
     for _ in 0..200 {
@@ -104,9 +162,7 @@ pub fn free_base_port(n: u16) -> u16 {
             continue;
         }
         let ports = (0..n).flat_map(|i| [base + i, base + 100 + i]);
-        let held: Vec<_> = ports
-            .map(|p| TcpListener::bind(("127.0.0.1", p)))
-            .collect();
+        let held: Vec<_> = ports.map(|p| TcpListener::bind(("127.0.0.1", p))).collect();
         if held.iter().all(Result::is_ok) {
             return base;
         }
@@ -155,7 +211,10 @@ fn venv_python() -> PathBuf {
         .arg(root.join("tests/clients/requirements.txt"))
         .status()
         .expect("pip runs");
-    assert!(installed.success(), "pip install of the real clients failed");
+    assert!(
+        installed.success(),
+        "pip install of the real clients failed"
+    );
     assert!(has_clients(&py), "the venv still lacks the clients");
     py
 }

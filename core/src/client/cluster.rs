@@ -95,8 +95,19 @@ struct Known {
     brokers: BTreeMap<i32, String>,
     topics: BTreeMap<String, Vec<PartitionInfo>>,
     seen: BTreeMap<String, SeenEpochs>,
-    conns: BTreeMap<String, Arc<Connection>>,
+    conns: BTreeMap<(Lane, String), Arc<Connection>>,
     next_bootstrap: usize,
+}
+
+/// Which of a broker's connections a request goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Lane {
+    /// Everything but fetches.
+    Requests,
+    /// Fetches, which the broker may hold for up to their max wait. A broker answers one
+    /// connection's requests in order, so a parked fetch on the shared connection would hold
+    /// back the produce requests of a producer on the same `Cluster` until it times out.
+    Fetches,
 }
 
 /// A handle on a cluster, shared by the clients that talk to it.
@@ -123,20 +134,18 @@ impl Cluster {
         &self.config
     }
 
-    async fn connect_addr(&self, addr: &str) -> Result<Arc<Connection>, ClientError> {
+    async fn connect_addr(&self, addr: &str, lane: Lane) -> Result<Arc<Connection>, ClientError> {
+        let key = (lane, addr.to_string());
         {
             let known = self.known.lock().await;
-            if let Some(c) = known.conns.get(addr).filter(|c| !c.is_dead()) {
+            if let Some(c) = known.conns.get(&key).filter(|c| !c.is_dead()) {
                 return Ok(Arc::clone(c));
             }
         }
         let conn =
             Arc::new(Connection::connect(self.config.net, addr, self.config.conn.clone()).await?);
         let mut known = self.known.lock().await;
-        let entry = known
-            .conns
-            .entry(addr.to_string())
-            .or_insert_with(|| Arc::clone(&conn));
+        let entry = known.conns.entry(key).or_insert_with(|| Arc::clone(&conn));
         if entry.is_dead() {
             *entry = Arc::clone(&conn);
         }
@@ -145,9 +154,18 @@ impl Cluster {
 
     /// A connection to broker `node`.
     pub async fn node(&self, node: i32) -> Result<Arc<Connection>, ClientError> {
+        self.node_on(node, Lane::Requests).await
+    }
+
+    /// The connection to broker `node` that fetches go on, apart from other requests.
+    pub async fn fetch_node(&self, node: i32) -> Result<Arc<Connection>, ClientError> {
+        self.node_on(node, Lane::Fetches).await
+    }
+
+    async fn node_on(&self, node: i32, lane: Lane) -> Result<Arc<Connection>, ClientError> {
         let addr = self.known.lock().await.brokers.get(&node).cloned();
         match addr {
-            Some(a) => self.connect_addr(&a).await,
+            Some(a) => self.connect_addr(&a, lane).await,
             None => Err(ClientError::Kafka {
                 code: kafka_protocol::error::ResponseError::BrokerNotAvailable,
                 context: format!("broker {node} is not in the metadata"),
@@ -168,7 +186,7 @@ impl Cluster {
         };
         let mut last = None;
         for addr in candidates {
-            match self.connect_addr(&addr).await {
+            match self.connect_addr(&addr, Lane::Requests).await {
                 Ok(c) => return Ok(c),
                 Err(e) => last = Some(e),
             }

@@ -71,10 +71,70 @@ pub fn broker_names(n: usize) -> Vec<String> {
     }
 }
 
+/// A boxed client process, as both the simulator and a live run spawn them.
+pub type Process = std::pin::Pin<Box<dyn std::future::Future<Output = turmoil::Result>>>;
+
+/// Where a workload's clients find the cluster, and what the run is called there: a
+/// simulated cluster, or a real one for a live check.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Bootstrap addresses, `host:port`.
+    pub bootstrap: Vec<String>,
+    /// The network they are on.
+    pub net: Net,
+    /// Length of the workload phase, in milliseconds.
+    pub workload_ms: u64,
+    /// Wall clock at the start of the run, in milliseconds since the Unix epoch.
+    pub epoch_ms: i64,
+    /// Prefix of the run's topic names and transactional ids; empty in the simulator, unique
+    /// per run on a real cluster so that runs do not see each other's data.
+    pub prefix: String,
+}
+
+impl Target {
+    /// The simulated cluster of `brokers`, for a workload of `workload_ms`.
+    pub fn sim(brokers: &[String], workload_ms: u64) -> Self {
+        Self {
+            bootstrap: brokers.iter().map(|b| format!("{b}:{PORT}")).collect(),
+            net: Net::Sim,
+            workload_ms,
+            epoch_ms: EPOCH_MS,
+            prefix: String::new(),
+        }
+    }
+
+    /// Client settings on this target, for client `client_id`.
+    pub fn client(&self, client_id: &str) -> ClientConfig {
+        client_on(client_id, self.bootstrap.iter().cloned(), self.net)
+    }
+
+    /// `name` with the run's prefix.
+    pub fn name(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// A clock reading the run's wall clock now.
+    pub fn clock(&self) -> Clock {
+        Clock::starting_at(self.epoch_ms + now_ms() as i64)
+    }
+}
+
 /// Client settings for the simulated network, bootstrapping from every broker, with timeouts
 /// short enough to notice partitions.
 pub fn client_config(client_id: &str, brokers: &[String]) -> ClientConfig {
-    let mut c = ClientConfig::new(brokers.iter().map(|b| format!("{b}:{PORT}")), Net::Sim);
+    client_on(
+        client_id,
+        brokers.iter().map(|b| format!("{b}:{PORT}")),
+        Net::Sim,
+    )
+}
+
+fn client_on(
+    client_id: &str,
+    bootstrap: impl IntoIterator<Item = String>,
+    net: Net,
+) -> ClientConfig {
+    let mut c = ClientConfig::new(bootstrap, net);
     c.conn = ConnConfig {
         client_id: client_id.to_string(),
         connect_timeout_ms: 1_000,

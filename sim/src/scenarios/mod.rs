@@ -1,12 +1,12 @@
 //! The scenarios.
 
 pub mod broker_crash;
-mod common;
+pub(crate) mod common;
 pub mod consumer_group;
 pub mod ctp;
 pub mod idempotent_producer;
 pub mod isr_shrink;
 pub mod late_data;
-mod queue;
+pub(crate) mod queue;
 pub mod replication;
 pub mod transactions;

@@ -5,11 +5,11 @@
 //! mutants it must catch.
 
 use super::common::{
-    DRAIN_BOUND_MS, RETRY_MS, add_brokers, client_config, complete, create_topic, invoke,
+    DRAIN_BOUND_MS, Process, RETRY_MS, Target, add_brokers, complete, create_topic, invoke,
     producer_config, read_to_end, record_poll, report, setup, sleep_ms, wait_for_topic,
 };
 use crate::checker::{FinalRead, QueueCheck, check_queue};
-use crate::env::{EPOCH_MS, Env, Rec, now_ms};
+use crate::env::{Env, Rec, now_ms};
 use crate::history::{OpKind, Outcome};
 use crate::report::RunReport;
 use crate::scenario::RunSpec;
@@ -21,8 +21,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 use weir_core::broker::BrokerConfig;
-use weir_core::client::{Cluster, Consumer, ConsumerConfig, Producer, Record};
-use weir_core::clock::Clock;
+use weir_core::client::{Cluster, Consumer, ConsumerConfig, Producer, ProducerConfig, Record};
 use weir_core::rng;
 use weir_workloads::keys::KeyDist;
 use weir_workloads::queue::QueueWorkload;
@@ -50,8 +49,11 @@ const WORKLOAD_MS: u64 = 20_000;
 /// Consumers keep polling this long after the faulty phase.
 const CONSUME_TAIL_MS: u64 = 2_000;
 
-struct Shared {
-    brokers: Vec<String>,
+/// What the queue workload's clients share.
+pub(crate) struct Shared {
+    target: Target,
+    topic: String,
+    producer: ProducerConfig,
     partitions: i32,
     replication_factor: i16,
     producers_done: Cell<usize>,
@@ -67,15 +69,16 @@ async fn producer_process(
     workload: QueueWorkload,
 ) -> turmoil::Result {
     let name = format!("producer-{idx}");
-    let cluster = Cluster::new(client_config(&name, &shared.brokers));
-    let clock = Clock::starting_at(EPOCH_MS + now_ms() as i64);
+    let (target, topic) = (&shared.target, shared.topic.as_str());
+    let cluster = Cluster::new(target.client(&name));
+    let clock = target.clock();
     if idx == 0 {
         create_topic(
             &cluster,
-            TOPIC,
+            topic,
             shared.partitions,
             shared.replication_factor,
-            WORKLOAD_MS,
+            target.workload_ms,
         )
         .await;
     }
@@ -83,9 +86,9 @@ async fn producer_process(
     let mut deliveries = Vec::new();
     let mut producer = None;
     let mut n = 0u64;
-    while now_ms() < WORKLOAD_MS {
+    while now_ms() < target.workload_ms {
         let Some(p) = &producer else {
-            match Producer::new(Arc::clone(&cluster), producer_config(10_000), clock).await {
+            match Producer::new(Arc::clone(&cluster), shared.producer.clone(), clock).await {
                 Ok(p) => producer = Some(p),
                 Err(_) => sleep_ms(RETRY_MS).await,
             }
@@ -103,7 +106,7 @@ async fn producer_process(
         );
         match p
             .send(Record::new(
-                TOPIC,
+                topic,
                 Some(Bytes::from(s.key)),
                 Bytes::from(s.value),
             ))
@@ -143,18 +146,22 @@ fn consumer_config() -> ConsumerConfig {
     }
 }
 
-fn all_partitions(partitions: i32) -> Vec<(String, i32)> {
-    (0..partitions).map(|p| (TOPIC.to_string(), p)).collect()
+impl Shared {
+    fn all_partitions(&self) -> Vec<(String, i32)> {
+        (0..self.partitions)
+            .map(|p| (self.topic.clone(), p))
+            .collect()
+    }
 }
 
 async fn consumer_process(rec: Rec, shared: Rc<Shared>, name: String) -> turmoil::Result {
-    let end = WORKLOAD_MS + CONSUME_TAIL_MS;
-    let cluster = Cluster::new(client_config(&name, &shared.brokers));
-    if !wait_for_topic(&cluster, TOPIC, end).await {
+    let end = shared.target.workload_ms + CONSUME_TAIL_MS;
+    let cluster = Cluster::new(shared.target.client(&name));
+    if !wait_for_topic(&cluster, &shared.topic, end).await {
         return Ok(());
     }
     let mut consumer = Consumer::new(cluster, consumer_config());
-    consumer.assign(all_partitions(shared.partitions));
+    consumer.assign(shared.all_partitions());
     while now_ms() < end {
         match consumer.poll(Duration::from_millis(250)).await {
             Ok(records) => {
@@ -171,8 +178,9 @@ async fn consumer_process(rec: Rec, shared: Rc<Shared>, name: String) -> turmoil
 /// After the heal: waits for the producers to settle, then reads every partition from its start
 /// to its end within the liveness bound.
 async fn drainer(rec: Rec, shared: Rc<Shared>) -> turmoil::Result {
-    let deadline = WORKLOAD_MS + DRAIN_BOUND_MS;
-    sleep_ms(WORKLOAD_MS.saturating_sub(now_ms())).await;
+    let workload_ms = shared.target.workload_ms;
+    let deadline = workload_ms + DRAIN_BOUND_MS;
+    sleep_ms(workload_ms.saturating_sub(now_ms())).await;
     let result = drain(&rec, &shared, deadline).await;
     rec.borrow_mut()
         .trace
@@ -190,20 +198,21 @@ async fn drain(rec: &Rec, shared: &Shared, deadline: u64) -> Result<(), String> 
         }
         sleep_ms(RETRY_MS).await;
     }
-    let cluster = Cluster::new(client_config("drainer", &shared.brokers));
+    let cluster = Cluster::new(shared.target.client("drainer"));
+    let topic = &shared.topic;
     // Faults can keep the producers from creating the topic at all; creating it here still
     // proves the healed cluster answers (and finds nothing acknowledged missing).
     create_topic(
         &cluster,
-        TOPIC,
+        topic,
         shared.partitions,
         shared.replication_factor,
         deadline,
     )
     .await;
-    if !wait_for_topic(&cluster, TOPIC, deadline).await {
+    if !wait_for_topic(&cluster, topic, deadline).await {
         return Err(format!(
-            "topic {TOPIC} not visible {DRAIN_BOUND_MS} ms after the heal"
+            "topic {topic} not visible {DRAIN_BOUND_MS} ms after the heal"
         ));
     }
     let read = read_to_end(
@@ -211,7 +220,7 @@ async fn drain(rec: &Rec, shared: &Shared, deadline: u64) -> Result<(), String> 
         "drainer",
         cluster,
         consumer_config(),
-        &all_partitions(shared.partitions),
+        &shared.all_partitions(),
         deadline,
     )
     .await;
@@ -254,48 +263,95 @@ pub(crate) fn run(scenario: &QueueScenario, spec: &RunSpec) -> RunReport {
         send_gap_ms_max: 20,
     };
     let mut env = Env::new(seed, run.topo, &run.world);
-    let shared = Rc::new(Shared {
-        brokers: brokers.clone(),
-        partitions: scenario.partitions,
-        replication_factor: scenario.replication_factor,
-        producers_done: Cell::new(0),
-        final_read: RefCell::new(BTreeMap::new()),
-        drained: RefCell::new(None),
-    });
-
+    let shared = Rc::new(Shared::new(
+        Target::sim(brokers, WORKLOAD_MS),
+        producer_config(10_000),
+        scenario.partitions,
+        scenario.replication_factor,
+    ));
     add_brokers(
         &mut env,
         brokers,
         (scenario.broker_config)(spec.mutant.as_deref()),
     );
-    for idx in 0..PRODUCERS {
-        let (rec, shared, w) = (Rc::clone(&env.rec), Rc::clone(&shared), workload.clone());
-        env.sim.client(
-            format!("producer-{idx}"),
-            producer_process(rec, shared, idx, seed, w),
-        );
+    for (name, process) in processes(&env.rec, &shared, seed, &workload) {
+        env.sim.client(name, process);
     }
-    env.sim.client(
-        "consumer-0",
-        consumer_process(Rc::clone(&env.rec), Rc::clone(&shared), "consumer-0".into()),
-    );
-    env.sim
-        .client("drainer", drainer(Rc::clone(&env.rec), Rc::clone(&shared)));
-
     let outcome = env.run(&run.plan.0, WORKLOAD_MS);
-    let drained = shared
-        .drained
-        .borrow_mut()
-        .take()
-        .unwrap_or_else(|| Err("the final read did not finish".into()));
-    let final_read = shared.final_read.borrow().clone();
-    let violations = check_queue(&QueueCheck {
-        history: &env.rec.borrow().history,
-        final_read: &final_read,
-        drained,
-    })
-    .iter()
-    .map(ToString::to_string)
-    .collect();
+    let violations = shared.verdict(&env.rec.borrow().history);
     report(scenario.name, spec, &env, run.plan, outcome, violations)
+}
+
+impl Shared {
+    /// The shared state of a run on `target`, whose producers use `producer`.
+    pub(crate) fn new(
+        target: Target,
+        producer: ProducerConfig,
+        partitions: i32,
+        replication_factor: i16,
+    ) -> Self {
+        Self {
+            topic: target.name(TOPIC),
+            target,
+            producer,
+            partitions,
+            replication_factor,
+            producers_done: Cell::new(0),
+            final_read: RefCell::new(BTreeMap::new()),
+            drained: RefCell::new(None),
+        }
+    }
+
+    /// The run's topic.
+    pub(crate) fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The violations the queue checkers find in `history` and the final read.
+    pub(crate) fn verdict(&self, history: &crate::history::History) -> Vec<String> {
+        let drained = self
+            .drained
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| Err("the final read did not finish".into()));
+        let final_read = self.final_read.borrow().clone();
+        check_queue(&QueueCheck {
+            history,
+            final_read: &final_read,
+            drained,
+        })
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+    }
+}
+
+/// The workload's client processes, by name: the producers, a consumer and the drainer.
+pub(crate) fn processes(
+    rec: &Rec,
+    shared: &Rc<Shared>,
+    seed: u64,
+    workload: &QueueWorkload,
+) -> Vec<(String, Process)> {
+    let mut out: Vec<(String, Process)> = Vec::new();
+    for idx in 0..PRODUCERS {
+        let (rec, shared, w) = (Rc::clone(rec), Rc::clone(shared), workload.clone());
+        out.push((
+            format!("producer-{idx}"),
+            Box::pin(producer_process(rec, shared, idx, seed, w)),
+        ));
+    }
+    out.push((
+        "consumer-0".into(),
+        Box::pin(consumer_process(
+            Rc::clone(rec),
+            Rc::clone(shared),
+            "consumer-0".into(),
+        )),
+    ));
+    out.push((
+        "drainer".into(),
+        Box::pin(drainer(Rc::clone(rec), Rc::clone(shared))),
+    ));
+    out
 }

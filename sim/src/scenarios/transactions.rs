@@ -11,12 +11,12 @@
 //! must form no G0 or G1c cycle.
 
 use super::common::{
-    DRAIN_BOUND_MS, RETRY_MS, add_brokers, await_stable, client_config, complete, create_topic,
+    DRAIN_BOUND_MS, Process, RETRY_MS, Target, add_brokers, await_stable, complete, create_topic,
     invoke, note, producer_config, read_to_end, record_poll, report, setup, sleep_ms, value_of,
     wait_for_topic,
 };
 use crate::checker::{FinalRead, TxnOp, TxnOutcome, check_txns};
-use crate::env::{EPOCH_MS, Env, Rec, now_ms};
+use crate::env::{Env, Rec, now_ms};
 use crate::history::{OpKind, Outcome};
 use crate::report::RunReport;
 use crate::scenario::RunSpec;
@@ -56,8 +56,11 @@ const POLL_WAIT_MS: u64 = 50;
 /// Records one poll returns, at most.
 const POLL_RECORDS_MAX: usize = 8;
 
-struct Shared {
-    brokers: Vec<String>,
+/// What the transactional workload's clients share.
+pub(crate) struct Shared {
+    target: Target,
+    topic: String,
+    replication_factor: i16,
     /// Instances each producer has started.
     instances: Vec<Cell<u64>>,
     producers_done: Cell<usize>,
@@ -66,17 +69,22 @@ struct Shared {
     drained: RefCell<Option<Result<(), String>>>,
 }
 
-fn txn_config(idx: usize) -> ProducerConfig {
+fn txn_config(target: &Target, idx: usize) -> ProducerConfig {
     ProducerConfig {
-        transactional_id: Some(format!("tx-{idx}")),
+        transactional_id: Some(target.name(&format!("tx-{idx}"))),
         transaction_timeout_ms: TXN_TIMEOUT_MS,
         ..producer_config(8_000)
     }
 }
 
 /// A producer instance, initialised for transactions.
-async fn instance(cluster: &Arc<Cluster>, idx: usize, clock: Clock) -> Option<Producer> {
-    let p = Producer::new(Arc::clone(cluster), txn_config(idx), clock)
+async fn instance(
+    cluster: &Arc<Cluster>,
+    target: &Target,
+    idx: usize,
+    clock: Clock,
+) -> Option<Producer> {
+    let p = Producer::new(Arc::clone(cluster), txn_config(target, idx), clock)
         .await
         .ok()?;
     p.init_transactions().await.ok()?;
@@ -95,7 +103,7 @@ struct Sent {
 }
 
 /// A read_committed consumer of the whole topic, from its start.
-fn reader(cluster: &Arc<Cluster>) -> Consumer {
+fn reader(cluster: &Arc<Cluster>, topic: &str) -> Consumer {
     let mut c = Consumer::new(
         Arc::clone(cluster),
         ConsumerConfig {
@@ -105,7 +113,7 @@ fn reader(cluster: &Arc<Cluster>) -> Consumer {
             ..ConsumerConfig::default()
         },
     );
-    c.assign((0..PARTITIONS).map(|p| (TOPIC.to_string(), p)));
+    c.assign((0..PARTITIONS).map(|p| (topic.to_string(), p)));
     c
 }
 
@@ -114,7 +122,7 @@ fn reader(cluster: &Arc<Cluster>) -> Consumer {
 async fn send_txn(
     rec: &Rec,
     name: &str,
-    (p, consumer): (&Producer, &mut Consumer),
+    (p, consumer, topic): (&Producer, &mut Consumer, &str),
     label: String,
     rng: &mut WeirRng,
 ) -> Sent {
@@ -153,7 +161,7 @@ async fn send_txn(
         sent.ops.push((id, value.clone()));
         let record = Record {
             partition: Some(rng.random_range(0..PARTITIONS)),
-            ..Record::new(TOPIC, None::<Bytes>, Bytes::from(value))
+            ..Record::new(topic, None::<Bytes>, Bytes::from(value))
         };
         match p.send(record).await {
             Ok(d) => deliveries.push(Some(d)),
@@ -220,7 +228,9 @@ fn settle(rec: &Rec, shared: &Shared, idx: usize, sent: Sent, outcome: TxnOutcom
     note(rec, name, format!("{} {outcome:?}", sent.label));
     shared.txns.borrow_mut().push(TxnOp {
         label: sent.label,
-        writer: txn_config(idx).transactional_id.expect("set by txn_config"),
+        writer: txn_config(&shared.target, idx)
+            .transactional_id
+            .expect("set by txn_config"),
         values: sent.ops.into_iter().map(|(_, v)| v).collect(),
         reads: sent.reads,
         commit_ms: sent.commit_ms,
@@ -233,7 +243,7 @@ fn settle(rec: &Rec, shared: &Shared, idx: usize, sent: Sent, outcome: TxnOutcom
 /// whatever the zombie is told.
 async fn zombie(rec: Rec, shared: Rc<Shared>, p: Producer, mut sent: Sent, idx: usize) {
     let generation = shared.instances[idx].get();
-    while shared.instances[idx].get() <= generation && now_ms() < WORKLOAD_MS {
+    while shared.instances[idx].get() <= generation && now_ms() < shared.target.workload_ms {
         sleep_ms(RETRY_MS).await;
     }
     let replaced = shared.instances[idx].get() > generation;
@@ -253,21 +263,23 @@ async fn zombie(rec: Rec, shared: Rc<Shared>, p: Producer, mut sent: Sent, idx: 
 
 async fn producer_process(rec: Rec, shared: Rc<Shared>, idx: usize, seed: u64) -> turmoil::Result {
     let name = format!("producer-{idx}");
-    let cluster = Cluster::new(client_config(&name, &shared.brokers));
-    let clock = Clock::starting_at(EPOCH_MS + now_ms() as i64);
+    let (target, topic) = (&shared.target, shared.topic.as_str());
+    let cluster = Cluster::new(target.client(&name));
+    let clock = target.clock();
+    let rf = shared.replication_factor;
     if idx == 0 {
-        create_topic(&cluster, TOPIC, PARTITIONS, 3, WORKLOAD_MS).await;
+        create_topic(&cluster, topic, PARTITIONS, rf, target.workload_ms).await;
     } else {
-        wait_for_topic(&cluster, TOPIC, WORKLOAD_MS).await;
+        wait_for_topic(&cluster, topic, target.workload_ms).await;
     }
     let mut rng = rng::derive(seed, &name);
-    let mut consumer = reader(&cluster);
+    let mut consumer = reader(&cluster, topic);
     let mut producer = None;
     let mut zombies = Vec::new();
     let mut n = 0u64;
-    while now_ms() < WORKLOAD_MS {
+    while now_ms() < target.workload_ms {
         let Some(p) = &producer else {
-            producer = instance(&cluster, idx, clock).await;
+            producer = instance(&cluster, target, idx, clock).await;
             if producer.is_none() {
                 sleep_ms(RETRY_MS).await;
             } else {
@@ -282,7 +294,7 @@ async fn producer_process(rec: Rec, shared: Rc<Shared>, idx: usize, seed: u64) -
             continue;
         };
         let label = format!("p{idx}-t{n}");
-        let mut sent = send_txn(&rec, &name, (p, &mut consumer), label, &mut rng).await;
+        let mut sent = send_txn(&rec, &name, (p, &mut consumer, topic), label, &mut rng).await;
         n += 1;
         if !sent.failed && rng.random_bool(ZOMBIE_P) {
             // The instance stalls before committing, and a replacement takes over.
@@ -307,19 +319,27 @@ async fn producer_process(rec: Rec, shared: Rc<Shared>, idx: usize, seed: u64) -
 
 /// After the heal: waits for the producers, then reads everything committed.
 async fn drainer(rec: Rec, shared: Rc<Shared>) -> turmoil::Result {
-    let deadline = WORKLOAD_MS + DRAIN_BOUND_MS;
-    sleep_ms(WORKLOAD_MS.saturating_sub(now_ms())).await;
+    let (target, topic) = (&shared.target, shared.topic.as_str());
+    let deadline = target.workload_ms + DRAIN_BOUND_MS;
+    sleep_ms(target.workload_ms.saturating_sub(now_ms())).await;
     while shared.producers_done.get() < PRODUCERS && now_ms() < deadline {
         sleep_ms(RETRY_MS).await;
     }
-    let cluster = Cluster::new(client_config("drainer", &shared.brokers));
-    create_topic(&cluster, TOPIC, PARTITIONS, 3, deadline).await;
+    let cluster = Cluster::new(target.client("drainer"));
+    create_topic(
+        &cluster,
+        topic,
+        PARTITIONS,
+        shared.replication_factor,
+        deadline,
+    )
+    .await;
     let config = ConsumerConfig {
         fetch_max_wait_ms: 250,
         isolation: Isolation::ReadCommitted,
         ..ConsumerConfig::default()
     };
-    let partitions: Vec<(String, i32)> = (0..PARTITIONS).map(|p| (TOPIC.to_string(), p)).collect();
+    let partitions: Vec<(String, i32)> = (0..PARTITIONS).map(|p| (topic.to_string(), p)).collect();
     let result = if shared.producers_done.get() < PRODUCERS {
         Err(format!(
             "producers still busy {DRAIN_BOUND_MS} ms after the heal"
@@ -366,33 +386,75 @@ pub fn run(spec: &RunSpec) -> RunReport {
     );
     let brokers = run.brokers;
     let mut env = Env::new(seed, run.topo, &run.world);
-    let shared = Rc::new(Shared {
-        brokers: brokers.clone(),
-        instances: (0..PRODUCERS).map(|_| Cell::new(0)).collect(),
-        producers_done: Cell::new(0),
-        txns: RefCell::new(Vec::new()),
-        final_read: RefCell::new(BTreeMap::new()),
-        drained: RefCell::new(None),
-    });
+    let shared = Rc::new(Shared::new(Target::sim(&brokers, WORKLOAD_MS), 3));
     add_brokers(&mut env, &brokers, broker_config(spec.mutant.as_deref()));
-    for idx in 0..PRODUCERS {
-        let (rec, shared) = (Rc::clone(&env.rec), Rc::clone(&shared));
-        env.sim.client(
-            format!("producer-{idx}"),
-            producer_process(rec, shared, idx, seed),
-        );
+    for (name, process) in processes(&env.rec, &shared, seed) {
+        env.sim.client(name, process);
     }
-    env.sim
-        .client("drainer", drainer(Rc::clone(&env.rec), Rc::clone(&shared)));
     let outcome = env.run(&run.plan.0, WORKLOAD_MS);
-    let drained = shared
-        .drained
-        .borrow_mut()
-        .take()
-        .unwrap_or_else(|| Err("the final read did not finish".into()));
-    let violations = check_txns(&shared.txns.borrow(), &shared.final_read.borrow(), drained)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let violations = shared.verdict();
     report(NAME, spec, &env, run.plan, outcome, violations)
+}
+
+impl Shared {
+    /// The shared state of a run on `target`, whose topic has `replication_factor` replicas
+    /// (-1: the cluster's default).
+    pub(crate) fn new(target: Target, replication_factor: i16) -> Self {
+        Self {
+            topic: target.name(TOPIC),
+            target,
+            replication_factor,
+            instances: (0..PRODUCERS).map(|_| Cell::new(0)).collect(),
+            producers_done: Cell::new(0),
+            txns: RefCell::new(Vec::new()),
+            final_read: RefCell::new(BTreeMap::new()),
+            drained: RefCell::new(None),
+        }
+    }
+
+    /// The run's topic.
+    pub(crate) fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The violations the transaction checkers find.
+    pub(crate) fn verdict(&self) -> Vec<String> {
+        let drained = self
+            .drained
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| Err("the final read did not finish".into()));
+        check_txns(&self.txns.borrow(), &self.final_read.borrow(), drained)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// Transactions that ended, by outcome: (committed, aborted, unknown).
+    pub(crate) fn outcomes(&self) -> (usize, usize, usize) {
+        let txns = self.txns.borrow();
+        let count = |o| txns.iter().filter(|t| t.outcome == o).count();
+        (
+            count(TxnOutcome::Committed),
+            count(TxnOutcome::Aborted),
+            count(TxnOutcome::Unknown),
+        )
+    }
+}
+
+/// The workload's client processes, by name: the transactional producers and the drainer.
+pub(crate) fn processes(rec: &Rec, shared: &Rc<Shared>, seed: u64) -> Vec<(String, Process)> {
+    let mut out: Vec<(String, Process)> = Vec::new();
+    for idx in 0..PRODUCERS {
+        let (rec, shared) = (Rc::clone(rec), Rc::clone(shared));
+        out.push((
+            format!("producer-{idx}"),
+            Box::pin(producer_process(rec, shared, idx, seed)),
+        ));
+    }
+    out.push((
+        "drainer".into(),
+        Box::pin(drainer(Rc::clone(rec), Rc::clone(shared))),
+    ));
+    out
 }

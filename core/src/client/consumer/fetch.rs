@@ -40,7 +40,7 @@ async fn fetch_parts(
     parts: &[Planned],
     wait_ms: i32,
 ) -> Result<FetchResponse, ClientError> {
-    let conn = cluster.node(leader).await?;
+    let conn = cluster.fetch_node(leader).await?;
     let v = conn.version(ApiKey::Fetch)?;
     let mut topics: BTreeMap<String, Vec<FetchPartition>> = BTreeMap::new();
     for p in parts {
