@@ -7,7 +7,7 @@
 mod sim_cluster;
 
 use bytes::Bytes;
-use sim_cluster::{Handles, PORT, host, now_ms, serve};
+use sim_cluster::{Handles, PORT, host, now_ms, serve, sleep_until, voters};
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -39,6 +39,7 @@ fn run(seed: u64) -> (u64, u64) {
             advertised_host: host(0),
             advertised_port: PORT,
             net: Net::Sim,
+            voters: voters(1),
             ..BrokerConfig::default()
         };
         serve(config, DiskFaults::seeded(seed), seed, Rc::clone(&handles))
@@ -80,7 +81,7 @@ fn run(seed: u64) -> (u64, u64) {
             }
         });
         // Let the fetch reach the broker and park there.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        sleep_until(now_ms() + 500).await;
         let start = now_ms();
         producer
             .send(Record::new("t", None::<Bytes>, Bytes::from_static(b"v")))
