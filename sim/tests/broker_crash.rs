@@ -36,7 +36,8 @@ fn acking_before_fsync_is_caught() {
 
 #[test]
 fn recovering_without_truncation_is_caught() {
-    let caught = first_catch(SCENARIO, "skip-recovery", 60);
+    // Rare: 4 of 200 seeds catch it, the first at seed 70.
+    let caught = first_catch(SCENARIO, "skip-recovery", 100);
     eprintln!("skip-recovery caught at seed {caught:?}");
     assert!(
         caught.is_some(),

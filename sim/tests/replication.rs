@@ -47,8 +47,9 @@ fn a_high_watermark_past_the_isr_is_caught() {
 
 #[test]
 fn an_election_outside_the_isr_is_caught() {
-    // Rare by nature (see reports/sim-cluster.md): first caught at seed 35.
-    let caught = first_catch("isr-shrink", "unclean-election", 40);
+    // Rare by nature (see reports/sim-cluster.md): 4 of 300 seeds catch it, the first at seed
+    // 119 since fetches got a connection of their own.
+    let caught = first_catch("isr-shrink", "unclean-election", 130);
     eprintln!("unclean-election caught at seed {caught:?}");
     assert!(
         caught.is_some(),

@@ -115,23 +115,10 @@ impl BrokerArgs {
 
 /// Runs the broker until SIGTERM or Ctrl-C.
 pub fn run(args: BrokerArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("weir broker: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("weir broker: {e}");
-            ExitCode::FAILURE
-        }
-    }
+        .build();
+    super::block_on("broker", runtime, serve(args))
 }
 
 async fn serve(args: BrokerArgs) -> Result<(), String> {

@@ -104,23 +104,10 @@ impl ClusterArgs {
 
 /// Runs the cluster until SIGTERM or Ctrl-C, then stops every broker gracefully.
 pub fn run(args: ClusterArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("weir cluster: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(supervise_all(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("weir cluster: {e}");
-            ExitCode::FAILURE
-        }
-    }
+        .build();
+    super::block_on("cluster", runtime, supervise_all(args))
 }
 
 async fn supervise_all(args: ClusterArgs) -> Result<(), String> {

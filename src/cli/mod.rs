@@ -79,6 +79,29 @@ impl tracing_subscriber::fmt::time::FormatTime for SimTime {
     }
 }
 
+/// Runs `work` to completion on `runtime` (or reports why the runtime could not start), and
+/// turns its result into an exit code, printing the error under `command`'s name.
+fn block_on<F>(
+    command: &str,
+    runtime: std::io::Result<tokio::runtime::Runtime>,
+    work: F,
+) -> ExitCode
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    let outcome = match runtime {
+        Ok(r) => r.block_on(work),
+        Err(e) => Err(format!("cannot start the runtime: {e}")),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weir {command}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {

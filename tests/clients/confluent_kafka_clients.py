@@ -125,29 +125,27 @@ def transform_loop():
     check(copied == RECORDS, f"transactional loop committed {copied} of {RECORDS} inputs")
     consumer.close()
 
+    committed = read_back("ck-verify", "read_committed")
+    check(sorted(v for _, v in committed) == sorted(f"V{i}" for i in range(RECORDS)),
+          f"read_committed sees each output exactly once, none of the aborted batch "
+          f"({len(committed)} read)")
+    dirty = read_back("ck-verify-uncommitted", "read_uncommitted")
+    check(len(dirty) > RECORDS, f"read_uncommitted also sees the aborted batch ({len(dirty)} read)")
+
+
+def read_back(group, isolation):
+    """Reads ck-out from the start in a new group at `isolation`, up to one record more than
+    was committed."""
     reader = Consumer({
         "bootstrap.servers": BOOTSTRAP,
-        "group.id": "ck-verify",
+        "group.id": group,
         "auto.offset.reset": "earliest",
-        "isolation.level": "read_committed",
+        "isolation.level": isolation,
     })
     reader.subscribe(["ck-out"])
-    out = drain(reader, RECORDS + 1, timeout_s=TIMEOUT_S)
-    values = sorted(v for _, v in out)
-    check(values == sorted(f"V{i}" for i in range(RECORDS)),
-          f"read_committed sees each output exactly once, none of the aborted batch ({len(out)} read)")
+    got = drain(reader, RECORDS + 1, timeout_s=TIMEOUT_S)
     reader.close()
-
-    raw = Consumer({
-        "bootstrap.servers": BOOTSTRAP,
-        "group.id": "ck-verify-uncommitted",
-        "auto.offset.reset": "earliest",
-        "isolation.level": "read_uncommitted",
-    })
-    raw.subscribe(["ck-out"])
-    dirty = drain(raw, RECORDS + 1, timeout_s=TIMEOUT_S)
-    check(len(dirty) > RECORDS, f"read_uncommitted also sees the aborted batch ({len(dirty)} read)")
-    raw.close()
+    return got
 
 
 def main():
