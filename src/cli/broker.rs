@@ -37,6 +37,17 @@ pub struct BrokerArgs {
     /// Replication factor of a topic created with -1, capped by the live brokers.
     #[arg(long, default_value_t = 1)]
     pub default_replication_factor: i16,
+    /// Topic creation and safety switches.
+    #[command(flatten)]
+    pub switches: Switches,
+    /// Seed of the broker's random choices (election timeouts, ids); the clock by default.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// Switches that `weir cluster` passes on to each of its brokers.
+#[derive(Args, Debug, Clone)]
+pub struct Switches {
     /// Create a topic when a client asks for metadata of an unknown one.
     #[arg(long)]
     pub auto_create_topics: bool,
@@ -46,9 +57,21 @@ pub struct BrokerArgs {
     /// Unsafe: count records towards the high watermark once in the page cache, before fsync.
     #[arg(long)]
     pub page_cache_acks: bool,
-    /// Seed of the broker's random choices (election timeouts, ids); the clock by default.
-    #[arg(long)]
-    pub seed: Option<u64>,
+}
+
+impl Switches {
+    /// The switches that are on, as `weir broker` arguments.
+    pub fn to_args(&self) -> Vec<String> {
+        [
+            (self.auto_create_topics, "--auto-create-topics"),
+            (self.unclean_leader_election, "--unclean-leader-election"),
+            (self.page_cache_acks, "--page-cache-acks"),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, flag)| flag.to_string())
+        .collect()
+    }
 }
 
 /// Parses `ID@HOST:PORT`.
@@ -88,9 +111,9 @@ impl BrokerArgs {
             voters: self.voters.clone(),
             default_partitions: self.default_partitions,
             default_replication_factor: self.default_replication_factor,
-            auto_create_topics: self.auto_create_topics,
-            unclean_leader_election: self.unclean_leader_election,
-            durability: if self.page_cache_acks {
+            auto_create_topics: self.switches.auto_create_topics,
+            unclean_leader_election: self.switches.unclean_leader_election,
+            durability: if self.switches.page_cache_acks {
                 Durability::PageCache
             } else {
                 Durability::Fsync

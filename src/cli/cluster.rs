@@ -5,7 +5,7 @@
 //! without being told to is started again after a backoff, on the same directory: that is
 //! the crash-and-restart a Jepsen-style check needs.
 
-use super::broker::termination;
+use super::broker::{Switches, termination};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
@@ -45,15 +45,9 @@ pub struct ClusterArgs {
     /// default.
     #[arg(long)]
     pub default_replication_factor: Option<i16>,
-    /// Create a topic when a client asks for metadata of an unknown one.
-    #[arg(long)]
-    pub auto_create_topics: bool,
-    /// Unsafe: let a replica outside the ISR lead when the whole ISR is down.
-    #[arg(long)]
-    pub unclean_leader_election: bool,
-    /// Unsafe: count records towards the high watermark before fsync.
-    #[arg(long)]
-    pub page_cache_acks: bool,
+    /// Switches every broker gets.
+    #[command(flatten)]
+    pub switches: Switches,
 }
 
 impl ClusterArgs {
@@ -89,15 +83,7 @@ impl ClusterArgs {
             "--default-replication-factor".into(),
             rf.to_string(),
         ];
-        for (on, flag) in [
-            (self.auto_create_topics, "--auto-create-topics"),
-            (self.unclean_leader_election, "--unclean-leader-election"),
-            (self.page_cache_acks, "--page-cache-acks"),
-        ] {
-            if on {
-                args.push(flag.into());
-            }
-        }
+        args.extend(self.switches.to_args());
         args
     }
 }
