@@ -63,6 +63,9 @@ pub struct ProducerConfig {
     pub transactional_id: Option<String>,
     /// How long a transaction may stay open before the coordinator aborts it, in milliseconds.
     pub transaction_timeout_ms: i32,
+    /// How long [`Producer::send`] waits for the topic's metadata while no broker answers, in
+    /// milliseconds; after it the send fails.
+    pub max_block_ms: u64,
 }
 
 impl Default for ProducerConfig {
@@ -81,6 +84,7 @@ impl Default for ProducerConfig {
             ack_timeout_ms: 30_000,
             transactional_id: None,
             transaction_timeout_ms: 60_000,
+            max_block_ms: 60_000,
         }
     }
 }
@@ -268,6 +272,28 @@ impl Producer {
         (a.producer_id, a.epoch)
     }
 
+    /// The topic's partition count. While the cluster cannot be reached (a leader that just
+    /// crashed, a partition), waits for it up to `max_block_ms`, as a record would have waited
+    /// in the batch being retried; a broker's answer (an unknown topic, say) is final.
+    async fn partition_count(&self, topic: &str) -> Result<i32, ClientError> {
+        let s = &self.shared;
+        let deadline = Instant::now() + Duration::from_millis(s.config.max_block_ms);
+        let mut attempt = 0;
+        loop {
+            match s.cluster.partitions(topic).await {
+                Ok(p) => return Ok(p.len() as i32),
+                Err(e @ (ClientError::Connection { .. } | ClientError::Timeout { .. }))
+                    if Instant::now() < deadline =>
+                {
+                    attempt += 1;
+                    tracing::debug!(topic, attempt, error = %e, "no metadata yet; waiting");
+                    tokio::time::sleep(s.backoff(attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Queues a record. Waits while the buffer is full. The returned [`Delivery`] resolves once
     /// the record is acknowledged or has failed for good.
     pub async fn send(&self, record: Record) -> Result<Delivery, ClientError> {
@@ -285,7 +311,7 @@ impl Producer {
                 ),
             });
         }
-        let partitions = s.cluster.partitions(&record.topic).await?.len() as i32;
+        let partitions = self.partition_count(&record.topic).await?;
         if partitions == 0 {
             return Err(ClientError::Protocol(format!(
                 "topic {} has no partitions",
@@ -752,15 +778,20 @@ impl Shared {
         };
         q.in_flight = false;
         let retriable = matches!(&outcome, Err(e) if e.is_retriable());
+        // The leader moved, or may have: a broken connection or a timeout is how a crashed
+        // or cut-off leader shows itself, so the next attempt asks for fresh metadata.
         if let Err(e) = &outcome
-            && matches!(
+            && (matches!(
+                e,
+                ClientError::Connection { .. } | ClientError::Timeout { .. }
+            ) || matches!(
                 e.code(),
                 Some(
                     ResponseError::NotLeaderOrFollower
                         | ResponseError::UnknownTopicOrPartition
                         | ResponseError::LeaderNotAvailable
                 )
-            )
+            ))
         {
             let cluster = Arc::clone(&self.cluster);
             let t = topic.to_string();
