@@ -133,8 +133,11 @@ impl Log {
                 0,
                 Segment::create(&disk, 0, now, config.index_interval_bytes)?,
             );
-            disk.sync_dir(".").await?;
         }
+        // A segment found here may exist only in the page cache's view of the directory: a
+        // roll whose directory sync failed leaves one behind. Records appended to it and
+        // fsynced would vanish with its entry in a crash, so the entries are made durable now.
+        disk.sync_dir(".").await?;
         let log_start_offset = *segments.keys().next().expect("at least one segment");
         let log = Self {
             disk,
