@@ -6,17 +6,15 @@
 mod sim_cluster;
 
 use bytes::Bytes;
-use sim_cluster::{Handles, PORT, host, now_ms, serve, sleep_until, voters};
+use sim_cluster::{PORT, host, now_ms, single_broker, sleep_until};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use weir_core::broker::BrokerConfig;
 use weir_core::client::{
     Admin, ClientConfig, Cluster, ConnConfig, NewTopic, Producer, ProducerConfig, Record,
 };
 use weir_core::clock::Clock;
-use weir_core::disk::DiskFaults;
 use weir_core::net::Net;
 
 /// Records sent, one every [`GAP_MS`].
@@ -28,24 +26,7 @@ const OUTAGE_FOR_MS: u64 = 3_000;
 
 /// Each record's outcome: Ok(offset) or the error, in send order.
 fn run(seed: u64) -> Vec<Result<i64, String>> {
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(seed)
-        .simulation_duration(Duration::from_secs(120))
-        .tick_duration(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(5))
-        .build();
-    let handles = Handles::default();
-    sim.host(host(0), move || {
-        let config = BrokerConfig {
-            node_id: 0,
-            advertised_host: host(0),
-            advertised_port: PORT,
-            net: Net::Sim,
-            voters: voters(1),
-            ..BrokerConfig::default()
-        };
-        serve(config, DiskFaults::seeded(seed), seed, Rc::clone(&handles))
-    });
+    let mut sim = single_broker(seed);
     let outcomes = Rc::new(RefCell::new(Vec::new()));
     let out = Rc::clone(&outcomes);
     sim.client("app", async move {

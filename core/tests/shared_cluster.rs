@@ -7,18 +7,16 @@
 mod sim_cluster;
 
 use bytes::Bytes;
-use sim_cluster::{Handles, PORT, host, now_ms, serve, sleep_until, voters};
+use sim_cluster::{PORT, host, now_ms, single_broker, sleep_until};
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use weir_core::broker::BrokerConfig;
 use weir_core::client::{
     Admin, ClientConfig, Cluster, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig,
     Record,
 };
 use weir_core::clock::Clock;
-use weir_core::disk::DiskFaults;
 use weir_core::net::Net;
 
 /// How long the broker may park the consumer's fetch, in simulated milliseconds.
@@ -26,24 +24,7 @@ const FETCH_WAIT_MS: i32 = 20_000;
 
 /// (ms the send took to be acknowledged, ms the poll took to return the record).
 fn run(seed: u64) -> (u64, u64) {
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(seed)
-        .simulation_duration(Duration::from_secs(120))
-        .tick_duration(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(5))
-        .build();
-    let handles = Handles::default();
-    sim.host(host(0), move || {
-        let config = BrokerConfig {
-            node_id: 0,
-            advertised_host: host(0),
-            advertised_port: PORT,
-            net: Net::Sim,
-            voters: voters(1),
-            ..BrokerConfig::default()
-        };
-        serve(config, DiskFaults::seeded(seed), seed, Rc::clone(&handles))
-    });
+    let mut sim = single_broker(seed);
     let took = Rc::new(Cell::new((0, 0)));
     let out = Rc::clone(&took);
     sim.client("app", async move {

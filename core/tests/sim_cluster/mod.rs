@@ -69,3 +69,28 @@ pub async fn serve(
     b.serve(listener).await?;
     Ok(())
 }
+
+/// A simulation of `seed` with one broker (`broker-0`, a quorum of one) on a fault-free disk,
+/// for tests of what a client does against it. Not every test binary uses it.
+#[allow(dead_code)]
+pub fn single_broker(seed: u64) -> turmoil::Sim<'static> {
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .simulation_duration(Duration::from_secs(120))
+        .tick_duration(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(5))
+        .build();
+    let handles = Handles::default();
+    sim.host(host(0), move || {
+        let config = BrokerConfig {
+            node_id: 0,
+            advertised_host: host(0),
+            advertised_port: PORT,
+            net: Net::Sim,
+            voters: voters(1),
+            ..BrokerConfig::default()
+        };
+        serve(config, DiskFaults::seeded(seed), seed, Rc::clone(&handles))
+    });
+    sim
+}
