@@ -114,7 +114,9 @@ def transform_loop():
             consumer.position(consumer.assignment()), consumer.consumer_group_metadata(), TIMEOUT_S)
         if not aborted_once:
             # The first batch is aborted and then read again from the committed offsets:
-            # none of its writes may reach a read_committed reader.
+            # none of its writes may reach a read_committed reader. The flush puts them in
+            # the log first (an abort drops what is still queued in the client).
+            producer.flush(TIMEOUT_S)
             producer.abort_transaction(TIMEOUT_S)
             aborted_once = True
             for tp in consumer.committed(consumer.assignment(), timeout=TIMEOUT_S):

@@ -100,7 +100,9 @@ def consumer_checks(sent):
     a = KafkaConsumer("kp-orders", **common)
     b = KafkaConsumer("kp-orders", **common)
     seen = {}
-    deadline = time.time() + 4 * TIMEOUT_S
+    # A second member's first rebalance has taken 10 to 32 s here with kafka-python's 3 s
+    # heartbeat interval, so this waits for the split for up to 90 s.
+    deadline = time.time() + 9 * TIMEOUT_S
     while time.time() < deadline and (len(seen) < total or not (a.assignment() and b.assignment())):
         for c in (a, b):
             for tp, msgs in c.poll(timeout_ms=200).items():
