@@ -1,9 +1,10 @@
 //! `weir broker`: one broker on real sockets and files.
 
+use super::wall_ms;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use weir_core::broker::{Broker, BrokerConfig, Durability, Voter};
 use weir_core::clock::Clock;
 use weir_core::disk::Disk;
@@ -87,13 +88,6 @@ fn parse_voter(s: &str) -> Result<Voter, String> {
         host: host.to_string(),
         internal_port: port.parse().map_err(|e| format!("{s:?}: port: {e}"))?,
     })
-}
-
-fn wall_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl BrokerArgs {

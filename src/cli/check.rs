@@ -2,7 +2,6 @@
 
 use clap::{Args, ValueEnum};
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 use weir_sim::live::{self, LiveSpec, Workload};
 
 /// Longest workload phase accepted, in seconds. The checkers need the whole history in
@@ -80,10 +79,7 @@ fn parse_duration_ms(s: &str) -> Result<u64, String> {
 
 /// Runs the check; exits 1 when it finds anomalies.
 pub fn run(args: CheckArgs) -> ExitCode {
-    let epoch_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let epoch_ms = super::wall_ms();
     let seed = args.seed.unwrap_or(epoch_ms as u64);
     let spec = LiveSpec {
         bootstrap: args.bootstrap,

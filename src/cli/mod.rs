@@ -79,6 +79,15 @@ impl tracing_subscriber::fmt::time::FormatTime for SimTime {
     }
 }
 
+/// Wall-clock milliseconds since the Unix epoch (0 before it): real-mode commands start
+/// their clocks and seeds from it.
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Runs `work` to completion on `runtime` (or reports why the runtime could not start), and
 /// turns its result into an exit code, printing the error under `command`'s name.
 fn block_on<F>(

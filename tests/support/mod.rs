@@ -6,8 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, channel};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long a broker or cluster may take to print that it listens, in seconds.
@@ -60,11 +60,7 @@ impl WeirProcess {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
+        signal("TERM", &[self.child.id()]);
         self.child.wait().expect("weir exits")
     }
 }
@@ -173,18 +169,14 @@ pub fn free_base_port(n: u16) -> u16 {
 /// The Python interpreter with the real clients: `WEIR_PYTHON`, or `.venv` at the repository
 /// root, made and filled from tests/clients/requirements.txt when it lacks them.
 pub fn python() -> PathBuf {
-    static PYTHON: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
-    let cell = PYTHON.get_or_init(|| Mutex::new(None));
-    let mut guard = cell.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = guard.as_ref() {
-        return p.clone();
-    }
-    let path = match std::env::var_os("WEIR_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => venv_python(),
-    };
-    *guard = Some(path.clone());
-    path
+    // Concurrent callers wait for the one that makes the venv.
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| match std::env::var_os("WEIR_PYTHON") {
+            Some(p) => PathBuf::from(p),
+            None => venv_python(),
+        })
+        .clone()
 }
 
 fn venv_python() -> PathBuf {

@@ -8,7 +8,7 @@ use crate::history::{OpKind, Outcome};
 use crate::report::RunReport;
 use crate::scenario::{RunSpec, replay_line};
 use rand::Rng;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -69,6 +69,14 @@ pub fn broker_names(n: usize) -> Vec<String> {
     } else {
         (0..n).map(|i| format!("broker-{i}")).collect()
     }
+}
+
+/// How the final read went, as its process left it: a read that never finished is a
+/// liveness failure.
+pub fn final_read_outcome(slot: &RefCell<Option<Result<(), String>>>) -> Result<(), String> {
+    slot.borrow_mut()
+        .take()
+        .unwrap_or_else(|| Err("the final read did not finish".into()))
 }
 
 /// A boxed client process, as both the simulator and a live run spawn them.

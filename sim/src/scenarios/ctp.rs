@@ -428,11 +428,7 @@ pub fn run(spec: &RunSpec) -> RunReport {
     let (rec, sh) = (Rc::clone(&env.rec), Rc::clone(&shared));
     env.sim.client("observer", observer(rec, sh));
     let outcome = env.run(&run.plan.0, WORKLOAD_MS);
-    let drained = shared
-        .drained
-        .borrow_mut()
-        .take()
-        .unwrap_or_else(|| Err("the final read did not finish".into()));
+    let drained = super::common::final_read_outcome(&shared.drained);
     let violations = check_ctp(
         CtpRun {
             inputs: &shared.inputs.borrow(),

@@ -146,14 +146,6 @@ fn consumer_config() -> ConsumerConfig {
     }
 }
 
-impl Shared {
-    fn all_partitions(&self) -> Vec<(String, i32)> {
-        (0..self.partitions)
-            .map(|p| (self.topic.clone(), p))
-            .collect()
-    }
-}
-
 async fn consumer_process(rec: Rec, shared: Rc<Shared>, name: String) -> turmoil::Result {
     let end = shared.target.workload_ms + CONSUME_TAIL_MS;
     let cluster = Cluster::new(shared.target.client(&name));
@@ -302,6 +294,12 @@ impl Shared {
         }
     }
 
+    fn all_partitions(&self) -> Vec<(String, i32)> {
+        (0..self.partitions)
+            .map(|p| (self.topic.clone(), p))
+            .collect()
+    }
+
     /// The run's topic.
     pub(crate) fn topic(&self) -> &str {
         &self.topic
@@ -309,11 +307,7 @@ impl Shared {
 
     /// The violations the queue checkers find in `history` and the final read.
     pub(crate) fn verdict(&self, history: &crate::history::History) -> Vec<String> {
-        let drained = self
-            .drained
-            .borrow_mut()
-            .take()
-            .unwrap_or_else(|| Err("the final read did not finish".into()));
+        let drained = super::common::final_read_outcome(&self.drained);
         let final_read = self.final_read.borrow().clone();
         check_queue(&QueueCheck {
             history,

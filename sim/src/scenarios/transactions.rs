@@ -419,11 +419,7 @@ impl Shared {
 
     /// The violations the transaction checkers find.
     pub(crate) fn verdict(&self) -> Vec<String> {
-        let drained = self
-            .drained
-            .borrow_mut()
-            .take()
-            .unwrap_or_else(|| Err("the final read did not finish".into()));
+        let drained = super::common::final_read_outcome(&self.drained);
         check_txns(&self.txns.borrow(), &self.final_read.borrow(), drained)
             .iter()
             .map(ToString::to_string)
