@@ -13,7 +13,7 @@ pub mod log;
 pub mod net;
 pub mod record;
 pub mod rng;
-/// The distributed runtime: data exchange between stream tasks on different hosts.
+/// The distributed runtime: job manager, task managers, exchange, checkpoints, exactly-once sinks.
 pub mod runtime;
 pub mod stream;
 pub mod wire;

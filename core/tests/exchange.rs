@@ -424,41 +424,60 @@ fn malformed_frames_are_typed_errors_on_the_receiver() {
         *source(garbage),
         ExchangeError::Wire(WireError::UnknownTag(0x63))
     ));
-    let bad_event = gate_error_for(frame(&[4, 9]));
+    let bad_event = gate_error_for(frame(&[4, 0, 0, 0, 0, 9]));
     assert!(matches!(
         *source(bad_event),
         ExchangeError::Wire(WireError::UnknownEvent(9))
     ));
     // A buffer whose one record claims 100 bytes and has 2.
-    let overrun = gate_error_for(frame(&[3, 0, 0, 0, 0, 0, 0, 0, 100, 1, 2]));
+    let overrun = gate_error_for(frame(&[3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 100, 1, 2]));
     assert!(matches!(
         *source(overrun),
         ExchangeError::Wire(WireError::RecordOverrun { claimed: 100, .. })
     ));
     // Two buffers where one credit was granted.
-    let buffer = frame(&[3, 0, 0, 0, 0, 0, 0, 0, 1, 7]);
-    let greedy = gate_error_for([buffer.clone(), buffer].concat());
+    let buffer = |seq: u8| frame(&[3, 0, 0, 0, seq, 0, 0, 0, 0, 0, 0, 0, 1, 7]);
+    let greedy = gate_error_for([buffer(0), buffer(1)].concat());
     assert!(matches!(
         *source(greedy),
         ExchangeError::NoCredit { channel: 0 }
     ));
+    // A frame the network lost shows as a gap in the numbering, not as missing records.
+    let gap = gate_error_for(buffer(1));
+    assert!(matches!(
+        *source(gap),
+        ExchangeError::Wire(WireError::Gap {
+            expected: 0,
+            got: 1
+        })
+    ));
+}
+
+/// A simulation with one-millisecond ticks and short latencies.
+fn small_sim(seed: u64) -> turmoil::Sim<'static> {
+    turmoil::Builder::new()
+        .rng_seed(seed)
+        .tick_duration(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(LATENCY_MS_MAX))
+        .build()
+}
+
+/// A partition with default settings on the test port.
+async fn bind(subpartitions: usize) -> Result<ResultPartition, ExchangeError> {
+    ResultPartition::bind(
+        Net::Sim,
+        &format!("0.0.0.0:{PORT}"),
+        subpartitions,
+        ExchangeConfig::default(),
+    )
+    .await
 }
 
 #[test]
 fn bad_hellos_do_not_disturb_the_producer() {
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(7)
-        .tick_duration(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(LATENCY_MS_MAX))
-        .build();
+    let mut sim = small_sim(7);
     sim.client("producer", async {
-        let mut partition = ResultPartition::bind(
-            Net::Sim,
-            &format!("0.0.0.0:{PORT}"),
-            1,
-            ExchangeConfig::default(),
-        )
-        .await?;
+        let mut partition = bind(1).await?;
         for seq in 0..10 {
             partition.send(0, record(0, seq, 64)).await?;
         }
@@ -488,4 +507,53 @@ fn bad_hellos_do_not_disturb_the_producer() {
         Ok(())
     });
     sim.run().expect("the producer serves the real consumer");
+}
+
+#[test]
+fn a_blocked_channel_holds_its_data_until_unblocked() {
+    let mut sim = small_sim(3);
+    sim.client("producer", async {
+        let mut partition = bind(2).await?;
+        partition.send(0, record(0, 0, 32)).await?;
+        partition.broadcast_event(Event::Barrier { checkpoint_id: 1 })?;
+        partition.send(0, record(0, 1, 32)).await?;
+        partition.flush();
+        // Channel 1's barrier comes late: channel 0 waits for it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        partition.send(1, record(1, 1, 32)).await?;
+        partition.flush();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(())
+    });
+    sim.client("consumer", async {
+        let mut gate = InputGate::connect(Net::Sim, &sources(2), ExchangeConfig::default()).await?;
+        assert_eq!(gate.channels(), 2);
+        let mut seen = Vec::new();
+        while seen.len() < 5 {
+            let delivery = gate.next().await?.expect("no channel ends");
+            match delivery {
+                Delivery::Record { channel, record } => {
+                    seen.push(format!("r{channel}.{}", parse(record).1));
+                }
+                Delivery::Event {
+                    channel,
+                    event: Event::Barrier { .. },
+                } => {
+                    seen.push(format!("b{channel}"));
+                    if seen.iter().filter(|s| s.starts_with('b')).count() == 2 {
+                        gate.unblock_all();
+                    } else {
+                        gate.block(channel);
+                    }
+                }
+                Delivery::Event { .. } => {}
+            }
+        }
+        // Channel 0's record after its barrier waited for channel 1's barrier.
+        let at = |s: &str| seen.iter().position(|v| v == s).unwrap();
+        assert!(at("r0.1") > at("b1"), "{seen:?}");
+        assert!(at("r0.1") > at("b0"), "{seen:?}");
+        Ok(())
+    });
+    sim.run().expect("the blocked channel resumes");
 }

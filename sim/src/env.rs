@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 use weir_core::disk::DiskFaults;
 use weir_core::rng;
+use weir_core::runtime::Throttle;
 
 /// The simulated wall clock at the start of every run: 2026-01-01T00:00:00Z.
 pub const EPOCH_MS: i64 = 1_767_225_600_000;
@@ -65,6 +66,7 @@ pub struct Env<'a> {
     pub rec: Rec,
     topo: Topology,
     disks: BTreeMap<String, DiskFaults>,
+    throttles: BTreeMap<String, Throttle>,
     down: BTreeSet<String>,
     /// Directed links the nemesis has cut or is holding, as (from, to).
     links: BTreeMap<(String, String), LinkFault>,
@@ -98,11 +100,17 @@ impl<'a> Env<'a> {
             d.set_sync_latency_ms(world.sync_latency_ms.0, world.sync_latency_ms.1);
             disks.insert(s.clone(), d);
         }
+        let throttles = topo
+            .servers
+            .iter()
+            .map(|s| (s.clone(), Throttle::default()))
+            .collect();
         Self {
             sim,
             rec: Rc::new(RefCell::new(Recorder::default())),
             topo,
             disks,
+            throttles,
             down: BTreeSet::new(),
             links: BTreeMap::new(),
             seed,
@@ -117,6 +125,14 @@ impl<'a> Env<'a> {
     /// The fault switchboard of server `node`'s disk.
     pub fn disk(&self, node: &str) -> DiskFaults {
         self.disks
+            .get(node)
+            .unwrap_or_else(|| panic!("{node} is not a server"))
+            .clone()
+    }
+
+    /// The per-row delay knob of server `node`'s stream tasks.
+    pub fn throttle(&self, node: &str) -> Throttle {
+        self.throttles
             .get(node)
             .unwrap_or_else(|| panic!("{node} is not a server"))
             .clone()
@@ -231,6 +247,9 @@ impl<'a> Env<'a> {
                 .sim
                 .set_max_message_latency(Duration::from_millis(*max_ms)),
             Fault::DiskErrors { node, on } => self.disk(node).set_failing(*on),
+            Fault::Slow { node, row_delay_us } => {
+                self.throttle(node).set_row_delay_us(*row_delay_us);
+            }
         }
     }
 
@@ -239,6 +258,12 @@ impl<'a> Env<'a> {
     pub fn heal(&mut self) {
         self.note("heal everything".into());
         for node in self.topo.servers.clone() {
+            if self.throttle(&node).row_delay_us() > 0 {
+                self.apply(&Fault::Slow {
+                    node: node.clone(),
+                    row_delay_us: 0,
+                });
+            }
             self.apply(&Fault::DiskErrors {
                 node: node.clone(),
                 on: false,

@@ -53,6 +53,14 @@ pub enum Fault {
         /// Largest delay, in milliseconds.
         max_ms: u64,
     },
+    /// Slow a node's stream tasks down: each row they process costs `row_delay_us` more, as on
+    /// an overloaded machine (0 ends it). Nodes without stream tasks ignore it.
+    Slow {
+        /// The node.
+        node: String,
+        /// Delay per row, in microseconds.
+        row_delay_us: u64,
+    },
     /// Make every disk operation of a node fail with EIO, or stop doing so.
     DiskErrors {
         /// The node.
@@ -78,11 +86,30 @@ impl fmt::Display for Fault {
             Fault::Hold { a, b } => write!(f, "hold {a:?} | {b:?}"),
             Fault::HealNetwork => write!(f, "heal network"),
             Fault::Latency { max_ms } => write!(f, "latency up to {max_ms} ms"),
+            Fault::Slow { node, row_delay_us } => {
+                write!(f, "slow {node}: {row_delay_us} us per row")
+            }
             Fault::DiskErrors { node, on } => write!(
                 f,
                 "disk errors on {node}: {}",
                 if *on { "on" } else { "off" }
             ),
+        }
+    }
+}
+
+impl Fault {
+    /// Whether this undoes a fault rather than causing one.
+    pub fn is_repair(&self) -> bool {
+        match self {
+            Fault::Restart { .. } | Fault::HealNetwork => true,
+            Fault::Latency { max_ms } => *max_ms <= BASE_LATENCY_MAX_MS,
+            Fault::DiskErrors { on, .. } => !on,
+            Fault::Slow { row_delay_us, .. } => *row_delay_us == 0,
+            Fault::Crash { .. }
+            | Fault::Partition { .. }
+            | Fault::PartitionOneWay { .. }
+            | Fault::Hold { .. } => false,
         }
     }
 }
@@ -280,7 +307,9 @@ impl FaultPlan {
             }),
             Just(Fault::HealNetwork),
             (1u64..2000).prop_map(|max_ms| Fault::Latency { max_ms }),
-            (node, any::<bool>()).prop_map(|(node, on)| Fault::DiskErrors { node, on }),
+            (node.clone(), any::<bool>()).prop_map(|(node, on)| Fault::DiskErrors { node, on }),
+            (node, 0u64..100_000)
+                .prop_map(|(node, row_delay_us)| Fault::Slow { node, row_delay_us }),
         ];
         proptest::collection::vec((0..duration_ms, fault), 0..=max_faults).prop_map(|v| {
             FaultPlan {

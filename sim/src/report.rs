@@ -32,6 +32,8 @@ pub struct RunReport {
     /// The fault plan.
     #[serde(skip)]
     pub plan: FaultPlan,
+    /// Figures the scenario measured, as (name, value), in the order it reports them.
+    pub metrics: Vec<(String, String)>,
     /// The command that replays this run.
     pub replay: String,
     /// The events of the run, for `weir replay --trace`.

@@ -79,6 +79,18 @@ pub fn all() -> &'static [Scenario] {
             mutants: scenarios::late_data::MUTANTS,
             run: scenarios::late_data::run,
         },
+        Scenario {
+            name: "eos-pipeline",
+            description: "distributed job (job manager, three task managers) counting and summing keyed tumbling windows from a broker topic into a broker topic through two-phase-commit transactions; crashes of task managers, the job manager and brokers, partitions, pauses, disk faults; read_committed output equals the oracle, no window lost or duplicated",
+            mutants: scenarios::eos_pipeline::MUTANTS,
+            run: scenarios::eos_pipeline::run,
+        },
+        Scenario {
+            name: "backpressure",
+            description: "the eos-pipeline job with every task manager slowed for ten seconds; exchange buffers stay within their bound, the backlog waits in the broker as source lag, the job catches up, and the output is exactly-once",
+            mutants: scenarios::backpressure::MUTANTS,
+            run: scenarios::backpressure::run,
+        },
     ]
 }
 

@@ -68,7 +68,7 @@ pub fn run(args: ReplayArgs) -> ExitCode {
     );
     println!("timeline (simulated ms):");
     for e in &r.trace {
-        let client_op = e.source != "nemesis" && e.source != "drainer";
+        let client_op = !["nemesis", "drainer", "job", "metrics"].contains(&e.source.as_str());
         if args.trace {
             println!("{:>8}  {:<12} {}", e.at_ms, e.source, e.what);
         } else if !client_op {
@@ -90,6 +90,9 @@ pub fn run(args: ReplayArgs) -> ExitCode {
         "ops: {} sends ({} ok, {} failed, {} unknown), {} records polled",
         r.ops.sends, r.ops.ok, r.ops.failed, r.ops.unknown, r.ops.polled
     );
+    for (name, value) in &r.metrics {
+        println!("{name}: {value}");
+    }
     println!("sim {} ms, wall {} ms", r.sim_ms, r.wall_ms);
     if r.passed {
         println!("PASSED");

@@ -1,6 +1,40 @@
-//! The distributed runtime: what moves a stream job's data between tasks on different hosts.
+//! The distributed runtime: a stream job's subtasks on task-manager hosts, coordinated by a
+//! job manager, exchanging data over the network with credit-based flow control, and made
+//! exactly-once end to end by checkpoints and two-phase-commit sinks.
 //!
-//! So far this is the [`exchange`](crate::runtime::exchange): credit-based, bounded transfer of serialized records from a
-//! producing task's result partition to the consuming tasks' input gates.
+//! ```text
+//!            job manager (schedules, triggers checkpoints, stores them, restarts)
+//!             |  deploy / trigger / complete          ^ ack(snapshot) / committed / heartbeat
+//!             v                                       |
+//! task manager: [source 0] [source 1]  ==keyed exchange (credit)==>  [window -> sink 0] ...
+//!                  ^ broker topic (read_committed)                        | broker transactions
+//! ```
+//!
+//! - [`graph`]: the job as operators and edges, chained into stages.
+//! - [`jobmanager`] and [`taskmanager`]: the hosts' roles; [`rpc`] their messages.
+//! - [`exchange`]: the data plane between stages, bounded by credit.
+//! - [`snapshot`]: what a checkpoint holds and how it is stored.
+//! - [`source`], [`window`], [`sink`]: the operators; the sink's two-phase commit is what
+//!   makes the output exactly-once.
 
+pub mod config;
+pub mod element;
 pub mod exchange;
+pub mod graph;
+pub mod jobmanager;
+pub mod metrics;
+pub mod rpc;
+pub mod sink;
+pub mod snapshot;
+mod source;
+mod task;
+pub mod taskmanager;
+mod throttle;
+pub mod window;
+
+pub use config::{Alignment, CheckpointConfig, JobConfig, RestartStrategy, RuntimeMutation};
+pub use graph::{Edge, JobGraph, OperatorSpec, SinkMode, Vertex};
+pub use jobmanager::{JobEvent, JobManagerConfig, run_job_manager};
+pub use rpc::{JobState, ToClient, ToJobManager};
+pub use taskmanager::{TaskManagerConfig, run_task_manager};
+pub use throttle::Throttle;

@@ -6,12 +6,14 @@ mod group;
 mod queue;
 mod txn;
 mod txn_graph;
+mod windows;
 
 pub use ctp::{CtpRun, CtpViolation, check_ctp};
 pub use group::{Assigned, GroupHistory, GroupViolation, OffsetSeen, check_group};
 pub use queue::{FinalRead, QueueCheck, check_queue};
 pub use txn::{TxnOp, TxnOutcome, TxnViolation, check_txns};
 pub use txn_graph::{Cycle, CycleKind, Dep};
+pub use windows::{Expected, WindowViolation, Windows, check_windows, oracle};
 
 use std::fmt;
 

@@ -307,6 +307,34 @@ pub async fn read_to_end(
     partitions: &[(String, i32)],
     deadline: u64,
 ) -> Result<FinalRead, (FinalRead, String)> {
+    let values = |read: RecordsRead| -> FinalRead {
+        read.into_iter()
+            .map(|(p, recs)| (p, recs.iter().map(|r| (r.offset, value_of(r))).collect()))
+            .collect()
+    };
+    let read = read_records_to_end(rec, reader, cluster, config, partitions, deadline)
+        .await
+        .map(values)
+        .map_err(|(read, why)| (values(read), why));
+    for (p, recs) in read.iter().flatten() {
+        let summary: Vec<String> = recs.iter().map(|(o, v)| format!("{o}={v}")).collect();
+        note(rec, reader, format!("final p{p}: {}", summary.join(" ")));
+    }
+    read
+}
+
+/// Whole records read from each partition, in offset order.
+pub type RecordsRead = BTreeMap<i32, Vec<ConsumerRecord>>;
+
+/// [`read_to_end`], keeping whole records and leaving the trace alone.
+pub async fn read_records_to_end(
+    rec: &Rec,
+    reader: &str,
+    cluster: Arc<Cluster>,
+    config: ConsumerConfig,
+    partitions: &[(String, i32)],
+    deadline: u64,
+) -> Result<RecordsRead, (RecordsRead, String)> {
     let mut consumer = Consumer::new(cluster, config);
     consumer.assign(partitions.iter().cloned());
     let mut ends = BTreeMap::new();
@@ -315,7 +343,7 @@ pub async fn read_to_end(
         while got.is_none() {
             if now_ms() >= deadline {
                 return Err((
-                    FinalRead::new(),
+                    RecordsRead::new(),
                     format!("end offsets unknown {DRAIN_BOUND_MS} ms after the heal"),
                 ));
             }
@@ -331,7 +359,7 @@ pub async fn read_to_end(
         reader,
         format!("end offsets {:?}", ends.values().collect::<Vec<_>>()),
     );
-    let mut read: FinalRead = BTreeMap::new();
+    let mut read = RecordsRead::new();
     loop {
         let behind: Vec<String> = ends
             .iter()
@@ -355,18 +383,12 @@ pub async fn read_to_end(
                 for r in records {
                     let end = ends[&(r.topic.clone(), r.partition)];
                     if r.offset < end {
-                        read.entry(r.partition)
-                            .or_default()
-                            .push((r.offset, value_of(&r)));
+                        read.entry(r.partition).or_default().push(r);
                     }
                 }
             }
             Err(_) => sleep_ms(RETRY_MS).await,
         }
-    }
-    for (p, recs) in &read {
-        let summary: Vec<String> = recs.iter().map(|(o, v)| format!("{o}={v}")).collect();
-        note(rec, reader, format!("final p{p}: {}", summary.join(" ")));
     }
     Ok(read)
 }
@@ -503,6 +525,7 @@ pub fn report(
             .count(),
         mix,
         plan,
+        metrics: Vec::new(),
         replay: replay_line(name, spec),
         trace: rec.trace.events().to_vec(),
     }

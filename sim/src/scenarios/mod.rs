@@ -1,12 +1,15 @@
 //! The scenarios.
 
+pub mod backpressure;
 pub mod broker_crash;
 pub(crate) mod common;
 pub mod consumer_group;
 pub mod ctp;
+pub mod eos_pipeline;
 pub mod idempotent_producer;
 pub mod isr_shrink;
 pub mod late_data;
+mod pipeline;
 pub(crate) mod queue;
 pub mod replication;
 pub mod transactions;

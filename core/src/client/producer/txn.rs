@@ -320,6 +320,40 @@ impl Producer {
         self.shared.end_txn(true).await
     }
 
+    /// Why the open transaction can only abort (one of its sends failed), if it must.
+    pub fn transaction_error(&self) -> Option<String> {
+        self.shared.lock().txn.failed.clone()
+    }
+
+    /// Whether the open transaction holds anything (records or offsets) for the coordinator to
+    /// end; an empty one commits without a request.
+    pub fn transaction_has_work(&self) -> bool {
+        let a = self.shared.lock();
+        a.txn.open && (!a.txn.partitions.is_empty() || a.txn.offsets)
+    }
+
+    /// Commits the transaction an earlier instance with this transactional id prepared and
+    /// left open, given the producer id and epoch it had (two-phase commit: a restarted sink
+    /// finishes what its predecessor pre-committed). Committing one already committed is a
+    /// retry and succeeds; after it, this producer holds the id's current epoch and can run
+    /// transactions of its own.
+    pub async fn commit_prepared(&self, producer_id: i64, epoch: i16) -> Result<(), ClientError> {
+        {
+            let mut a = self.shared.lock();
+            if a.txn.open {
+                return Err(ClientError::Invalid("a transaction is already open".into()));
+            }
+            a.producer_id = producer_id;
+            a.epoch = epoch;
+            a.txn.open = true;
+        }
+        let ended = self.shared.end_txn(true).await;
+        if ended.is_err() {
+            self.shared.lock().txn = TxnState::default();
+        }
+        ended
+    }
+
     /// Aborts the open transaction and re-initialises the producer, so that nothing sent in
     /// it can land afterwards. Records still queued fail.
     pub async fn abort_transaction(&self) -> Result<(), ClientError> {

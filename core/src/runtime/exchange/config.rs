@@ -6,7 +6,7 @@ use super::wire::{BUFFER_HEADER_BYTES, RECORD_HEADER_BYTES};
 ///
 /// Both ends must use the same values: the receiver enforces `frame_bytes_max` on what the
 /// sender builds from `buffer_bytes_max`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExchangeConfig {
     /// Largest buffer the sender fills before sending it, in bytes (records are not split, so
     /// this also caps one record plus its 4-byte length).

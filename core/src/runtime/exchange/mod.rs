@@ -37,7 +37,9 @@
 //! consumer with a hello naming the subpartition and its initial credit. Multiplexing channels
 //! over one connection per host pair would save sockets, but it needs its own demultiplexing and
 //! fairness; with credit there is no head-of-line blocking either way, so the simpler form comes
-//! first. Frames are length-prefixed and checked against `frame_bytes_max` before allocation;
+//! first. Frames are length-prefixed and checked against `frame_bytes_max` before allocation,
+//! and the producer numbers them: a network that drops a frame (a simulated partition does)
+//! shows as a gap, never as silently missing records;
 //! anything malformed is an [`ExchangeError`]. A broken connection fails the partition or gate
 //! for good: recovery is the job's restart from a checkpoint, not a replay here.
 

@@ -5,7 +5,7 @@ use super::error::ExchangeError;
 use super::event::Event;
 use super::metrics::{ChannelMetrics, ReceiverMetrics};
 use super::pool::{NoCredit, Origin, Pool};
-use super::wire::{ToConsumer, ToProducer, split_records};
+use super::wire::{ToConsumer, ToProducer, WireError, split_records};
 use crate::net::{Net, Stream};
 use crate::wire::frame::{read_frame, write_frame};
 use bytes::Bytes;
@@ -16,8 +16,11 @@ use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+/// How often a channel repeats its credit total while it waits, in milliseconds.
+const CREDIT_REPEAT_MS: u64 = 500;
+
 /// Where an input channel reads from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChannelSource {
     /// The producer's result partition ("host:port").
     pub addr: String,
@@ -92,6 +95,9 @@ struct State {
     ready: VecDeque<usize>,
     /// The first channel failure; the gate reports it from then on.
     failed: Option<(usize, Arc<ExchangeError>)>,
+    /// Channels the consumer does not read for now (barrier alignment); their data waits in
+    /// their buffers, so their credit stops and their producers feel the backpressure.
+    blocked: Vec<bool>,
     received: Vec<ChannelMetrics>,
 }
 
@@ -133,6 +139,7 @@ impl InputGate {
                 queues: (0..n).map(|_| VecDeque::new()).collect(),
                 ready: VecDeque::new(),
                 failed: None,
+                blocked: vec![false; n],
                 received: vec![ChannelMetrics::default(); n],
             }),
             arrived: Notify::new(),
@@ -188,7 +195,8 @@ impl InputGate {
                 if self.channels_ended == state.queues.len() {
                     return Ok(None);
                 }
-                if let Some(channel) = state.ready.pop_front() {
+                let unblocked = state.ready.iter().position(|c| !state.blocked[*c]);
+                if let Some(channel) = unblocked.and_then(|i| state.ready.remove(i)) {
                     let queue = &mut state.queues[channel];
                     let item = queue.pop_front();
                     if !queue.is_empty() {
@@ -220,6 +228,24 @@ impl InputGate {
             }
             self.shared.arrived.notified().await;
         }
+    }
+
+    /// Stops handing out `channel`'s records and events until [`InputGate::unblock_all`]: the
+    /// aligned barrier's wait. Its data stays in its buffers, bounded by its credit.
+    pub fn block(&mut self, channel: usize) {
+        let mut state = self.shared.state();
+        assert!(channel < state.blocked.len(), "no channel {channel}");
+        state.blocked[channel] = true;
+    }
+
+    /// Reads every channel again.
+    pub fn unblock_all(&mut self) {
+        self.shared.state().blocked.fill(false);
+    }
+
+    /// The number of input channels.
+    pub fn channels(&self) -> usize {
+        self.shared.credit.len()
     }
 
     /// The gate's accounting now.
@@ -259,10 +285,17 @@ async fn connect_with_retry(
 /// Runs one channel until its end-of-partition arrives or it fails.
 async fn run_channel(shared: Arc<Shared>, channel: usize, stream: Stream) {
     let (reader, writer) = tokio::io::split(stream);
+    let read = read_loop(&shared, channel, reader);
+    tokio::pin!(read);
     let result = tokio::select! {
         biased;
-        r = read_loop(&shared, channel, reader) => r,
-        r = credit_loop(&shared, channel, writer) => r,
+        r = &mut read => r,
+        // A producer that has sent its end-of-partition closes the connection, and a credit
+        // announced meanwhile fails to go out: what decides is whether the end arrives.
+        Err(e) = credit_loop(&shared, channel, writer) => match read.await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(e),
+        },
     };
     if let Err(e) = result {
         tracing::warn!(channel, error = %e, "exchange input channel failed");
@@ -280,9 +313,15 @@ async fn read_loop(
     channel: usize,
     mut reader: ReadHalf<Stream>,
 ) -> Result<(), ExchangeError> {
+    let mut expected = 0u32;
     loop {
         let frame = read_frame(&mut reader, shared.config.frame_bytes_max).await?;
-        let end = match ToConsumer::decode(frame)? {
+        let (seq, message) = ToConsumer::decode(frame)?;
+        if seq != expected {
+            return Err(WireError::Gap { expected, got: seq }.into());
+        }
+        expected = expected.wrapping_add(1);
+        let end = match message {
             ToConsumer::Buffer { backlog, records } => {
                 let bytes = records.len();
                 let records = split_records(records)?;
@@ -325,17 +364,22 @@ async fn read_loop(
     }
 }
 
-/// Announces the channel's credit to its producer whenever buffers free up.
+/// Announces the channel's credit to its producer whenever buffers free up, and again every
+/// [`CREDIT_REPEAT_MS`] while nothing arrives: grants are running totals, so a repeat is
+/// harmless and makes good a grant the network lost.
 async fn credit_loop(
     shared: &Shared,
     channel: usize,
     mut writer: WriteHalf<Stream>,
 ) -> Result<(), ExchangeError> {
+    let mut total = shared.config.exclusive_buffers as u64;
     loop {
-        shared.credit[channel].notified().await;
-        let credit = shared.state().pool.take_credit(channel);
-        if credit > 0 {
-            write_frame(&mut writer, &ToProducer::Credit { credit }.encode()).await?;
+        let repeat = tokio::time::sleep(Duration::from_millis(CREDIT_REPEAT_MS));
+        tokio::select! {
+            () = shared.credit[channel].notified() => {}
+            () = repeat => {}
         }
+        total += u64::from(shared.state().pool.take_credit(channel));
+        write_frame(&mut writer, &ToProducer::Credit { total }.encode()).await?;
     }
 }

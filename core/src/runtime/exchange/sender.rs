@@ -246,7 +246,7 @@ async fn serve(mut stream: Stream, peer: SocketAddr, shared: Arc<Shared>) {
             return;
         }
         state.connected = true;
-        state.grant(credit);
+        state.grant_total(u64::from(credit));
     }
     let (reader, writer) = tokio::io::split(stream);
     let result = tokio::select! {
@@ -264,6 +264,8 @@ async fn serve(mut stream: Stream, peer: SocketAddr, shared: Arc<Shared>) {
 /// Writes the subpartition's queue as credit allows, flushing partly filled buffers at their
 /// timeout, until the end-of-partition is written.
 async fn write_loop(slot: &Slot, mut writer: WriteHalf<Stream>) -> Result<(), ExchangeError> {
+    // Numbers the frames, so that a consumer notices any the network lost.
+    let mut seq = 0u32;
     loop {
         let (message, flush_at) = {
             let mut state = slot.state();
@@ -281,7 +283,8 @@ async fn write_loop(slot: &Slot, mut writer: WriteHalf<Stream>) -> Result<(), Ex
             }
             continue;
         };
-        message.write(&mut writer).await?;
+        message.write(seq, &mut writer).await?;
+        seq = seq.wrapping_add(1);
         let done = {
             let mut state = slot.state();
             state.sent();
@@ -299,8 +302,8 @@ async fn credit_loop(slot: &Slot, mut reader: ReadHalf<Stream>) -> Result<(), Ex
     loop {
         let frame = read_frame(&mut reader, CONSUMER_FRAME_BYTES_MAX).await?;
         match ToProducer::decode(frame)? {
-            ToProducer::Credit { credit } => {
-                slot.state().grant(credit);
+            ToProducer::Credit { total } => {
+                slot.state().grant_total(total);
                 slot.wake_writer.notify_one();
             }
             ToProducer::Hello { .. } => return Err(WireError::Unexpected("hello").into()),

@@ -35,6 +35,8 @@ pub(super) struct Subpartition {
     /// Finished buffers in `queue`.
     finished_buffers: usize,
     credit: u32,
+    /// Credit the consumer has granted over the connection's life.
+    granted_total: u64,
     /// An end-of-partition is queued: nothing may follow it.
     ended: bool,
     /// The end-of-partition has been written.
@@ -68,6 +70,7 @@ impl Subpartition {
             flush_at: None,
             finished_buffers: 0,
             credit: 0,
+            granted_total: 0,
             ended: false,
             end_sent: false,
             connected: false,
@@ -164,9 +167,14 @@ impl Subpartition {
         }
     }
 
-    /// Adds credit granted by the consumer.
-    pub(super) fn grant(&mut self, credit: u32) {
-        self.credit = self.credit.saturating_add(credit);
+    /// Takes the consumer's running total of granted credit; a total no higher than one
+    /// already seen (a repeat, or one overtaken) changes nothing.
+    pub(super) fn grant_total(&mut self, total: u64) {
+        if total > self.granted_total {
+            let more = u32::try_from(total - self.granted_total).unwrap_or(u32::MAX);
+            self.credit = self.credit.saturating_add(more);
+            self.granted_total = total;
+        }
     }
 
     /// When the writer must wake to flush a partly filled buffer.

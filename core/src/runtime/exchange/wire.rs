@@ -18,7 +18,7 @@ use std::io;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Bytes in front of a buffer's records: the tag and the backlog.
-pub const BUFFER_HEADER_BYTES: usize = 1 + 4;
+pub const BUFFER_HEADER_BYTES: usize = 1 + 4 + 4;
 /// Bytes in front of each record in a buffer: its length.
 pub const RECORD_HEADER_BYTES: usize = 4;
 
@@ -53,6 +53,14 @@ pub enum WireError {
         len: usize,
     },
     /// A record's length runs past the end of its buffer.
+    /// A frame's number is not the next one: the network lost frames.
+    #[error("frame {got} arrived where frame {expected} was due: frames were lost")]
+    Gap {
+        /// The number due.
+        expected: u32,
+        /// The number that came.
+        got: u32,
+    },
     #[error("record at offset {offset} claims {claimed} bytes, {remaining} remain")]
     RecordOverrun {
         /// Offset of the record's length in the buffer.
@@ -74,10 +82,11 @@ pub enum ToProducer {
         /// Initial credit: the channel's exclusive buffers.
         credit: u32,
     },
-    /// Grants `credit` more buffers.
+    /// Credit granted over the connection's life, the hello's included. A running total
+    /// rather than a difference, so that a lost or repeated grant is made good by the next.
     Credit {
-        /// Buffers freed since the last grant.
-        credit: u32,
+        /// Buffers granted in all.
+        total: u64,
     },
 }
 
@@ -108,7 +117,7 @@ impl ToProducer {
                 &credit.to_be_bytes(),
             ]
             .concat(),
-            ToProducer::Credit { credit } => [&[TAG_CREDIT][..], &credit.to_be_bytes()].concat(),
+            ToProducer::Credit { total } => [&[TAG_CREDIT][..], &total.to_be_bytes()].concat(),
         }
     }
 
@@ -120,8 +129,8 @@ impl ToProducer {
                 subpartition: body.get_u32(),
                 credit: body.get_u32(),
             }),
-            TAG_CREDIT if len == 5 => Ok(ToProducer::Credit {
-                credit: body.get_u32(),
+            TAG_CREDIT if len == 9 => Ok(ToProducer::Credit {
+                total: body.get_u64(),
             }),
             TAG_HELLO => Err(WireError::BadSize { what: "hello", len }),
             TAG_CREDIT => Err(WireError::BadSize {
@@ -134,55 +143,70 @@ impl ToProducer {
 }
 
 impl ToConsumer {
-    /// Decodes a frame body.
-    pub fn decode(mut body: Bytes) -> Result<Self, WireError> {
+    /// Decodes a frame body into its sequence number and message.
+    pub fn decode(mut body: Bytes) -> Result<(u32, Self), WireError> {
         let len = body.len();
-        match take_tag(&mut body)? {
-            TAG_BUFFER if len >= BUFFER_HEADER_BYTES => Ok(ToConsumer::Buffer {
+        let tag = take_tag(&mut body)?;
+        if body.len() < 4 {
+            return Err(match tag {
+                TAG_BUFFER => WireError::BadSize {
+                    what: "buffer",
+                    len,
+                },
+                TAG_EVENT => WireError::BadSize { what: "event", len },
+                tag => WireError::UnknownTag(tag),
+            });
+        }
+        let seq = body.get_u32();
+        let message = match tag {
+            TAG_BUFFER if len >= BUFFER_HEADER_BYTES => ToConsumer::Buffer {
                 backlog: body.get_u32(),
                 records: body,
-            }),
-            TAG_BUFFER => Err(WireError::BadSize {
-                what: "buffer",
-                len,
-            }),
-            TAG_EVENT => match (body.first().copied(), len) {
-                (Some(EVENT_END), 2) => Ok(ToConsumer::Event(Event::EndOfPartition)),
-                (Some(EVENT_BARRIER), 10) => {
+            },
+            TAG_BUFFER => {
+                return Err(WireError::BadSize {
+                    what: "buffer",
+                    len,
+                });
+            }
+            TAG_EVENT => match (body.first().copied(), body.len()) {
+                (Some(EVENT_END), 1) => ToConsumer::Event(Event::EndOfPartition),
+                (Some(EVENT_BARRIER), 9) => {
                     body.advance(1);
-                    Ok(ToConsumer::Event(Event::Barrier {
+                    ToConsumer::Event(Event::Barrier {
                         checkpoint_id: body.get_u64(),
-                    }))
+                    })
                 }
                 (Some(EVENT_END | EVENT_BARRIER) | None, _) => {
-                    Err(WireError::BadSize { what: "event", len })
+                    return Err(WireError::BadSize { what: "event", len });
                 }
-                (Some(kind), _) => Err(WireError::UnknownEvent(kind)),
+                (Some(kind), _) => return Err(WireError::UnknownEvent(kind)),
             },
-            tag => Err(WireError::UnknownTag(tag)),
-        }
+            tag => return Err(WireError::UnknownTag(tag)),
+        };
+        Ok((seq, message))
     }
 
-    /// Writes this message as one frame and flushes it.
-    pub async fn write<W: AsyncWrite + Unpin>(&self, w: &mut W) -> io::Result<()> {
+    /// Writes this message, numbered `seq`, as one frame and flushes it.
+    pub async fn write<W: AsyncWrite + Unpin>(&self, seq: u32, w: &mut W) -> io::Result<()> {
         match self {
             ToConsumer::Buffer { backlog, records } => {
                 let mut head = [0u8; 4 + BUFFER_HEADER_BYTES];
                 head[..4].copy_from_slice(&frame_size(BUFFER_HEADER_BYTES + records.len())?);
                 head[4] = TAG_BUFFER;
-                head[5..].copy_from_slice(&backlog.to_be_bytes());
+                head[5..9].copy_from_slice(&seq.to_be_bytes());
+                head[9..].copy_from_slice(&backlog.to_be_bytes());
                 w.write_all(&head).await?;
                 w.write_all(records).await?;
             }
             ToConsumer::Event(event) => {
-                let body = match event {
-                    Event::EndOfPartition => vec![TAG_EVENT, EVENT_END],
-                    Event::Barrier { checkpoint_id } => [
-                        &[TAG_EVENT, EVENT_BARRIER][..],
-                        &checkpoint_id.to_be_bytes(),
-                    ]
-                    .concat(),
+                let kind = match event {
+                    Event::EndOfPartition => vec![EVENT_END],
+                    Event::Barrier { checkpoint_id } => {
+                        [&[EVENT_BARRIER][..], &checkpoint_id.to_be_bytes()].concat()
+                    }
                 };
+                let body = [&[TAG_EVENT][..], &seq.to_be_bytes(), &kind].concat();
                 w.write_all(&frame_size(body.len())?).await?;
                 w.write_all(&body).await?;
             }
@@ -262,7 +286,7 @@ mod tests {
                 subpartition: 3,
                 credit: 2,
             },
-            ToProducer::Credit { credit: 7 },
+            ToProducer::Credit { total: 7 },
         ] {
             assert_eq!(ToProducer::decode(Bytes::from(msg.encode())), Ok(msg));
         }
@@ -273,6 +297,22 @@ mod tests {
         );
         assert!(ToProducer::decode(Bytes::from_static(&[TAG_CREDIT, 0])).is_err());
         assert!(ToConsumer::decode(Bytes::from_static(&[TAG_EVENT, 7])).is_err());
-        assert!(ToConsumer::decode(Bytes::from_static(&[TAG_EVENT, EVENT_BARRIER, 1])).is_err());
+        assert!(ToConsumer::decode(Bytes::from_static(&[TAG_EVENT, 0, 0, 0, 0, 7])).is_err());
+        assert!(
+            ToConsumer::decode(Bytes::from_static(&[
+                TAG_EVENT,
+                0,
+                0,
+                0,
+                0,
+                EVENT_BARRIER,
+                1
+            ]))
+            .is_err()
+        );
+        assert_eq!(
+            ToConsumer::decode(Bytes::from_static(&[TAG_EVENT, 0, 0, 0, 5, EVENT_END])),
+            Ok((5, ToConsumer::Event(Event::EndOfPartition)))
+        );
     }
 }

@@ -1,0 +1,155 @@
+//! Settings of a distributed job: checkpoints, restarts, heartbeats and the broker it reads
+//! and writes. Every limit carries its unit in its name.
+
+use super::exchange::ExchangeConfig;
+use super::graph::JobGraph;
+use serde::{Deserialize, Serialize};
+
+/// How barriers are aligned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Alignment {
+    /// A task stops reading a channel once its barrier arrived, until every channel's has.
+    Aligned,
+    /// A task snapshots at the first barrier and saves the rows that arrive on the other
+    /// channels before their barriers (in-flight data) with the snapshot.
+    Unaligned,
+}
+
+/// Checkpointing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointConfig {
+    /// Time from one checkpoint's end to the next one's trigger.
+    pub interval_ms: u64,
+    /// A checkpoint not complete this long after its trigger is abandoned.
+    pub timeout_ms: u64,
+    /// Completed checkpoints kept on disk; older ones are deleted.
+    pub retained_max: usize,
+    /// Barrier handling.
+    pub alignment: Alignment,
+    /// Checkpoints in a row that may time out or fail before the job restarts: a checkpoint
+    /// that cannot finish means a task is stuck, and only a restart frees it.
+    pub tolerable_failures: u32,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 1_000,
+            timeout_ms: 10_000,
+            retained_max: 3,
+            alignment: Alignment::Aligned,
+            tolerable_failures: 2,
+        }
+    }
+}
+
+/// Restarts after a failure: an exponential backoff, reset after a stable period.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartStrategy {
+    /// Wait before the first restart.
+    pub backoff_initial_ms: u64,
+    /// Longest wait.
+    pub backoff_max_ms: u64,
+    /// Restarts in a row (without a stable period between) before the job fails for good.
+    pub attempts_max: u32,
+    /// Running this long without a failure resets the backoff and the count.
+    pub reset_after_ms: u64,
+}
+
+impl Default for RestartStrategy {
+    fn default() -> Self {
+        Self {
+            backoff_initial_ms: 200,
+            backoff_max_ms: 5_000,
+            attempts_max: 100,
+            reset_after_ms: 10_000,
+        }
+    }
+}
+
+impl RestartStrategy {
+    /// The wait before restart number `n` (1-based) in a row.
+    pub fn backoff_ms(&self, n: u32) -> u64 {
+        let doublings = n.saturating_sub(1).min(20);
+        self.backoff_initial_ms
+            .saturating_mul(1 << doublings)
+            .min(self.backoff_max_ms)
+    }
+}
+
+/// A deliberate defect, built in so that the scenarios can show their checkers catch it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RuntimeMutation {
+    /// The exactly-once sink commits at the barrier instead of when the checkpoint completes.
+    CommitBeforeComplete,
+    /// Sources forward the barrier, read on, and only then save their offsets.
+    OffsetsAfterBarrier,
+    /// Result partitions queue without limit instead of waiting for credit-freed buffers.
+    UnboundedBuffers,
+}
+
+/// Everything the job manager needs to run a job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobConfig {
+    /// The job.
+    pub graph: JobGraph,
+    /// Broker bootstrap addresses ("host:port").
+    pub bootstrap: Vec<String>,
+    /// Checkpoints.
+    pub checkpoint: CheckpointConfig,
+    /// Restarts.
+    pub restart: RestartStrategy,
+    /// Data exchange limits.
+    pub exchange: ExchangeConfig,
+    /// The sink's transaction timeout: it must outlast a checkpoint interval plus a recovery,
+    /// or the broker aborts a pre-committed transaction before it can be committed.
+    pub transaction_timeout_ms: i32,
+    /// A task manager silent this long is taken for dead.
+    pub heartbeat_timeout_ms: u64,
+    /// How often task managers report, and tasks sample their metrics.
+    pub heartbeat_interval_ms: u64,
+    /// How long subtasks wait for a broker connection.
+    pub broker_connect_timeout_ms: u64,
+    /// How long subtasks wait for a broker's answer.
+    pub broker_request_timeout_ms: u64,
+    /// Largest control message, in bytes (a checkpoint acknowledgement carries state).
+    pub control_frame_bytes_max: usize,
+    /// A defect to build in; `None` outside mutant runs.
+    pub mutation: Option<RuntimeMutation>,
+}
+
+impl JobConfig {
+    /// A job with default settings.
+    pub fn new(graph: JobGraph, bootstrap: Vec<String>) -> Self {
+        Self {
+            graph,
+            bootstrap,
+            checkpoint: CheckpointConfig::default(),
+            restart: RestartStrategy::default(),
+            exchange: ExchangeConfig::default(),
+            transaction_timeout_ms: 120_000,
+            heartbeat_timeout_ms: 3_000,
+            heartbeat_interval_ms: 250,
+            broker_connect_timeout_ms: 10_000,
+            broker_request_timeout_ms: 30_000,
+            control_frame_bytes_max: 8 * 1024 * 1024,
+            mutation: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let r = RestartStrategy {
+            backoff_initial_ms: 100,
+            backoff_max_ms: 1_000,
+            ..RestartStrategy::default()
+        };
+        let waits: Vec<u64> = (1..=6).map(|n| r.backoff_ms(n)).collect();
+        assert_eq!(waits, vec![100, 200, 400, 800, 1_000, 1_000]);
+    }
+}

@@ -1,0 +1,222 @@
+//! The broker source of a distributed job: one subtask's share of a topic's partitions, read
+//! under read_committed, with per-partition watermarks and offsets saved at each barrier.
+
+use super::element::Row;
+use super::metrics::TaskSample;
+use crate::client::{ClientError, Cluster, Consumer, ConsumerConfig, Isolation, OffsetReset};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Longest one poll waits for records.
+const POLL_WAIT_MS: u64 = 50;
+/// Records one poll hands over, at most: a barrier waits for at most this many.
+const POLL_RECORDS_MAX: usize = 200;
+
+/// One partition's progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Progress {
+    /// The next offset to read.
+    next_offset: i64,
+    /// Largest event time read, for the watermark.
+    max_ts: Option<i64>,
+    /// Its end marker was read.
+    ended: bool,
+}
+
+/// What a poll produced.
+pub(crate) struct Polled {
+    /// Rows, in the order read.
+    pub rows: Vec<Row>,
+    /// The subtask's watermark after them, if it advanced.
+    pub watermark: Option<i64>,
+}
+
+/// A source subtask's reader.
+pub(crate) struct BrokerSource {
+    consumer: Consumer,
+    progress: BTreeMap<i32, Progress>,
+    out_of_orderness_ms: i64,
+    end_marker: Option<Bytes>,
+    watermark: i64,
+}
+
+impl BrokerSource {
+    /// Reads the partitions `p` of `topic` with `p mod parallelism == subtask`, from
+    /// `restored` offsets if given, else from the earliest.
+    pub fn new(
+        cluster: Arc<Cluster>,
+        (topic, partitions): (&str, i32),
+        (subtask, parallelism): (u32, u32),
+        out_of_orderness_ms: i64,
+        end_marker: Option<&str>,
+        restored: Option<&[u8]>,
+    ) -> Result<Self, String> {
+        let mine: Vec<i32> = (0..partitions)
+            .filter(|p| *p as u32 % parallelism == subtask)
+            .collect();
+        let mut progress: BTreeMap<i32, Progress> = mine
+            .iter()
+            .map(|p| {
+                let fresh = Progress {
+                    next_offset: 0,
+                    max_ts: None,
+                    ended: false,
+                };
+                (*p, fresh)
+            })
+            .collect();
+        if let Some(bytes) = restored {
+            let saved: BTreeMap<i32, Progress> =
+                serde_json::from_slice(bytes).map_err(|e| format!("source state: {e}"))?;
+            if saved.keys().ne(progress.keys()) {
+                return Err(format!(
+                    "source state holds partitions {:?}, this subtask reads {:?}",
+                    saved.keys().collect::<Vec<_>>(),
+                    mine
+                ));
+            }
+            progress = saved;
+        }
+        let mut consumer = Consumer::new(
+            cluster,
+            ConsumerConfig {
+                fetch_max_wait_ms: POLL_WAIT_MS as i32,
+                max_poll_records: POLL_RECORDS_MAX,
+                auto_offset_reset: OffsetReset::Earliest,
+                isolation: Isolation::ReadCommitted,
+                ..ConsumerConfig::default()
+            },
+        );
+        consumer.assign(mine.iter().map(|p| (topic.to_string(), *p)));
+        for (p, prog) in &progress {
+            consumer
+                .seek((topic.to_string(), *p), prog.next_offset)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(Self {
+            consumer,
+            progress,
+            out_of_orderness_ms,
+            end_marker: end_marker.map(|m| Bytes::from(m.to_string())),
+            watermark: i64::MIN,
+        })
+    }
+
+    /// Whether every partition of this subtask has reached its end marker (true at once for a
+    /// subtask without partitions).
+    pub fn ended(&self) -> bool {
+        self.progress.values().all(|p| p.ended)
+    }
+
+    /// Reads what is there, waiting briefly.
+    pub async fn poll(&mut self) -> Result<Polled, ClientError> {
+        let mut rows = Vec::new();
+        if !self.ended() {
+            let records = self
+                .consumer
+                .poll(Duration::from_millis(POLL_WAIT_MS))
+                .await?;
+            for r in records {
+                let Some(prog) = self.progress.get_mut(&r.partition) else {
+                    continue;
+                };
+                if prog.ended || r.offset < prog.next_offset {
+                    continue;
+                }
+                prog.next_offset = r.offset + 1;
+                let value = r.value.unwrap_or_default();
+                if self.end_marker.as_ref() == Some(&value) {
+                    prog.ended = true;
+                    continue;
+                }
+                prog.max_ts = Some(prog.max_ts.map_or(r.timestamp, |m| m.max(r.timestamp)));
+                rows.push(Row {
+                    key: r.key.unwrap_or_default(),
+                    value,
+                    ts: r.timestamp,
+                });
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(POLL_WAIT_MS)).await;
+        }
+        let watermark = self.current_watermark();
+        let advanced = (watermark > self.watermark).then_some(watermark);
+        self.watermark = self.watermark.max(watermark);
+        Ok(Polled {
+            rows,
+            watermark: advanced,
+        })
+    }
+
+    /// The least per-partition watermark; a partition that has read nothing holds it back,
+    /// an ended one does not.
+    fn current_watermark(&self) -> i64 {
+        self.progress
+            .values()
+            .map(|p| {
+                if p.ended {
+                    i64::MAX
+                } else {
+                    p.max_ts
+                        .map_or(i64::MIN, |m| m.saturating_sub(self.out_of_orderness_ms + 1))
+                }
+            })
+            .min()
+            .unwrap_or(i64::MAX)
+    }
+
+    /// The offsets to resume from, for a snapshot.
+    pub fn snapshot(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.progress).expect("offsets serialize")
+    }
+
+    /// Each partition's next offset, or `None` once it has ended: what the lag probe needs.
+    pub fn positions(&self) -> Vec<(i32, Option<i64>)> {
+        self.progress
+            .iter()
+            .map(|(p, prog)| (*p, (!prog.ended).then_some(prog.next_offset)))
+            .collect()
+    }
+}
+
+/// Where a source stands, shared with its lag probe.
+pub(crate) type Positions = Arc<Mutex<Vec<(i32, Option<i64>)>>>;
+
+/// Measures a source's consumer lag every `interval_ms` on its own, so that the figure stays
+/// current while the source itself waits on backpressure: the records between each partition's
+/// position and its end (the last stable offset, under read_committed).
+pub(crate) async fn lag_probe(
+    cluster: Arc<Cluster>,
+    topic: String,
+    positions: Positions,
+    sample: Arc<Mutex<TaskSample>>,
+    interval_ms: u64,
+) {
+    let consumer = Consumer::new(
+        cluster,
+        ConsumerConfig {
+            isolation: Isolation::ReadCommitted,
+            ..ConsumerConfig::default()
+        },
+    );
+    loop {
+        tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+        let now: Vec<(i32, Option<i64>)> =
+            positions.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut lag = 0u64;
+        let mut known = true;
+        for (p, next) in now {
+            let Some(next) = next else { continue };
+            match consumer.list_offset(&(topic.clone(), p), -1).await {
+                Ok(end) => lag += u64::try_from(end - next).unwrap_or(0),
+                Err(_) => known = false,
+            }
+        }
+        if known {
+            sample.lock().unwrap_or_else(|e| e.into_inner()).lag_records = Some(lag);
+        }
+    }
+}

@@ -1,0 +1,634 @@
+//! One running subtask: its input (a broker source or an input gate), its chain of operators,
+//! its output (a result partition or the sink), and what it does at barriers and commits.
+//!
+//! A source subtask injects the barrier when the job manager triggers a checkpoint: between two
+//! polls, so its saved offsets are exactly the rows emitted before the barrier. A subtask with
+//! an input gate snapshots when the barrier has arrived on every channel. Aligned, it stops
+//! reading each channel whose barrier came until the others' arrive; that data waits in its
+//! buffers and holds back its producer's credit. Unaligned, it snapshots at the first barrier
+//! and saves, with the snapshot, the rows the other channels deliver before their barriers.
+//! The barrier then goes out on every output channel, in order with the data before it.
+
+use super::config::{Alignment, JobConfig, RuntimeMutation};
+use super::element::{Element, Row};
+use super::exchange::{Delivery, Event, ExchangeConfig, InputGate, ResultPartition};
+use super::graph::{OperatorSpec, Partitioner, SinkMode};
+use super::metrics::{LatencyStats, TaskSample};
+use super::rpc::{TaskDeployment, ToJobManager};
+use super::sink::{BrokerSink, SinkIdentity};
+use super::snapshot::{TaskId, TaskSnapshot};
+use super::source::{BrokerSource, Positions, lag_probe};
+use super::throttle::{Slowdown, Throttle};
+use super::window::TumblingCountSum;
+use crate::client::{ClientConfig, Cluster, partition_for_key};
+use crate::clock::Clock;
+use crate::net::Net;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// How often a task refreshes its sample.
+const SAMPLE_MS: u64 = 100;
+/// How often a source asks the broker for its lag.
+const LAG_SAMPLE_MS: u64 = 1_000;
+/// How long a source keeps retrying a broker that fails before the task fails.
+const SOURCE_RETRY_MS: u64 = 10_000;
+/// Unaligned checkpoints: in-flight rows one snapshot may save, in bytes; past it the
+/// checkpoint is abandoned (the job manager's timeout ends it) rather than memory growing.
+const IN_FLIGHT_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// What the task manager tells a running task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TaskCommand {
+    /// Inject the barrier of this checkpoint (sources only).
+    Trigger(u64),
+    /// This checkpoint completed.
+    Complete(u64),
+}
+
+/// What a task is connected to.
+pub(crate) struct TaskLinks {
+    pub net: Net,
+    pub clock: Clock,
+    pub attempt: u64,
+    pub config: Arc<JobConfig>,
+    pub commands: mpsc::Receiver<TaskCommand>,
+    pub to_job_manager: mpsc::Sender<ToJobManager>,
+    pub sample: Arc<Mutex<TaskSample>>,
+    pub throttle: Throttle,
+}
+
+type TaskResult = Result<(), String>;
+
+/// Runs a subtask until it fails or its commands close (it was cancelled).
+pub(crate) async fn run(deployment: TaskDeployment, mut links: TaskLinks) -> TaskResult {
+    let config = Arc::clone(&links.config);
+    let graph = &config.graph;
+    let id = deployment.task;
+    {
+        // The task reports from its first moment, even while it waits to get going.
+        let mut sample = links.sample.lock().unwrap_or_else(|e| e.into_inner());
+        sample.task = Some(id);
+        sample.attempt = links.attempt;
+    }
+    let mut client = ClientConfig::new(config.bootstrap.clone(), links.net);
+    client.conn.client_id = format!("{}-{id}", graph.name);
+    client.conn.connect_timeout_ms = config.broker_connect_timeout_ms;
+    client.conn.request_timeout_ms = config.broker_request_timeout_ms;
+    let cluster = Cluster::new(client);
+    let restored = deployment.restore.as_ref();
+    let state_of =
+        |uid: &str| restored.and_then(|(c, s)| Some((*c, s.operators.get(uid)?.as_slice())));
+    if let Some((_, snap)) = restored {
+        for uid in snap.operators.keys() {
+            if !deployment
+                .stage
+                .vertices
+                .iter()
+                .any(|v| graph.vertices[*v].uid == *uid)
+            {
+                return Err(format!("restore: subtask {id} has no operator {uid:?}"));
+            }
+        }
+    }
+    let exchange = effective_exchange(&config);
+    let mut chain = Chain {
+        window: None,
+        sink: None,
+        output: None,
+        rows_out: 0,
+        write_latency: LatencyStats::default(),
+        clock: links.clock,
+        slowdown: Slowdown::new(links.throttle.clone()),
+    };
+    let mut head = None;
+    for v in &deployment.stage.vertices {
+        let vertex = &graph.vertices[*v];
+        let uid = vertex.uid.clone();
+        match &vertex.op {
+            OperatorSpec::Source {
+                topic,
+                partitions,
+                out_of_orderness_ms,
+                end_marker,
+            } => {
+                let source = BrokerSource::new(
+                    Arc::clone(&cluster),
+                    (topic, *partitions),
+                    (id.subtask, vertex.parallelism),
+                    *out_of_orderness_ms,
+                    end_marker.as_deref(),
+                    state_of(&uid).map(|(_, b)| b),
+                )?;
+                head = Some((uid, source, topic.clone()));
+            }
+            OperatorSpec::TumblingCountSum { size_ms } => {
+                let window = match state_of(&uid) {
+                    Some((_, bytes)) => TumblingCountSum::restore(bytes)?,
+                    None => TumblingCountSum::new(*size_ms),
+                };
+                chain.window = Some((uid, window));
+            }
+            OperatorSpec::Sink { topic, mode } => {
+                let identity = SinkIdentity {
+                    job: graph.name.clone(),
+                    uid: uid.clone(),
+                    subtask: id.subtask,
+                };
+                let sink = BrokerSink::open(
+                    Arc::clone(&cluster),
+                    identity,
+                    (topic, *mode == SinkMode::ExactlyOnce),
+                    (links.clock, config.transaction_timeout_ms),
+                    config.mutation,
+                    state_of(&uid).map(|(c, b)| (c, b, deployment.restore_savepoint)),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                chain.sink = Some((uid, sink));
+            }
+        }
+    }
+    let mut bound = 0;
+    if let (Some(port), Some(partitioner)) = (deployment.output_port, deployment.stage.output) {
+        let n = deployment.output_subpartitions as usize;
+        let partition =
+            ResultPartition::bind(links.net, &format!("0.0.0.0:{port}"), n, exchange.clone())
+                .await
+                .map_err(|e| format!("output partition: {e}"))?;
+        bound += n * config.exchange.buffers_per_subpartition_max;
+        chain.output = Some(Output {
+            partition,
+            partitioner,
+            next: 0,
+        });
+    }
+    let mut task = Task {
+        id,
+        links: &mut links,
+        chain,
+        buffers_bound: bound,
+        elements_in: 0,
+        last_sample: None,
+    };
+    match head {
+        Some((uid, source, topic)) => {
+            let positions: Positions = Arc::new(Mutex::new(source.positions()));
+            // Dropping the set when the task ends stops the probe.
+            let mut probe = JoinSet::new();
+            probe.spawn(lag_probe(
+                Arc::clone(&cluster),
+                topic,
+                Arc::clone(&positions),
+                Arc::clone(&task.links.sample),
+                LAG_SAMPLE_MS,
+            ));
+            task.run_source(uid, source, positions).await
+        }
+        None => {
+            let gate = InputGate::connect(task.links.net, &deployment.inputs, exchange)
+                .await
+                .map_err(|e| format!("input gate: {e}"))?;
+            task.buffers_bound += deployment.inputs.len() * config.exchange.exclusive_buffers
+                + config.exchange.floating_buffers;
+            let in_flight = restored
+                .map(|(_, s)| s.in_flight.clone())
+                .unwrap_or_default();
+            task.run_gate(gate, in_flight).await
+        }
+    }
+}
+
+/// The exchange settings a task uses: the job's, unless a mutant lifts the queue bound.
+fn effective_exchange(config: &JobConfig) -> ExchangeConfig {
+    let mut exchange = config.exchange.clone();
+    if config.mutation == Some(RuntimeMutation::UnboundedBuffers) {
+        exchange.buffers_per_subpartition_max = 1 << 20;
+    }
+    exchange
+}
+
+struct Output {
+    partition: ResultPartition,
+    partitioner: Partitioner,
+    next: usize,
+}
+
+/// The operators after the head, and where their output goes.
+struct Chain {
+    window: Option<(String, TumblingCountSum)>,
+    sink: Option<(String, BrokerSink)>,
+    output: Option<Output>,
+    rows_out: u64,
+    write_latency: LatencyStats,
+    clock: Clock,
+    slowdown: Slowdown,
+}
+
+impl Chain {
+    async fn row(&mut self, row: Row) -> TaskResult {
+        self.slowdown.row().await;
+        if let Some((_, window)) = &mut self.window {
+            window.add(&row);
+            return Ok(());
+        }
+        self.emit(row).await
+    }
+
+    async fn watermark(&mut self, watermark: i64) -> TaskResult {
+        let fired = match &mut self.window {
+            Some((_, window)) => window.advance(watermark),
+            None => Vec::new(),
+        };
+        for row in fired {
+            self.emit(row).await?;
+        }
+        if let Some(out) = &mut self.output {
+            let bytes = Element::Watermark(watermark).encode();
+            for i in 0..out.partition.subpartitions() {
+                out.partition
+                    .send(i, bytes.clone())
+                    .await
+                    .map_err(|e| format!("output: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn emit(&mut self, row: Row) -> TaskResult {
+        self.rows_out += 1;
+        if let Some((_, sink)) = &mut self.sink {
+            let age = self.clock.now_ms().saturating_sub(row.ts);
+            self.write_latency.record(u64::try_from(age).unwrap_or(0));
+            return sink.write(row).await.map_err(|e| e.to_string());
+        }
+        let out = self
+            .output
+            .as_mut()
+            .expect("a chain ends in a sink or an output");
+        let n = out.partition.subpartitions();
+        let i = match out.partitioner {
+            Partitioner::Hash => partition_for_key(&row.key, n as i32) as usize,
+            Partitioner::Rebalance => {
+                out.next = (out.next + 1) % n;
+                out.next
+            }
+        };
+        out.partition
+            .send(i, Element::Row(row).encode())
+            .await
+            .map_err(|e| format!("output: {e}"))
+    }
+
+    /// Snapshots the chain's operators (the sink pre-commits) and forwards the barrier.
+    async fn barrier(&mut self, checkpoint_id: u64) -> Result<BTreeMap<String, Vec<u8>>, String> {
+        let mut operators = BTreeMap::new();
+        if let Some((uid, window)) = &self.window {
+            operators.insert(uid.clone(), window.snapshot());
+        }
+        if let Some((uid, sink)) = &mut self.sink {
+            let bytes = sink
+                .pre_commit(checkpoint_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            operators.insert(uid.clone(), bytes);
+        }
+        if let Some(out) = &self.output {
+            out.partition
+                .broadcast_event(Event::Barrier { checkpoint_id })
+                .map_err(|e| format!("output: {e}"))?;
+        }
+        Ok(operators)
+    }
+}
+
+/// A barrier being aligned (or, unaligned, a snapshot waiting for the late barriers).
+struct Pending {
+    checkpoint_id: u64,
+    seen: Vec<bool>,
+    /// Unaligned: the snapshot taken at the first barrier, collecting in-flight rows.
+    snapshot: Option<TaskSnapshot>,
+    in_flight_bytes: usize,
+}
+
+struct Task<'a> {
+    id: TaskId,
+    links: &'a mut TaskLinks,
+    chain: Chain,
+    buffers_bound: usize,
+    elements_in: u64,
+    last_sample: Option<Instant>,
+}
+
+impl Task<'_> {
+    async fn ack(&mut self, checkpoint_id: u64, snapshot: TaskSnapshot) -> TaskResult {
+        let ack = ToJobManager::Ack {
+            attempt: self.links.attempt,
+            checkpoint_id,
+            task: self.id,
+            snapshot,
+        };
+        self.links
+            .to_job_manager
+            .send(ack)
+            .await
+            .map_err(|_| "the task manager is gone".to_string())
+    }
+
+    async fn complete(&mut self, checkpoint_id: u64) -> TaskResult {
+        let Some((_, sink)) = &mut self.chain.sink else {
+            return Ok(());
+        };
+        sink.on_complete(checkpoint_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let done = ToJobManager::Committed {
+            attempt: self.links.attempt,
+            checkpoint_id,
+            task: self.id,
+        };
+        self.links
+            .to_job_manager
+            .send(done)
+            .await
+            .map_err(|_| "the task manager is gone".to_string())
+    }
+
+    /// Refreshes the task's sample, at most every [`SAMPLE_MS`] unless `force`.
+    fn sample(&mut self, watermark: i64, input: Option<&InputGate>, force: bool) {
+        let now = Instant::now();
+        if !force
+            && self
+                .last_sample
+                .is_some_and(|t| now < t + Duration::from_millis(SAMPLE_MS))
+        {
+            return;
+        }
+        self.last_sample = Some(now);
+        let mut s = TaskSample {
+            task: Some(self.id),
+            attempt: self.links.attempt,
+            elements_in: self.elements_in,
+            rows_out: self.chain.rows_out,
+            buffers_bound: self.buffers_bound,
+            watermark,
+            write_latency: self.chain.write_latency,
+            ..TaskSample::default()
+        };
+        if let Some(out) = &self.chain.output {
+            let m = out.partition.metrics();
+            s.backpressured_ms = m.backpressured_ms;
+            for sub in &m.subpartitions {
+                s.buffers_in_use += sub.buffers_queued;
+                s.buffers_peak += sub.buffers_queued_peak;
+            }
+        }
+        if let Some(gate) = input {
+            let m = gate.metrics();
+            s.buffers_in_use += m.buffers_in_use;
+            s.buffers_peak += m.buffers_in_use_peak;
+        }
+        if let Some((_, w)) = &self.chain.window {
+            s.state_bytes = w.state_bytes();
+            s.late_dropped = w.counters().late_dropped;
+        }
+        if let Some((_, sink)) = &self.chain.sink {
+            s.commit_latency = sink.latency();
+        }
+        let mut shared = self.links.sample.lock().unwrap_or_else(|e| e.into_inner());
+        s.lag_records = shared.lag_records;
+        *shared = s;
+    }
+
+    async fn run_source(
+        &mut self,
+        uid: String,
+        mut source: BrokerSource,
+        positions: Positions,
+    ) -> TaskResult {
+        let mut watermark = i64::MIN;
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            loop {
+                match self.links.commands.try_recv() {
+                    Ok(TaskCommand::Trigger(id)) => {
+                        self.source_checkpoint(&uid, &mut source, id).await?;
+                    }
+                    Ok(TaskCommand::Complete(id)) => self.complete(id).await?,
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
+                }
+            }
+            match source.poll().await {
+                Ok(polled) => {
+                    failing_since = None;
+                    self.push(polled.rows, polled.watermark).await?;
+                    if let Some(w) = polled.watermark {
+                        watermark = w;
+                    }
+                }
+                Err(e) if e.is_retriable() => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= Duration::from_millis(SOURCE_RETRY_MS) {
+                        return Err(format!(
+                            "source: broker failing for {SOURCE_RETRY_MS} ms: {e}"
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(format!("source: {e}")),
+            }
+            *positions.lock().unwrap_or_else(|e| e.into_inner()) = source.positions();
+            self.sample(watermark, None, false);
+        }
+    }
+
+    async fn push(&mut self, rows: Vec<Row>, watermark: Option<i64>) -> TaskResult {
+        for row in rows {
+            self.elements_in += 1;
+            self.chain.row(row).await?;
+        }
+        if let Some(w) = watermark {
+            self.chain.watermark(w).await?;
+        }
+        Ok(())
+    }
+
+    /// A source's checkpoint: offsets, then the chain's snapshot and the barrier, with
+    /// nothing read in between.
+    async fn source_checkpoint(
+        &mut self,
+        uid: &str,
+        source: &mut BrokerSource,
+        checkpoint_id: u64,
+    ) -> TaskResult {
+        let offsets = if self.links.config.mutation == Some(RuntimeMutation::OffsetsAfterBarrier) {
+            None
+        } else {
+            Some(source.snapshot())
+        };
+        let mut operators = self.chain.barrier(checkpoint_id).await?;
+        let offsets = match offsets {
+            Some(o) => o,
+            None => {
+                // The defect: rows read after the barrier count as before it.
+                let polled = source.poll().await.map_err(|e| format!("source: {e}"))?;
+                self.push(polled.rows, polled.watermark).await?;
+                source.snapshot()
+            }
+        };
+        operators.insert(uid.to_string(), offsets);
+        let snapshot = TaskSnapshot {
+            operators,
+            in_flight: Vec::new(),
+            input_ended: source.ended(),
+        };
+        self.ack(checkpoint_id, snapshot).await
+    }
+
+    async fn run_gate(&mut self, mut gate: InputGate, in_flight: Vec<Vec<u8>>) -> TaskResult {
+        let channels = gate.channels();
+        let mut marks = vec![i64::MIN; channels];
+        let mut watermark = i64::MIN;
+        for bytes in in_flight {
+            match Element::decode(Bytes::from(bytes)).map_err(|e| format!("restore: {e}"))? {
+                Element::Row(row) => self.chain.row(row).await?,
+                Element::Watermark(_) => return Err("restore: a watermark in flight".into()),
+            }
+        }
+        let alignment = self.links.config.checkpoint.alignment;
+        let mut pending: Option<Pending> = None;
+        loop {
+            let delivery = tokio::select! {
+                biased;
+                command = self.links.commands.recv() => match command {
+                    None => return Ok(()),
+                    Some(TaskCommand::Complete(id)) => {
+                        self.complete(id).await?;
+                        self.sample(watermark, Some(&gate), true);
+                        continue;
+                    }
+                    Some(TaskCommand::Trigger(_)) => continue,
+                },
+                d = gate.next() => d.map_err(|e| format!("input: {e}"))?,
+            };
+            match delivery {
+                None => return Err("input ended: upstream subtasks finished".into()),
+                Some(Delivery::Record { channel, record }) => {
+                    self.elements_in += 1;
+                    let element =
+                        Element::decode(record.clone()).map_err(|e| format!("input: {e}"))?;
+                    match element {
+                        Element::Row(row) => {
+                            // Unaligned: a row that overtook its channel's barrier is in flight
+                            // for the pending snapshot, and is replayed if it is restored.
+                            if let Some(p) = &mut pending
+                                && let Some(snap) = &mut p.snapshot
+                                && !p.seen[channel]
+                            {
+                                p.in_flight_bytes += record.len();
+                                snap.in_flight.push(record.to_vec());
+                                if p.in_flight_bytes > IN_FLIGHT_BYTES_MAX {
+                                    tracing::warn!(
+                                        checkpoint = p.checkpoint_id,
+                                        "too much in flight; abandoning the checkpoint"
+                                    );
+                                    pending = None;
+                                }
+                            }
+                            self.chain.row(row).await?;
+                        }
+                        Element::Watermark(w) => {
+                            marks[channel] = marks[channel].max(w);
+                            let least = *marks.iter().min().expect("a gate has channels");
+                            if least > watermark {
+                                watermark = least;
+                                self.chain.watermark(least).await?;
+                            }
+                        }
+                    }
+                }
+                Some(Delivery::Event {
+                    channel,
+                    event: Event::Barrier { checkpoint_id },
+                }) => {
+                    pending = self
+                        .on_barrier(
+                            &mut gate,
+                            (alignment, watermark),
+                            pending,
+                            (channel, checkpoint_id),
+                        )
+                        .await?;
+                    self.sample(watermark, Some(&gate), true);
+                    continue;
+                }
+                Some(Delivery::Event {
+                    event: Event::EndOfPartition,
+                    ..
+                }) => {}
+            }
+            self.sample(watermark, Some(&gate), false);
+        }
+    }
+
+    /// Handles a barrier on `channel`; the snapshot records whether the task had taken in
+    /// all its input (its watermark at the end of time, nothing in flight), which is what lets
+    /// the job finish at this checkpoint.
+    async fn on_barrier(
+        &mut self,
+        gate: &mut InputGate,
+        (alignment, watermark): (Alignment, i64),
+        pending: Option<Pending>,
+        (channel, checkpoint_id): (usize, u64),
+    ) -> Result<Option<Pending>, String> {
+        let mut p = match pending {
+            Some(p) if p.checkpoint_id == checkpoint_id => p,
+            // A barrier of an abandoned checkpoint.
+            Some(p) if p.checkpoint_id > checkpoint_id => return Ok(Some(p)),
+            _ => {
+                // A newer checkpoint supersedes one still aligning.
+                gate.unblock_all();
+                let snapshot = match alignment {
+                    Alignment::Aligned => None,
+                    Alignment::Unaligned => Some(TaskSnapshot {
+                        operators: self.chain.barrier(checkpoint_id).await?,
+                        in_flight: Vec::new(),
+                        input_ended: watermark == i64::MAX,
+                    }),
+                };
+                Pending {
+                    checkpoint_id,
+                    seen: vec![false; gate.channels()],
+                    snapshot,
+                    in_flight_bytes: 0,
+                }
+            }
+        };
+        p.seen[channel] = true;
+        if !p.seen.iter().all(|s| *s) {
+            if alignment == Alignment::Aligned {
+                gate.block(channel);
+            }
+            return Ok(Some(p));
+        }
+        gate.unblock_all();
+        let snapshot = match p.snapshot.take() {
+            Some(mut s) => {
+                s.input_ended &= s.in_flight.is_empty();
+                s
+            }
+            None => TaskSnapshot {
+                operators: self.chain.barrier(checkpoint_id).await?,
+                in_flight: Vec::new(),
+                input_ended: watermark == i64::MAX,
+            },
+        };
+        self.ack(checkpoint_id, snapshot).await?;
+        Ok(None)
+    }
+}

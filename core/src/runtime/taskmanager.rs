@@ -1,0 +1,189 @@
+//! A task manager: offers slots to the job manager, runs the subtasks it is given, forwards
+//! checkpoint triggers and completions to them, and reports their figures in heartbeats.
+//!
+//! A task manager that loses its job manager (the connection breaks, or nothing arrives for
+//! `heartbeat_timeout_ms`) stops every subtask and registers again: the job manager restarts
+//! the job from its last checkpoint anyway, and subtasks left running would only be zombies.
+
+use super::metrics::TaskSample;
+use super::rpc::{RpcError, ToJobManager, ToTaskManager, read_message, write_message};
+use super::snapshot::TaskId;
+use super::task::{self, TaskCommand, TaskLinks};
+use super::throttle::Throttle;
+use crate::clock::Clock;
+use crate::net::Net;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
+
+/// Messages queued from subtasks to the job manager before they wait.
+const OUTBOX_MESSAGES_MAX: usize = 256;
+/// Commands queued for one subtask; a trigger that does not fit is dropped (that checkpoint
+/// times out), and a lost completion is covered by the next one.
+const COMMANDS_MAX: usize = 16;
+/// Wait between attempts to reach the job manager.
+const RECONNECT_MS: u64 = 500;
+
+/// Settings of a task manager.
+#[derive(Clone, Debug)]
+pub struct TaskManagerConfig {
+    /// Its name, unique in the cluster.
+    pub name: String,
+    /// The host its subtasks' result partitions are reached at.
+    pub host: String,
+    /// The job manager, "host:port".
+    pub job_manager: String,
+    /// Subtasks it runs at once (at most 32: each gets a port).
+    pub slots: u32,
+    /// Network.
+    pub net: Net,
+    /// Processing time.
+    pub clock: Clock,
+    /// How often it sends a heartbeat.
+    pub heartbeat_interval_ms: u64,
+    /// Silence from the job manager after which it gives up on it.
+    pub heartbeat_timeout_ms: u64,
+    /// Largest control message, in bytes.
+    pub control_frame_bytes_max: usize,
+    /// Delay per row its subtasks process (a fault; zero unless injected).
+    pub throttle: Throttle,
+}
+
+/// Receives every heartbeat's samples (the simulator records them on its timeline).
+pub type SampleHook = Rc<dyn Fn(&str, &[TaskSample])>;
+
+struct Running {
+    attempt: u64,
+    commands: mpsc::Sender<TaskCommand>,
+    abort: AbortHandle,
+    sample: Arc<Mutex<TaskSample>>,
+}
+
+/// Runs a task manager until the process ends, reconnecting whenever it loses the job manager.
+pub async fn run_task_manager(config: TaskManagerConfig, hook: Option<SampleHook>) {
+    assert!(
+        (1..=32).contains(&config.slots),
+        "a task manager has 1 to 32 slots"
+    );
+    loop {
+        match session(&config, hook.as_ref()).await {
+            Ok(()) => tracing::info!(tm = config.name, "job manager closed the session"),
+            Err(e) => tracing::info!(tm = config.name, error = %e, "lost the job manager"),
+        }
+        tokio::time::sleep(Duration::from_millis(RECONNECT_MS)).await;
+    }
+}
+
+/// One registration with the job manager; every subtask stops when it ends.
+async fn session(config: &TaskManagerConfig, hook: Option<&SampleHook>) -> Result<(), RpcError> {
+    let stream = config.net.connect(&config.job_manager).await?;
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    write_message(
+        &mut writer,
+        &ToJobManager::Register {
+            name: config.name.clone(),
+            host: config.host.clone(),
+            slots: config.slots,
+        },
+    )
+    .await?;
+    // Dropping the set aborts the reader and every subtask.
+    let mut set: JoinSet<()> = JoinSet::new();
+    let (inbox_tx, mut inbox) = mpsc::channel::<Result<ToTaskManager, RpcError>>(COMMANDS_MAX);
+    let limit = config.control_frame_bytes_max;
+    set.spawn(async move {
+        loop {
+            let message = read_message(&mut reader, limit).await;
+            let failed = message.is_err();
+            if inbox_tx.send(message).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    let (outbox_tx, mut outbox) = mpsc::channel::<ToJobManager>(OUTBOX_MESSAGES_MAX);
+    let mut tasks: BTreeMap<TaskId, Running> = BTreeMap::new();
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(config.heartbeat_interval_ms));
+    let silence = Duration::from_millis(config.heartbeat_timeout_ms);
+    let mut last_heard = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            message = inbox.recv() => {
+                let message = message.ok_or(RpcError::Io(std::io::ErrorKind::BrokenPipe.into()))??;
+                last_heard = tokio::time::Instant::now();
+                match message {
+                    ToTaskManager::Welcome | ToTaskManager::HeartbeatAck => {}
+                    ToTaskManager::Deploy { attempt, config: job_config, tasks: deployments } => {
+                        stop(&mut tasks, attempt.saturating_sub(1));
+                        let job_config = Arc::new(*job_config);
+                        for deployment in deployments {
+                            let id = deployment.task;
+                            let (commands_tx, commands) = mpsc::channel(COMMANDS_MAX);
+                            let sample = Arc::new(Mutex::new(TaskSample::default()));
+                            let links = TaskLinks {
+                                net: config.net,
+                                clock: config.clock,
+                                attempt,
+                                config: Arc::clone(&job_config),
+                                commands,
+                                to_job_manager: outbox_tx.clone(),
+                                sample: Arc::clone(&sample),
+                                throttle: config.throttle.clone(),
+                            };
+                            let report = outbox_tx.clone();
+                            let abort = set.spawn(async move {
+                                if let Err(reason) = task::run(deployment, links).await {
+                                    tracing::warn!(task = %id, attempt, reason, "subtask failed");
+                                    let _ = report.send(ToJobManager::Failed { attempt, task: id, reason }).await;
+                                }
+                            });
+                            tasks.insert(id, Running { attempt, commands: commands_tx, abort, sample });
+                        }
+                    }
+                    ToTaskManager::Cancel { attempt } => stop(&mut tasks, attempt),
+                    ToTaskManager::Trigger { attempt, checkpoint_id, task } => {
+                        if let Some(r) = tasks.get(&task).filter(|r| r.attempt == attempt) {
+                            let _ = r.commands.try_send(TaskCommand::Trigger(checkpoint_id));
+                        }
+                    }
+                    ToTaskManager::Complete { attempt, checkpoint_id } => {
+                        for r in tasks.values().filter(|r| r.attempt == attempt) {
+                            let _ = r.commands.try_send(TaskCommand::Complete(checkpoint_id));
+                        }
+                    }
+                }
+            }
+            Some(message) = outbox.recv() => write_message(&mut writer, &message).await?,
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > silence {
+                    return Err(RpcError::Io(std::io::ErrorKind::TimedOut.into()));
+                }
+                let samples: Vec<TaskSample> = tasks
+                    .values()
+                    .map(|r| r.sample.lock().unwrap_or_else(|e| e.into_inner()).clone())
+                    .filter(|s| s.task.is_some())
+                    .collect();
+                if let Some(hook) = hook {
+                    hook(&config.name, &samples);
+                }
+                write_message(&mut writer, &ToJobManager::Heartbeat { samples }).await?;
+            }
+            Some(_) = set.join_next(), if !set.is_empty() => {
+                tasks.retain(|_, r| !r.abort.is_finished());
+            }
+        }
+    }
+}
+
+/// Stops every subtask of `attempt` or older.
+fn stop(tasks: &mut BTreeMap<TaskId, Running>, attempt: u64) {
+    tasks.retain(|_, r| {
+        let old = r.attempt <= attempt;
+        if old {
+            r.abort.abort();
+        }
+        !old
+    });
+}

@@ -1,0 +1,277 @@
+//! The windowed-aggregate checker: recomputes every (key, window) count and sum from the input
+//! topic, apart from the engine, and compares it with the committed output. Exactly-once means
+//! each window appears once, with the oracle's figures.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use weir_core::client::ConsumerRecord;
+use weir_core::runtime::window::WindowResult;
+
+/// What one (key, window) should hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expected {
+    /// Rows.
+    pub count: u64,
+    /// Sum of their values.
+    pub sum: i64,
+}
+
+/// Windows by (key, window start).
+pub type Windows = BTreeMap<(String, i64), Expected>;
+
+/// A broken promise of the output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WindowViolation {
+    /// A window the input has is missing from the output.
+    Lost {
+        /// Key.
+        key: String,
+        /// Window start.
+        start: i64,
+        /// What it should hold.
+        expected: Expected,
+    },
+    /// A window appears more than once.
+    Duplicate {
+        /// Key.
+        key: String,
+        /// Window start.
+        start: i64,
+        /// How many times.
+        times: usize,
+    },
+    /// A window's figures differ from the input's.
+    Wrong {
+        /// Key.
+        key: String,
+        /// Window start.
+        start: i64,
+        /// What the input says.
+        expected: Expected,
+        /// What the output says.
+        found: Expected,
+    },
+    /// A window no input row belongs to.
+    Unexpected {
+        /// Key.
+        key: String,
+        /// Window start.
+        start: i64,
+    },
+    /// An output record that is not a window result.
+    Malformed {
+        /// Partition.
+        partition: i32,
+        /// Offset.
+        offset: i64,
+    },
+}
+
+impl fmt::Display for WindowViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Lost {
+                key,
+                start,
+                expected,
+            } => write!(
+                f,
+                "lost: window {start} of key {key:?} ({} rows, sum {}) is not in the committed output",
+                expected.count, expected.sum
+            ),
+            Self::Duplicate { key, start, times } => {
+                write!(
+                    f,
+                    "duplicate: window {start} of key {key:?} is committed {times} times"
+                )
+            }
+            Self::Wrong {
+                key,
+                start,
+                expected,
+                found,
+            } => write!(
+                f,
+                "wrong: window {start} of key {key:?} has {} rows, sum {}; the input has {} rows, sum {}",
+                found.count, found.sum, expected.count, expected.sum
+            ),
+            Self::Unexpected { key, start } => {
+                write!(f, "unexpected: window {start} of key {key:?} has no input")
+            }
+            Self::Malformed { partition, offset } => {
+                write!(
+                    f,
+                    "malformed: output p{partition} offset {offset} is not a window result"
+                )
+            }
+        }
+    }
+}
+
+/// The windows of `window_ms` the input holds: each partition read up to its `end_marker`.
+/// Values that are not integers count as rows and add nothing, as the job treats them.
+pub fn oracle(
+    input: &BTreeMap<i32, Vec<ConsumerRecord>>,
+    window_ms: i64,
+    end_marker: &[u8],
+) -> Windows {
+    let mut windows = Windows::new();
+    for records in input.values() {
+        for r in records {
+            let value = r.value.as_deref().unwrap_or_default();
+            if value == end_marker {
+                break;
+            }
+            let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+            let start = r.timestamp - r.timestamp.rem_euclid(window_ms);
+            let w = windows
+                .entry((key, start))
+                .or_insert(Expected { count: 0, sum: 0 });
+            w.count += 1;
+            let amount = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok());
+            w.sum = w.sum.wrapping_add(amount.unwrap_or(0));
+        }
+    }
+    windows
+}
+
+/// Compares the committed output with the oracle's windows.
+pub fn check_windows(
+    expected: &Windows,
+    output: &BTreeMap<i32, Vec<ConsumerRecord>>,
+) -> Vec<WindowViolation> {
+    let mut violations = Vec::new();
+    let mut found: BTreeMap<(String, i64), Vec<Expected>> = BTreeMap::new();
+    for (partition, records) in output {
+        for r in records {
+            let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+            match serde_json::from_slice::<WindowResult>(r.value.as_deref().unwrap_or_default()) {
+                Ok(w) => found.entry((key, w.start)).or_default().push(Expected {
+                    count: w.count,
+                    sum: w.sum,
+                }),
+                Err(_) => violations.push(WindowViolation::Malformed {
+                    partition: *partition,
+                    offset: r.offset,
+                }),
+            }
+        }
+    }
+    for ((key, start), want) in expected {
+        let (key, start) = (key.clone(), *start);
+        match found.get(&(key.clone(), start)).map(Vec::as_slice) {
+            None | Some([]) => violations.push(WindowViolation::Lost {
+                key,
+                start,
+                expected: *want,
+            }),
+            Some([got]) if got == want => {}
+            Some([got]) => violations.push(WindowViolation::Wrong {
+                key,
+                start,
+                expected: *want,
+                found: *got,
+            }),
+            Some(all) => violations.push(WindowViolation::Duplicate {
+                key,
+                start,
+                times: all.len(),
+            }),
+        }
+    }
+    for (key, start) in found.keys() {
+        if !expected.contains_key(&(key.clone(), *start)) {
+            violations.push(WindowViolation::Unexpected {
+                key: key.clone(),
+                start: *start,
+            });
+        }
+    }
+    violations
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn record(
+        partition: i32,
+        offset: i64,
+        key: &str,
+        value: &str,
+        timestamp: i64,
+    ) -> ConsumerRecord {
+        ConsumerRecord {
+            topic: "t".into(),
+            partition,
+            offset,
+            timestamp,
+            key: Some(Bytes::from(key.to_string())),
+            value: Some(Bytes::from(value.to_string())),
+            headers: Vec::new(),
+        }
+    }
+
+    fn result(offset: i64, key: &str, start: i64, count: u64, sum: i64) -> ConsumerRecord {
+        let w = WindowResult {
+            start,
+            end: start + 100,
+            count,
+            sum,
+        };
+        record(
+            0,
+            offset,
+            key,
+            &serde_json::to_string(&w).unwrap(),
+            start + 99,
+        )
+    }
+
+    #[test]
+    fn the_oracle_stops_at_the_end_marker_and_the_checker_names_each_break() {
+        let input = BTreeMap::from([(
+            0,
+            vec![
+                record(0, 0, "a", "2", 10),
+                record(0, 1, "a", "3", 90),
+                record(0, 2, "b", "5", 150),
+                record(0, 3, "a", "END", 500),
+                record(0, 4, "c", "9", 10),
+            ],
+        )]);
+        let expected = oracle(&input, 100, b"END");
+        assert_eq!(expected.len(), 2);
+        assert_eq!(expected[&("a".into(), 0)], Expected { count: 2, sum: 5 });
+        let good = BTreeMap::from([(0, vec![result(0, "a", 0, 2, 5), result(1, "b", 100, 1, 5)])]);
+        assert!(check_windows(&expected, &good).is_empty());
+        let bad = BTreeMap::from([(
+            0,
+            vec![
+                result(0, "a", 0, 2, 5),
+                result(1, "a", 0, 2, 5),
+                result(2, "b", 100, 1, 4),
+                result(3, "z", 0, 1, 1),
+                record(0, 4, "a", "not json", 0),
+            ],
+        )]);
+        let v: Vec<String> = check_windows(&expected, &bad)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(v.len(), 4, "{v:?}");
+        assert!(v.iter().any(|m| m.starts_with("duplicate")));
+        assert!(v.iter().any(|m| m.starts_with("wrong")));
+        assert!(v.iter().any(|m| m.starts_with("unexpected")));
+        assert!(v.iter().any(|m| m.starts_with("malformed")));
+        let lost = check_windows(&expected, &BTreeMap::new());
+        assert_eq!(lost.len(), 2);
+        assert!(
+            lost.iter()
+                .all(|v| matches!(v, WindowViolation::Lost { .. }))
+        );
+    }
+}

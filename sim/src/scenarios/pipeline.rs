@@ -1,0 +1,605 @@
+//! The distributed pipeline that `eos-pipeline` and `backpressure` run: three brokers, a job
+//! manager, three task managers with two slots each, a feeder and an observer.
+//!
+//! ```text
+//! feeder --orders (4 partitions)--> [source x2] ==keyed exchange==> [window 1 s -> 2PC sink] x2
+//!                                                                      --order-totals-->
+//! ```
+//!
+//! The feeder writes keyed amounts whose event times trail the clock by at most
+//! [`DISORDER_MS`] (below the job's out-of-orderness), through one idempotent producer, so each
+//! partition keeps them in order and no row can be late; then an end marker per partition. The
+//! job reads to the markers, takes a final checkpoint and commits it, and reports itself
+//! finished. The observer then reads both topics under read_committed and the checker compares
+//! every window of the output with the windows recomputed from the input.
+
+use super::common::{
+    RETRY_MS, RecordsRead, add_brokers, broker_config_min_isr, broker_names, client_config,
+    create_topic, faults_and_world, note, producer_config, read_records_to_end, report, sleep_ms,
+    wait_for_topic,
+};
+use crate::checker::{check_windows, oracle};
+use crate::env::{EPOCH_MS, Env, Rec, now_ms};
+use crate::fault::{FaultPlan, TimedFault, Topology};
+use crate::report::RunReport;
+use crate::scenario::RunSpec;
+use bytes::Bytes;
+use rand::Rng;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use weir_core::client::{Cluster, ConsumerConfig, Isolation, Producer, Record};
+use weir_core::clock::Clock;
+use weir_core::disk::Disk;
+use weir_core::net::Net;
+use weir_core::rng::{self, WeirRng};
+use weir_core::runtime::exchange::ExchangeConfig;
+use weir_core::runtime::metrics::{CheckpointStats, LatencyStats, TaskSample};
+use weir_core::runtime::rpc::{JOB_MANAGER_PORT, ask};
+use weir_core::runtime::snapshot::TaskId;
+use weir_core::runtime::{
+    Alignment, CheckpointConfig, Edge, JobConfig, JobEvent, JobGraph, JobManagerConfig, JobState,
+    OperatorSpec, RestartStrategy, RuntimeMutation, SinkMode, TaskManagerConfig, ToClient,
+    ToJobManager, Vertex, run_job_manager, run_task_manager,
+};
+
+const INPUT: &str = "orders";
+const OUTPUT: &str = "order-totals";
+const INPUT_PARTITIONS: i32 = 4;
+const OUTPUT_PARTITIONS: i32 = 2;
+const REPLICATION_FACTOR: i16 = 3;
+const KEYS: u32 = 16;
+const WINDOW_MS: i64 = 1_000;
+const OUT_OF_ORDERNESS_MS: i64 = 500;
+/// How far an input's event time may trail the clock.
+pub(crate) const DISORDER_MS: i64 = 200;
+const END_MARKER: &str = "END";
+/// Inputs the feeder writes at least.
+const INPUTS_MIN: u64 = 300;
+const TASK_MANAGERS: usize = 3;
+const SLOTS: u32 = 2;
+const JOB_MANAGER: &str = "jm";
+/// Faults strike during this phase, in simulated milliseconds.
+pub(crate) const WORKLOAD_MS: u64 = 20_000;
+/// After the heal the job must have finished within this bound.
+const FINISH_BOUND_MS: u64 = 40_000;
+/// How often the timeline gets a metrics line, in simulated milliseconds.
+const METRICS_NOTE_MS: u64 = 1_000;
+
+/// One of the scenarios on this pipeline.
+pub(crate) struct Pipeline {
+    pub name: &'static str,
+    /// Exchange limits of the job.
+    pub exchange: ExchangeConfig,
+    /// Mean gap between two inputs, in milliseconds.
+    pub input_gap_ms: u64,
+    /// Faults the scenario adds to every plan.
+    pub extra_faults: fn(&mut WeirRng) -> Vec<TimedFault>,
+    /// A stretch, in simulated ms, in which the plan's faults do not strike (their repairs still
+    /// happen).
+    pub quiet_ms: Option<std::ops::Range<u64>>,
+}
+
+/// What the run's samples and job events showed, for the scenarios' own checks.
+#[derive(Default)]
+pub(crate) struct Observed {
+    /// Samples in which a task held more exchange buffers than its bound: (ms, task, held, bound).
+    pub buffer_breaches: Vec<(u64, TaskId, usize, usize)>,
+    /// Total source lag, one point per metrics note: (ms, records).
+    pub lag: Vec<(u64, u64)>,
+    lag_by_task: BTreeMap<TaskId, (u64, u64)>,
+    latest: BTreeMap<(TaskId, u64), TaskSample>,
+    checkpoints: Vec<CheckpointStats>,
+    failovers: u64,
+    last_note_ms: Option<u64>,
+}
+
+impl Observed {
+    fn on_samples(&mut self, rec: &Rec, samples: &[TaskSample]) {
+        let now = now_ms();
+        for s in samples {
+            let Some(task) = s.task else { continue };
+            if s.buffers_peak > s.buffers_bound && self.buffer_breaches.len() < 100 {
+                self.buffer_breaches
+                    .push((now, task, s.buffers_peak, s.buffers_bound));
+            }
+            if let Some(lag) = s.lag_records {
+                let newer = self
+                    .lag_by_task
+                    .get(&task)
+                    .is_none_or(|(a, _)| *a <= s.attempt);
+                if newer {
+                    self.lag_by_task.insert(task, (s.attempt, lag));
+                }
+            }
+            self.latest.insert((task, s.attempt), s.clone());
+        }
+        if self.last_note_ms.is_some_and(|t| now < t + METRICS_NOTE_MS) {
+            return;
+        }
+        self.last_note_ms = Some(now);
+        let lag: u64 = self.lag_by_task.values().map(|(_, l)| l).sum();
+        self.lag.push((now, lag));
+        let current: Vec<&TaskSample> = samples.iter().collect();
+        let held: usize = current.iter().map(|s| s.buffers_in_use).sum();
+        let bound: usize = current.iter().map(|s| s.buffers_bound).sum();
+        let blocked = current
+            .iter()
+            .map(|s| s.backpressured_ms)
+            .max()
+            .unwrap_or(0);
+        let state: u64 = current.iter().map(|s| s.state_bytes).sum();
+        note(
+            rec,
+            "metrics",
+            format!(
+                "source lag {lag} records; buffers {held}/{bound} held on this tm; backpressure {blocked} ms; state {state} B"
+            ),
+        );
+    }
+
+    /// The figures a run reports.
+    fn figures(&self) -> Vec<(String, String)> {
+        let mut commit = LatencyStats::default();
+        let mut write = LatencyStats::default();
+        let (mut blocked, mut state, mut late) = (0u64, 0u64, 0u64);
+        for s in self.latest.values() {
+            commit.merge(&s.commit_latency);
+            write.merge(&s.write_latency);
+            blocked = blocked.max(s.backpressured_ms);
+            state = state.max(s.state_bytes);
+            late += s.late_dropped;
+        }
+        let n = self.checkpoints.len() as u64;
+        let mean = |f: fn(&CheckpointStats) -> u64| {
+            (n > 0).then(|| self.checkpoints.iter().map(f).sum::<u64>() / n)
+        };
+        let max = |f: fn(&CheckpointStats) -> u64| self.checkpoints.iter().map(f).max();
+        let ms = |v: Option<u64>| v.map_or("-".into(), |v| format!("{v} ms"));
+        let lag_max = self
+            .lag
+            .iter()
+            .max_by_key(|(_, l)| *l)
+            .copied()
+            .unwrap_or((0, 0));
+        vec![
+            ("checkpoints completed".into(), n.to_string()),
+            (
+                "checkpoint duration".into(),
+                format!(
+                    "mean {}, max {}",
+                    ms(mean(|c| c.duration_ms)),
+                    ms(max(|c| c.duration_ms))
+                ),
+            ),
+            (
+                "checkpoint size".into(),
+                format!(
+                    "mean {} B, max {} B",
+                    mean(|c| c.size_bytes).unwrap_or(0),
+                    max(|c| c.size_bytes).unwrap_or(0)
+                ),
+            ),
+            ("restarts".into(), self.failovers.to_string()),
+            (
+                "end-to-end latency (event time to commit)".into(),
+                format!(
+                    "mean {}, max {} ms over {} rows",
+                    ms(commit.mean_ms()),
+                    commit.max_ms,
+                    commit.count
+                ),
+            ),
+            (
+                "processing latency (event time to sink write)".into(),
+                format!(
+                    "mean {}, max {} ms over {} rows",
+                    ms(write.mean_ms()),
+                    write.max_ms,
+                    write.count
+                ),
+            ),
+            (
+                "backpressure (longest a task's output waited)".into(),
+                format!("{blocked} ms"),
+            ),
+            ("window state (largest task)".into(), format!("{state} B")),
+            ("late rows dropped".into(), late.to_string()),
+            (
+                "consumer lag (sources, largest)".into(),
+                format!("{} records at {} ms", lag_max.1, lag_max.0),
+            ),
+            (
+                "exchange buffer bound breaches".into(),
+                self.buffer_breaches.len().to_string(),
+            ),
+        ]
+    }
+}
+
+struct Shared {
+    brokers: Vec<String>,
+    feeder_done: Cell<bool>,
+    drained: RefCell<Option<Result<(RecordsRead, RecordsRead), String>>>,
+    observed: RefCell<Observed>,
+}
+
+fn job_config(
+    brokers: &[String],
+    exchange: ExchangeConfig,
+    mutation: Option<RuntimeMutation>,
+) -> JobConfig {
+    let graph = JobGraph {
+        name: "order-totals".into(),
+        vertices: vec![
+            Vertex {
+                uid: "orders-source".into(),
+                op: OperatorSpec::Source {
+                    topic: INPUT.into(),
+                    partitions: INPUT_PARTITIONS,
+                    out_of_orderness_ms: OUT_OF_ORDERNESS_MS,
+                    end_marker: Some(END_MARKER.into()),
+                },
+                parallelism: 2,
+            },
+            Vertex {
+                uid: "totals".into(),
+                op: OperatorSpec::TumblingCountSum { size_ms: WINDOW_MS },
+                parallelism: 2,
+            },
+            Vertex {
+                uid: "totals-sink".into(),
+                op: OperatorSpec::Sink {
+                    topic: OUTPUT.into(),
+                    mode: SinkMode::ExactlyOnce,
+                },
+                parallelism: 2,
+            },
+        ],
+        edges: vec![Edge::Hash, Edge::Forward],
+    };
+    JobConfig {
+        checkpoint: CheckpointConfig {
+            interval_ms: 1_000,
+            timeout_ms: 5_000,
+            ..CheckpointConfig::default()
+        },
+        restart: RestartStrategy {
+            backoff_initial_ms: 200,
+            backoff_max_ms: 2_000,
+            attempts_max: 1_000,
+            reset_after_ms: 10_000,
+        },
+        exchange,
+        heartbeat_interval_ms: 250,
+        heartbeat_timeout_ms: 2_000,
+        broker_connect_timeout_ms: 1_000,
+        broker_request_timeout_ms: 5_000,
+        mutation,
+        ..JobConfig::new(
+            graph,
+            brokers
+                .iter()
+                .map(|b| format!("{b}:{}", super::common::PORT))
+                .collect(),
+        )
+    }
+}
+
+/// Writes keyed amounts until the faults end, then an end marker on every partition.
+async fn feeder(rec: Rec, shared: Rc<Shared>, seed: u64, gap_ms: u64) -> turmoil::Result {
+    let name = "feeder";
+    let cluster = Cluster::new(client_config(name, &shared.brokers));
+    let clock = Clock::starting_at(EPOCH_MS + now_ms() as i64);
+    let until = WORKLOAD_MS + FINISH_BOUND_MS;
+    create_topic(&cluster, INPUT, INPUT_PARTITIONS, REPLICATION_FACTOR, until).await;
+    create_topic(
+        &cluster,
+        OUTPUT,
+        OUTPUT_PARTITIONS,
+        REPLICATION_FACTOR,
+        until,
+    )
+    .await;
+    let mut rng = rng::derive(seed, name);
+    // One producer for the whole run: its idempotence keeps each partition in send order.
+    let producer = loop {
+        match Producer::new(Arc::clone(&cluster), producer_config(120_000), clock).await {
+            Ok(p) => break p,
+            Err(_) => sleep_ms(RETRY_MS).await,
+        }
+    };
+    let mut deliveries = Vec::new();
+    let mut sent = 0u64;
+    // At least INPUTS_MIN inputs, even if the faults kept the feeder out until the heal.
+    while now_ms() < WORKLOAD_MS || sent < INPUTS_MIN {
+        let key = format!("customer-{:02}", rng.random_range(0..KEYS));
+        let amount: i64 = rng.random_range(1..=100);
+        let ts = clock.now_ms() - rng.random_range(0..=DISORDER_MS);
+        let record = Record {
+            timestamp: Some(ts),
+            ..Record::new(
+                INPUT,
+                Some(Bytes::from(key)),
+                Bytes::from(amount.to_string()),
+            )
+        };
+        match producer.send(record).await {
+            Ok(d) => {
+                deliveries.push(d);
+                sent += 1;
+            }
+            Err(e) => note(&rec, name, format!("send failed: {e}")),
+        }
+        sleep_ms(rng.random_range(1..=2 * gap_ms)).await;
+    }
+    let mut failed = 0;
+    for d in deliveries {
+        if d.wait().await.is_err() {
+            failed += 1;
+        }
+    }
+    note(
+        &rec,
+        name,
+        format!("{sent} inputs sent, {failed} without an acknowledgement"),
+    );
+    for p in 0..INPUT_PARTITIONS {
+        loop {
+            let marker = Record {
+                partition: Some(p),
+                timestamp: Some(clock.now_ms()),
+                ..Record::new(
+                    INPUT,
+                    None::<Bytes>,
+                    Bytes::from_static(END_MARKER.as_bytes()),
+                )
+            };
+            let acked = match producer.send(marker).await {
+                Ok(d) => d.wait().await.is_ok(),
+                Err(_) => false,
+            };
+            if acked {
+                break;
+            }
+            sleep_ms(RETRY_MS).await;
+        }
+    }
+    note(&rec, name, "end markers written".into());
+    producer.close().await;
+    shared.feeder_done.set(true);
+    Ok(())
+}
+
+/// Waits for the job to finish, then reads the input and the committed output.
+async fn observer(rec: Rec, shared: Rc<Shared>, control_limit: usize) -> turmoil::Result {
+    let name = "observer";
+    let deadline = WORKLOAD_MS + FINISH_BOUND_MS;
+    sleep_ms(WORKLOAD_MS.saturating_sub(now_ms())).await;
+    let result = drain(&rec, &shared, control_limit, deadline).await;
+    if let Err(why) = &result {
+        note(&rec, name, format!("drain failed: {why}"));
+    }
+    *shared.drained.borrow_mut() = Some(result);
+    Ok(())
+}
+
+async fn drain(
+    rec: &Rec,
+    shared: &Shared,
+    control_limit: usize,
+    deadline: u64,
+) -> Result<(RecordsRead, RecordsRead), String> {
+    let name = "observer";
+    while !shared.feeder_done.get() {
+        if now_ms() >= deadline {
+            return Err(format!(
+                "the feeder was still busy {FINISH_BOUND_MS} ms after the heal"
+            ));
+        }
+        sleep_ms(RETRY_MS).await;
+    }
+    let jm = format!("{JOB_MANAGER}:{JOB_MANAGER_PORT}");
+    let mut last = None;
+    loop {
+        if now_ms() >= deadline {
+            return Err(format!(
+                "the job had not finished {FINISH_BOUND_MS} ms after the heal; last status {last:?}"
+            ));
+        }
+        let status = tokio::time::timeout(
+            std::time::Duration::from_millis(1_000),
+            ask(Net::Sim, &jm, &ToJobManager::Status, control_limit),
+        )
+        .await;
+        if let Ok(Ok(ToClient::Status { state, failure, .. })) = &status {
+            match state {
+                JobState::Finished => break,
+                JobState::Failed => return Err(format!("the job failed: {failure:?}")),
+                _ => {}
+            }
+        }
+        last = status.ok().and_then(Result::ok);
+        sleep_ms(500).await;
+    }
+    note(rec, name, "the job finished".into());
+    let cluster = Cluster::new(client_config(name, &shared.brokers));
+    wait_for_topic(&cluster, OUTPUT, deadline).await;
+    let committed = ConsumerConfig {
+        fetch_max_wait_ms: 250,
+        isolation: Isolation::ReadCommitted,
+        ..ConsumerConfig::default()
+    };
+    let read = |topic: &str, n: i32| -> Vec<(String, i32)> {
+        (0..n).map(|p| (topic.to_string(), p)).collect()
+    };
+    let input = read_records_to_end(
+        rec,
+        name,
+        Arc::clone(&cluster),
+        committed.clone(),
+        &read(INPUT, INPUT_PARTITIONS),
+        deadline,
+    )
+    .await
+    .map_err(|(_, why)| why)?;
+    let output = read_records_to_end(
+        rec,
+        name,
+        cluster,
+        committed,
+        &read(OUTPUT, OUTPUT_PARTITIONS),
+        deadline,
+    )
+    .await
+    .map_err(|(_, why)| why)?;
+    let rows: usize = output.values().map(Vec::len).sum();
+    note(rec, name, format!("read {rows} committed window results"));
+    Ok((input, output))
+}
+
+/// Runs one seed of `pipeline`; returns its report (window checks done) and what it observed.
+pub(crate) fn run(
+    pipeline: &Pipeline,
+    spec: &RunSpec,
+    mutation: Option<RuntimeMutation>,
+) -> (RunReport, Observed) {
+    let seed = spec.seed;
+    let mut rng = rng::derive(seed, pipeline.name);
+    let brokers = broker_names(3);
+    let tms: Vec<String> = (0..TASK_MANAGERS).map(|i| format!("tm-{i}")).collect();
+    let servers: Vec<String> = brokers
+        .iter()
+        .chain([&JOB_MANAGER.to_string()])
+        .chain(&tms)
+        .cloned()
+        .collect();
+    let topo = Topology {
+        servers,
+        clients: vec!["feeder".into(), "observer".into()],
+    };
+    let (mut plan, mix, world) = faults_and_world(
+        spec,
+        &mut rng,
+        &topo,
+        WORKLOAD_MS,
+        WORKLOAD_MS + FINISH_BOUND_MS + 10_000,
+    );
+    // The scenario's own faults join every plan, drawn or given, so that a replay of a
+    // generated plan runs what the test ran.
+    if let Some(quiet) = &pipeline.quiet_ms {
+        plan.faults
+            .retain(|f| !quiet.contains(&f.at_ms) || f.fault.is_repair());
+    }
+    plan.faults.extend((pipeline.extra_faults)(&mut rng));
+    plan = FaultPlan {
+        faults: plan.faults,
+    }
+    .sorted();
+    let mut env = Env::new(seed, topo, &world);
+    let shared = Rc::new(Shared {
+        brokers: brokers.clone(),
+        feeder_done: Cell::new(false),
+        drained: RefCell::new(None),
+        observed: RefCell::new(Observed::default()),
+    });
+    add_brokers(&mut env, &brokers, broker_config_min_isr(2));
+    let mut job = job_config(&brokers, pipeline.exchange.clone(), mutation);
+    // Half the seeds take unaligned checkpoints, which save in-flight rows with the snapshot.
+    if rng.random_bool(0.5) {
+        job.checkpoint.alignment = Alignment::Unaligned;
+    }
+    let alignment = job.checkpoint.alignment;
+    let control_limit = job.control_frame_bytes_max;
+    {
+        let faults = env.disk(JOB_MANAGER);
+        let (rec, sh) = (Rc::clone(&env.rec), Rc::clone(&shared));
+        let job = job.clone();
+        env.sim.host(JOB_MANAGER, move || {
+            let config = JobManagerConfig {
+                listen: format!("0.0.0.0:{JOB_MANAGER_PORT}"),
+                net: Net::Sim,
+                job: job.clone(),
+                savepoint: None,
+            };
+            let faults = faults.clone();
+            let (rec, sh) = (Rc::clone(&rec), Rc::clone(&sh));
+            let hook = Rc::new(move |e: &JobEvent| {
+                note(&rec, "job", format!("{e:?}"));
+                let mut o = sh.observed.borrow_mut();
+                match e {
+                    JobEvent::CheckpointCompleted(c) => o.checkpoints.push(*c),
+                    JobEvent::Failover { .. } => o.failovers += 1,
+                    _ => {}
+                }
+            });
+            async move {
+                loop {
+                    let disk = Disk::sim("/jm", faults.clone());
+                    let Err(e) =
+                        run_job_manager(config.clone(), disk, Some(Rc::clone(&hook) as _)).await;
+                    // Its disk failed at start (an injected fault): try again, as a supervisor would.
+                    tracing::warn!(error = %e, "job manager could not start; retrying");
+                    sleep_ms(500).await;
+                }
+            }
+        });
+    }
+    for name in &tms {
+        let throttle = env.throttle(name);
+        let (rec, sh) = (Rc::clone(&env.rec), Rc::clone(&shared));
+        let tm = name.clone();
+        let job = job.clone();
+        env.sim.host(name.as_str(), move || {
+            let config = TaskManagerConfig {
+                name: tm.clone(),
+                host: tm.clone(),
+                job_manager: format!("{JOB_MANAGER}:{JOB_MANAGER_PORT}"),
+                slots: SLOTS,
+                net: Net::Sim,
+                clock: Clock::starting_at(EPOCH_MS + now_ms() as i64),
+                heartbeat_interval_ms: job.heartbeat_interval_ms,
+                heartbeat_timeout_ms: job.heartbeat_timeout_ms,
+                control_frame_bytes_max: job.control_frame_bytes_max,
+                throttle: throttle.clone(),
+            };
+            let (rec, sh) = (Rc::clone(&rec), Rc::clone(&sh));
+            let hook = Rc::new(move |_: &str, samples: &[TaskSample]| {
+                sh.observed.borrow_mut().on_samples(&rec, samples);
+            });
+            async move {
+                run_task_manager(config, Some(hook)).await;
+                Ok(())
+            }
+        });
+    }
+    let (rec, sh) = (Rc::clone(&env.rec), Rc::clone(&shared));
+    env.sim
+        .client("feeder", feeder(rec, sh, seed, pipeline.input_gap_ms));
+    let (rec, sh) = (Rc::clone(&env.rec), Rc::clone(&shared));
+    env.sim.client("observer", observer(rec, sh, control_limit));
+    let outcome = env.run(&plan, WORKLOAD_MS);
+    let mut violations = Vec::new();
+    match shared.drained.borrow_mut().take() {
+        Some(Ok((input, output))) => {
+            let expected = oracle(&input, WINDOW_MS, END_MARKER.as_bytes());
+            if expected.is_empty() {
+                violations.push("liveness: the input holds no rows".into());
+            }
+            violations.extend(
+                check_windows(&expected, &output)
+                    .iter()
+                    .map(ToString::to_string),
+            );
+        }
+        Some(Err(why)) => violations.push(format!("liveness: {why}")),
+        None => violations.push("liveness: the observer never finished".into()),
+    }
+    let mut r = report(pipeline.name, spec, &env, (plan, mix), outcome, violations);
+    let observed = std::mem::take(&mut *shared.observed.borrow_mut());
+    r.metrics = observed.figures();
+    r.metrics
+        .insert(0, ("checkpoint alignment".into(), format!("{alignment:?}")));
+    (r, observed)
+}

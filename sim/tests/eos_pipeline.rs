@@ -1,0 +1,65 @@
+//! The `eos-pipeline` scenario under `cargo test`.
+
+mod common;
+
+use common::{every_seed_passes, first_catch, generated_plans_pass, same_seed_same_hash};
+use weir_sim::fault::Topology;
+
+const SCENARIO: &str = "eos-pipeline";
+
+fn topology() -> Topology {
+    Topology {
+        servers: [
+            "broker-0", "broker-1", "broker-2", "jm", "tm-0", "tm-1", "tm-2",
+        ]
+        .map(String::from)
+        .to_vec(),
+        clients: vec!["feeder".into(), "observer".into()],
+    }
+}
+
+fn figure<'a>(r: &'a weir_sim::report::RunReport, name: &str) -> &'a str {
+    r.metrics
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("seed {} reports no {name:?}", r.seed))
+}
+
+#[test]
+fn every_seed_passes_with_checkpoints_and_commits() {
+    let reports = every_seed_passes(SCENARIO, 6);
+    for r in &reports {
+        let checkpoints: u64 = figure(r, "checkpoints completed").parse().unwrap();
+        assert!(checkpoints > 0, "seed {} completed no checkpoint", r.seed);
+        assert!(
+            !figure(r, "end-to-end latency (event time to commit)").contains("over 0 rows"),
+            "seed {} committed window results",
+            r.seed
+        );
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_trace_hash() {
+    same_seed_same_hash(SCENARIO, 3);
+}
+
+#[test]
+fn a_sink_that_commits_before_the_checkpoint_completes_is_caught() {
+    let caught = first_catch(SCENARIO, "commit-before-complete", 40);
+    eprintln!("commit-before-complete caught at seed {caught:?}");
+    assert!(caught.is_some());
+}
+
+#[test]
+fn sources_that_save_offsets_after_the_barrier_are_caught() {
+    let caught = first_catch(SCENARIO, "offsets-after-barrier", 40);
+    eprintln!("offsets-after-barrier caught at seed {caught:?}");
+    assert!(caught.is_some());
+}
+
+#[test]
+fn generated_fault_plans_pass() {
+    generated_plans_pass(SCENARIO, &topology(), 20_000, 3);
+}
