@@ -69,12 +69,6 @@ pub(crate) async fn run(deployment: TaskDeployment, mut links: TaskLinks) -> Tas
     let config = Arc::clone(&links.config);
     let graph = &config.graph;
     let id = deployment.task;
-    {
-        // The task reports from its first moment, even while it waits to get going.
-        let mut sample = links.sample.lock().unwrap_or_else(|e| e.into_inner());
-        sample.task = Some(id);
-        sample.attempt = links.attempt;
-    }
     let mut client = ClientConfig::new(config.bootstrap.clone(), links.net);
     client.conn.client_id = format!("{}-{id}", graph.name);
     client.conn.connect_timeout_ms = config.broker_connect_timeout_ms;

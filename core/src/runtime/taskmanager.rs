@@ -121,7 +121,12 @@ async fn session(config: &TaskManagerConfig, hook: Option<&SampleHook>) -> Resul
                         for deployment in deployments {
                             let id = deployment.task;
                             let (commands_tx, commands) = mpsc::channel(COMMANDS_MAX);
-                            let sample = Arc::new(Mutex::new(TaskSample::default()));
+                            // Named from the start, so the task reports even while it sets up.
+                            let sample = Arc::new(Mutex::new(TaskSample {
+                                task: Some(id),
+                                attempt,
+                                ..TaskSample::default()
+                            }));
                             let links = TaskLinks {
                                 net: config.net,
                                 clock: config.clock,

@@ -121,15 +121,14 @@ impl Observed {
         self.last_note_ms = Some(now);
         let lag: u64 = self.lag_by_task.values().map(|(_, l)| l).sum();
         self.lag.push((now, lag));
-        let current: Vec<&TaskSample> = samples.iter().collect();
-        let held: usize = current.iter().map(|s| s.buffers_in_use).sum();
-        let bound: usize = current.iter().map(|s| s.buffers_bound).sum();
-        let blocked = current
+        let held: usize = samples.iter().map(|s| s.buffers_in_use).sum();
+        let bound: usize = samples.iter().map(|s| s.buffers_bound).sum();
+        let blocked = samples
             .iter()
             .map(|s| s.backpressured_ms)
             .max()
             .unwrap_or(0);
-        let state: u64 = current.iter().map(|s| s.state_bytes).sum();
+        let state: u64 = samples.iter().map(|s| s.state_bytes).sum();
         note(
             rec,
             "metrics",
