@@ -557,3 +557,72 @@ fn a_blocked_channel_holds_its_data_until_unblocked() {
     });
     sim.run().expect("the blocked channel resumes");
 }
+
+#[test]
+fn a_connection_stalled_by_a_lost_segment_fails_within_the_idle_timeout() {
+    let config = ExchangeConfig::default();
+    let idle_ms = config.idle_timeout_ms;
+    let mut sim = small_sim(8);
+    let producer_error = Rc::new(RefCell::new(None));
+    let out = Rc::clone(&producer_error);
+    sim.client("producer", async move {
+        let mut partition = bind(1).await?;
+        partition.send(0, record(0, 0, 32)).await?;
+        partition.flush();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The simulated network drops what is sent across a partition and delivers a
+        // connection's segments in order only, so everything after the lost buffer waits
+        // behind it for ever: the connection is stalled, not closed.
+        turmoil::partition("producer", "consumer");
+        partition.send(0, record(0, 1, 32)).await?;
+        partition.flush();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        turmoil::repair("producer", "consumer");
+        let mut seq = 2;
+        let failed = loop {
+            match partition.send(0, record(0, seq, 32)).await {
+                Ok(()) => partition.flush(),
+                Err(e) => break e,
+            }
+            seq += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        *out.borrow_mut() = Some((failed, now_ms()));
+        Ok(())
+    });
+    let consumer_error = Rc::new(RefCell::new(None));
+    let out = Rc::clone(&consumer_error);
+    sim.client("consumer", async move {
+        let mut gate = InputGate::connect(Net::Sim, &sources(1), config).await?;
+        let mut records = 0;
+        let failed = loop {
+            match gate.next().await {
+                Ok(Some(Delivery::Record { .. })) => records += 1,
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(records, 1, "only the record before the partition arrives");
+        *out.borrow_mut() = Some((failed, now_ms()));
+        Ok(())
+    });
+    sim.run()
+        .expect("both ends fail instead of waiting for ever");
+    let (consumer, consumer_ms) = consumer_error.take().expect("the consumer failed");
+    assert!(
+        matches!(*source(Some(consumer)), ExchangeError::Silent { idle_ms: i } if i == idle_ms)
+    );
+    let (producer, producer_ms) = producer_error.take().expect("the producer failed");
+    // The producer hears either its own silence or the consumer giving up on the connection.
+    assert!(
+        matches!(&producer, ExchangeError::Subpartition { .. }),
+        "{producer:?}"
+    );
+    // Both notice within one idle timeout of the last frame that got through.
+    for at in [consumer_ms, producer_ms] {
+        assert!(
+            at <= 100 + idle_ms + 2 * LATENCY_MS_MAX,
+            "failed at {at} ms"
+        );
+    }
+}

@@ -53,8 +53,9 @@ pub enum Fault {
         /// Largest delay, in milliseconds.
         max_ms: u64,
     },
-    /// Slow a node's stream tasks down: each row they process costs `row_delay_us` more, as on
-    /// an overloaded machine (0 ends it). Nodes without stream tasks ignore it.
+    /// Slow a node's downstream stream tasks: each row they take from the exchange costs
+    /// `row_delay_us` more, as with a slow operator (0 ends it). Sources are not slowed; they
+    /// feel it as backpressure. Nodes without stream tasks ignore it.
     Slow {
         /// The node.
         node: String,

@@ -87,9 +87,33 @@ pub fn all() -> &'static [Scenario] {
         },
         Scenario {
             name: "backpressure",
-            description: "the eos-pipeline job with every task manager slowed for ten seconds; exchange buffers stay within their bound, the backlog waits in the broker as source lag, the job catches up, and the output is exactly-once",
+            description: "the eos-pipeline job with its window subtasks slowed for ten seconds while the sources are not; the sources' output waits for credit, exchange buffers stay within their bound, the backlog waits in the broker as source lag, the job catches up, and the output is exactly-once",
             mutants: scenarios::backpressure::MUTANTS,
             run: scenarios::backpressure::run,
+        },
+        Scenario {
+            name: "savepoint",
+            description: "the eos-pipeline job stopped by an operator with a savepoint mid-input and started again from it, amid the same faults; the job resumes from the savepoint and the read_committed output equals the oracle",
+            mutants: scenarios::savepoint::MUTANTS,
+            run: scenarios::savepoint::run,
+        },
+        Scenario {
+            name: "order-aggregates",
+            description: "the order-aggregates job (high-value orders per customer in 5-minute tumbling windows) on the distributed runtime, fed generated orders with skew and invalid events, under the eos-pipeline faults; read_committed output equals the job's oracle",
+            mutants: scenarios::order_aggregates::MUTANTS,
+            run: scenarios::order_aggregates::run,
+        },
+        Scenario {
+            name: "nexmark-q0",
+            description: "Nexmark q0 (pass-through: every valid bid, unchanged) on the distributed runtime over generated Nexmark events, under the eos-pipeline faults; read_committed output equals the query's oracle, each record exactly once",
+            mutants: scenarios::nexmark_queries::MUTANTS,
+            run: scenarios::nexmark_queries::run_q0,
+        },
+        Scenario {
+            name: "nexmark-q1",
+            description: "Nexmark q1 (currency conversion: every valid bid with its price in euros) on the distributed runtime over generated Nexmark events, under the eos-pipeline faults; read_committed output equals the query's oracle, each record exactly once",
+            mutants: scenarios::nexmark_queries::MUTANTS,
+            run: scenarios::nexmark_queries::run_q1,
         },
     ]
 }

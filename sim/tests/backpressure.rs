@@ -2,8 +2,9 @@
 
 mod common;
 
-use common::{every_seed_passes, first_catch, generated_plans_pass, same_seed_same_hash};
-use weir_sim::fault::Topology;
+use common::{
+    every_seed_passes, first_catch, generated_plans_pass, pipeline_topology, same_seed_same_hash,
+};
 
 const SCENARIO: &str = "backpressure";
 
@@ -36,13 +37,10 @@ fn unbounded_exchange_buffers_are_caught() {
 
 #[test]
 fn generated_fault_plans_pass() {
-    let topo = Topology {
-        servers: [
-            "broker-0", "broker-1", "broker-2", "jm", "tm-0", "tm-1", "tm-2",
-        ]
-        .map(String::from)
-        .to_vec(),
-        clients: vec!["feeder".into(), "observer".into()],
-    };
-    generated_plans_pass(SCENARIO, &topo, 20_000, 2);
+    generated_plans_pass(
+        SCENARIO,
+        &pipeline_topology(&["feeder", "observer"]),
+        20_000,
+        2,
+    );
 }

@@ -2,21 +2,11 @@
 
 mod common;
 
-use common::{every_seed_passes, first_catch, generated_plans_pass, same_seed_same_hash};
-use weir_sim::fault::Topology;
+use common::{
+    every_seed_passes, first_catch, generated_plans_pass, pipeline_topology, same_seed_same_hash,
+};
 
 const SCENARIO: &str = "eos-pipeline";
-
-fn topology() -> Topology {
-    Topology {
-        servers: [
-            "broker-0", "broker-1", "broker-2", "jm", "tm-0", "tm-1", "tm-2",
-        ]
-        .map(String::from)
-        .to_vec(),
-        clients: vec!["feeder".into(), "observer".into()],
-    }
-}
 
 fn figure<'a>(r: &'a weir_sim::report::RunReport, name: &str) -> &'a str {
     r.metrics
@@ -61,5 +51,10 @@ fn sources_that_save_offsets_after_the_barrier_are_caught() {
 
 #[test]
 fn generated_fault_plans_pass() {
-    generated_plans_pass(SCENARIO, &topology(), 20_000, 3);
+    generated_plans_pass(
+        SCENARIO,
+        &pipeline_topology(&["feeder", "observer"]),
+        20_000,
+        3,
+    );
 }

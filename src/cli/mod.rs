@@ -3,6 +3,8 @@
 mod broker;
 mod check;
 mod cluster;
+mod job;
+mod produce;
 mod replay;
 mod sim;
 mod sweep;
@@ -35,6 +37,10 @@ enum Command {
     Cluster(cluster::ClusterArgs),
     /// Run a workload and its checkers against any Kafka-protocol cluster.
     Check(check::CheckArgs),
+    /// Write a workload's generated events to a topic on any Kafka-protocol cluster.
+    Produce(produce::ProduceArgs),
+    /// Run a job on a local job manager and task manager against any Kafka-protocol cluster.
+    Job(job::JobArgs),
 }
 
 impl Cli {
@@ -126,5 +132,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Broker(args)) => broker::run(args),
         Some(Command::Cluster(args)) => cluster::run(args),
         Some(Command::Check(args)) => check::run(args),
+        Some(Command::Produce(args)) => produce::run(args),
+        Some(Command::Job(args)) => job::run(args),
     }
 }

@@ -68,7 +68,8 @@ pub fn run(args: ReplayArgs) -> ExitCode {
     );
     println!("timeline (simulated ms):");
     for e in &r.trace {
-        let client_op = !["nemesis", "drainer", "job", "metrics"].contains(&e.source.as_str());
+        let client_op =
+            !["nemesis", "drainer", "job", "metrics", "operator"].contains(&e.source.as_str());
         if args.trace {
             println!("{:>8}  {:<12} {}", e.at_ms, e.source, e.what);
         } else if !client_op {

@@ -59,8 +59,13 @@ impl WeirProcess {
     }
 
     /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    pub fn terminate(self) -> std::process::ExitStatus {
         signal("TERM", &[self.child.id()]);
+        self.wait()
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait(mut self) -> std::process::ExitStatus {
         self.child.wait().expect("weir exits")
     }
 }

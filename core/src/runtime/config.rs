@@ -86,6 +86,9 @@ pub enum RuntimeMutation {
     OffsetsAfterBarrier,
     /// Result partitions queue without limit instead of waiting for credit-freed buffers.
     UnboundedBuffers,
+    /// A job manager resuming a stopped job from a savepoint drops the stopped run's
+    /// checkpoints but starts from scratch instead of from the savepoint.
+    SavepointIgnored,
 }
 
 /// Everything the job manager needs to run a job.

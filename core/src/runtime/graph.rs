@@ -37,6 +37,12 @@ pub enum OperatorSpec {
         /// A record with this value ends its partition's input (bounded jobs).
         end_marker: Option<String>,
     },
+    /// Applies the task managers' function `function` (see [`super::function`]) to each row:
+    /// it may drop the row, change it, re-key it or turn it into several.
+    Map {
+        /// The function's name in the registry.
+        function: String,
+    },
     /// Keyed tumbling event-time windows that count rows and sum their values (decimal
     /// integers), emitting one row per key and window when the watermark passes its end.
     TumblingCountSum {
@@ -210,6 +216,26 @@ mod tests {
         let split = graph(3, 1).stages().unwrap();
         assert_eq!(split.len(), 3);
         assert_eq!(split[1].output, Some(Partitioner::Rebalance));
+    }
+
+    #[test]
+    fn functions_chain_with_the_operators_around_them() {
+        let mut g = graph(2, 2);
+        let map = |uid: &str| Vertex {
+            uid: uid.into(),
+            op: OperatorSpec::Map {
+                function: "f".into(),
+            },
+            parallelism: 2,
+        };
+        g.vertices.insert(1, map("parse"));
+        g.edges.insert(0, Edge::Forward);
+        g.vertices.insert(3, map("format"));
+        g.edges.insert(2, Edge::Forward);
+        let stages = g.stages().unwrap();
+        assert_eq!(stages.len(), 2);
+        assert_eq!(stages[0].vertices, vec![0, 1]);
+        assert_eq!(stages[1].vertices, vec![2, 3, 4]);
     }
 
     #[test]

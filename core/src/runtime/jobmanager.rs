@@ -4,7 +4,8 @@
 //! ```text
 //! Scheduling --enough slots--> Running --failure--> Restarting --backoff--> Scheduling
 //!                                 |                      \--attempts_max--> Failed
-//!                                 \--input ended, final checkpoint committed--> Finished
+//!                                 |--input ended, final checkpoint committed--> Finished
+//!                                 \--stop asked, savepoint committed--> Stopped
 //! ```
 //!
 //! Failover is global: a failed subtask, a task manager that goes silent or re-registers,
@@ -17,7 +18,7 @@
 //! each deployment, so a restarted job manager never reuses one: subtasks, their ports and
 //! their messages are all told apart by it.
 
-use super::config::JobConfig;
+use super::config::{JobConfig, RuntimeMutation};
 use super::exchange::ChannelSource;
 use super::graph::Stage;
 use super::metrics::{CheckpointStats, TaskSample};
@@ -59,7 +60,8 @@ pub struct JobManagerConfig {
     pub net: Net,
     /// The job it runs.
     pub job: JobConfig,
-    /// A savepoint to start from when the job has no checkpoint yet.
+    /// A savepoint to start from when the job has no checkpoint yet, or was stopped; the
+    /// stopped run's checkpoints are then deleted.
     pub savepoint: Option<String>,
 }
 
@@ -93,6 +95,11 @@ pub enum JobEvent {
     Savepoint(String),
     /// Input ended and every output is committed.
     Finished,
+    /// The job stopped after committing the output of this savepoint.
+    Stopped {
+        /// The savepoint to resume from.
+        savepoint: String,
+    },
     /// The job failed for good.
     Failed(String),
 }
@@ -123,6 +130,15 @@ struct Pending {
     started: Instant,
     acks: BTreeMap<TaskId, TaskSnapshot>,
     savepoint_for: Vec<u64>,
+    /// Clients that asked to stop once this checkpoint, a savepoint, is committed.
+    stop_for: Vec<u64>,
+}
+
+/// A checkpoint the job waits for every sink to commit, and what it does then: finish (its
+/// input ended), or stop with a savepoint and answer the clients that asked.
+struct Finishing {
+    checkpoint_id: u64,
+    stop: Option<(String, Vec<u64>)>,
 }
 
 struct JobManager {
@@ -141,12 +157,13 @@ struct JobManager {
     latest_is_savepoint: bool,
     pending: Option<Pending>,
     savepoint_waiters: Vec<u64>,
+    stop_waiters: Vec<u64>,
     next_trigger: Instant,
     restart_at: Option<Instant>,
     consecutive_failures: u32,
     restarts: u64,
     running_since: Instant,
-    finishing: Option<u64>,
+    finishing: Option<Finishing>,
     /// Checkpoints that failed since the last one completed.
     failed_checkpoints: u32,
     committed: BTreeSet<TaskId>,
@@ -186,6 +203,7 @@ pub async fn run_job_manager(
         latest_is_savepoint: false,
         pending: None,
         savepoint_waiters: Vec::new(),
+        stop_waiters: Vec::new(),
         next_trigger: Instant::now(),
         restart_at: Some(Instant::now()),
         consecutive_failures: 0,
@@ -197,10 +215,25 @@ pub async fn run_job_manager(
         last_complete_sent: Instant::now(),
         samples: BTreeMap::new(),
     };
+    if meta.stopped.is_some() {
+        if config.savepoint.is_some() {
+            // Checkpoints go first: a crash before the flag is cleared then finds no checkpoint
+            // and starts from the savepoint again.
+            jm.store
+                .clear_checkpoints()
+                .await
+                .map_err(|e| e.to_string())?;
+            meta.stopped = None;
+            jm.store.save_meta(&meta).await.map_err(|e| e.to_string())?;
+        } else {
+            jm.state = JobState::Stopped;
+        }
+    }
+    let ignore_savepoint = config.job.mutation == Some(RuntimeMutation::SavepointIgnored);
     match jm.store.latest_checkpoint() {
         Ok(Some(c)) => jm.latest = Some(c),
         Ok(None) => {
-            if let Some(name) = &config.savepoint {
+            if let Some(name) = config.savepoint.as_ref().filter(|_| !ignore_savepoint) {
                 match jm.store.savepoint(name) {
                     Ok(s) => {
                         jm.latest = Some(s);
@@ -372,7 +405,10 @@ impl JobManager {
                 task,
             } => {
                 if attempt == self.meta.attempt
-                    && self.finishing.is_some_and(|f| checkpoint_id >= f)
+                    && self
+                        .finishing
+                        .as_ref()
+                        .is_some_and(|f| checkpoint_id >= f.checkpoint_id)
                 {
                     self.committed.insert(task);
                     self.check_finished().await;
@@ -397,20 +433,24 @@ impl JobManager {
                 };
                 self.send(conn, Outbound::Client(status));
             }
-            ToJobManager::TriggerSavepoint => {
-                if self.state == JobState::Running {
-                    self.savepoint_waiters.push(conn);
-                } else {
-                    let why = format!("the job is {:?}", self.state);
-                    self.send(conn, Outbound::Client(ToClient::Savepoint(Err(why))));
-                }
+            // Stopping is idempotent: a client whose answer was lost asks again.
+            ToJobManager::StopWithSavepoint if let Some(savepoint) = self.meta.stopped.clone() => {
+                self.send(conn, Outbound::Client(ToClient::Savepoint(Ok(savepoint))));
             }
+            ToJobManager::TriggerSavepoint | ToJobManager::StopWithSavepoint
+                if self.state != JobState::Running =>
+            {
+                self.refuse(vec![conn], &format!("the job is {:?}", self.state));
+            }
+            ToJobManager::TriggerSavepoint => self.savepoint_waiters.push(conn),
+            ToJobManager::StopWithSavepoint => self.stop_waiters.push(conn),
         }
     }
 
     fn on_closed(&mut self, conn: u64) {
         self.conns.remove(&conn);
         self.savepoint_waiters.retain(|c| *c != conn);
+        self.stop_waiters.retain(|c| *c != conn);
         let lost: Vec<String> = self
             .tms
             .iter()
@@ -456,13 +496,13 @@ impl JobManager {
                     self.consecutive_failures = 0;
                 }
                 self.checkpoint_timers(now);
-                if let Some(f) = self.finishing
+                if let Some(f) = &self.finishing
                     && now >= self.last_complete_sent + Duration::from_millis(COMPLETE_RESEND_MS)
                 {
-                    self.broadcast_complete(f);
+                    self.broadcast_complete(f.checkpoint_id);
                 }
             }
-            JobState::Finished | JobState::Failed => {}
+            JobState::Finished | JobState::Failed | JobState::Stopped => {}
         }
     }
 
@@ -477,13 +517,10 @@ impl JobManager {
                 .filter(|t| !p.acks.contains_key(t))
                 .map(ToString::to_string)
                 .collect();
-            let waiters =
-                std::mem::take(&mut self.pending.as_mut().expect("pending").savepoint_for);
-            for conn in waiters {
-                let why = format!("checkpoint {id} timed out");
-                self.send(conn, Outbound::Client(ToClient::Savepoint(Err(why))));
-            }
-            self.pending = None;
+            let p = self.pending.take().expect("pending");
+            let why = format!("checkpoint {id} timed out");
+            self.refuse(p.savepoint_for, &why);
+            self.refuse(p.stop_for, &why);
             self.next_trigger = now;
             self.event(JobEvent::CheckpointAbandoned {
                 id,
@@ -498,7 +535,9 @@ impl JobManager {
                 return;
             }
         }
-        let due = now >= self.next_trigger || !self.savepoint_waiters.is_empty();
+        let due = now >= self.next_trigger
+            || !self.savepoint_waiters.is_empty()
+            || !self.stop_waiters.is_empty();
         if self.pending.is_none() && self.finishing.is_none() && due {
             let id = self.meta.next_checkpoint_id;
             self.meta.next_checkpoint_id += 1;
@@ -507,6 +546,7 @@ impl JobManager {
                 started: now,
                 acks: BTreeMap::new(),
                 savepoint_for: std::mem::take(&mut self.savepoint_waiters),
+                stop_for: std::mem::take(&mut self.stop_waiters),
             });
             let attempt = self.meta.attempt;
             for (task, tm) in &self.placement {
@@ -543,24 +583,32 @@ impl JobManager {
         let now = Instant::now();
         self.next_trigger = now + Duration::from_millis(self.job.checkpoint.interval_ms);
         if let Err(e) = saved {
-            for conn in p.savepoint_for {
-                let why = format!("checkpoint {}: {e}", p.id);
-                self.send(conn, Outbound::Client(ToClient::Savepoint(Err(why))));
-            }
+            let why = format!("checkpoint {}: {e}", p.id);
+            self.refuse(p.savepoint_for, &why);
+            self.refuse(p.stop_for, &why);
             self.failover(format!("checkpoint {} could not be stored: {e}", p.id));
             return;
         }
-        if !p.savepoint_for.is_empty() {
-            let reply = self
-                .store
-                .save_savepoint(&checkpoint)
-                .await
-                .map_err(|e| e.to_string());
-            if let Ok(name) = &reply {
-                self.event(JobEvent::Savepoint(name.clone()));
-            }
-            for conn in p.savepoint_for {
-                self.send(conn, Outbound::Client(ToClient::Savepoint(reply.clone())));
+        let mut stop = None;
+        if !p.savepoint_for.is_empty() || !p.stop_for.is_empty() {
+            match self.store.save_savepoint(&checkpoint).await {
+                Ok(name) => {
+                    self.event(JobEvent::Savepoint(name.clone()));
+                    for conn in p.savepoint_for {
+                        self.send(
+                            conn,
+                            Outbound::Client(ToClient::Savepoint(Ok(name.clone()))),
+                        );
+                    }
+                    if !p.stop_for.is_empty() {
+                        stop = Some((name, p.stop_for));
+                    }
+                }
+                Err(e) => {
+                    let why = format!("savepoint {}: {e}", p.id);
+                    self.refuse(p.savepoint_for, &why);
+                    self.refuse(p.stop_for, &why);
+                }
             }
         }
         self.event(JobEvent::CheckpointCompleted(CheckpointStats {
@@ -572,8 +620,13 @@ impl JobManager {
         self.failed_checkpoints = 0;
         self.latest = Some(checkpoint);
         self.latest_is_savepoint = false;
-        if input_ended && self.finishing.is_none() {
-            self.finishing = Some(id);
+        // A stop replaces a finish not yet committed: the savepoint holds the ended input, and
+        // a run resumed from it finishes at once.
+        if stop.is_some() || (input_ended && self.finishing.is_none()) {
+            self.finishing = Some(Finishing {
+                checkpoint_id: id,
+                stop,
+            });
         }
         self.broadcast_complete(id);
     }
@@ -598,20 +651,50 @@ impl JobManager {
         if self.committed.iter().filter(|t| t.stage == last).count() < sinks {
             return;
         }
-        self.meta.finished = true;
-        if let Err(e) = self.store.save_meta(&self.meta).await {
+        let stop = self.finishing.as_ref().and_then(|f| f.stop.as_ref());
+        let mut meta = self.meta.clone();
+        match stop {
+            Some((name, _)) => meta.stopped = Some(name.clone()),
+            None => meta.finished = true,
+        }
+        if let Err(e) = self.store.save_meta(&meta).await {
             // Not durable yet: the next commit report tries again.
-            tracing::warn!(error = %e, "could not record the job as finished");
-            self.meta.finished = false;
+            tracing::warn!(error = %e, "could not record the job as finished or stopped");
             return;
         }
-        self.state = JobState::Finished;
+        self.meta = meta;
         let attempt = self.meta.attempt;
         for tm in self.busy_tms() {
             self.send_tm(&tm, ToTaskManager::Cancel { attempt });
         }
         self.placement.clear();
-        self.event(JobEvent::Finished);
+        match self.finishing.take().and_then(|f| f.stop) {
+            Some((savepoint, waiters)) => {
+                self.state = JobState::Stopped;
+                for conn in waiters {
+                    let reply = ToClient::Savepoint(Ok(savepoint.clone()));
+                    self.send(conn, Outbound::Client(reply));
+                }
+                self.event(JobEvent::Stopped { savepoint });
+            }
+            None => {
+                self.state = JobState::Finished;
+                let why = "the job finished";
+                let waiting = std::mem::take(&mut self.savepoint_waiters);
+                self.refuse(waiting, why);
+                let waiting = std::mem::take(&mut self.stop_waiters);
+                self.refuse(waiting, why);
+                self.event(JobEvent::Finished);
+            }
+        }
+    }
+
+    /// Tells clients waiting for a savepoint or a stop why they will not get it.
+    fn refuse(&self, conns: Vec<u64>, why: &str) {
+        for conn in conns {
+            let reply = ToClient::Savepoint(Err(why.to_string()));
+            self.send(conn, Outbound::Client(reply));
+        }
     }
 
     fn failover(&mut self, reason: String) {
@@ -625,12 +708,13 @@ impl JobManager {
         self.placement.clear();
         self.samples.clear();
         if let Some(p) = self.pending.take() {
-            for conn in p.savepoint_for {
-                let why = format!("checkpoint {} lost to a failover", p.id);
-                self.send(conn, Outbound::Client(ToClient::Savepoint(Err(why))));
-            }
+            let why = format!("checkpoint {} lost to a failover", p.id);
+            self.refuse(p.savepoint_for, &why);
+            self.refuse(p.stop_for, &why);
         }
-        self.finishing = None;
+        if let Some((_, waiters)) = self.finishing.take().and_then(|f| f.stop) {
+            self.refuse(waiters, "the stop was interrupted by a failover");
+        }
         self.failed_checkpoints = 0;
         self.committed.clear();
         self.event(JobEvent::Failover {

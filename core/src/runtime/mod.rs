@@ -15,11 +15,12 @@
 //! - [`exchange`]: the data plane between stages, bounded by credit.
 //! - [`snapshot`]: what a checkpoint holds and how it is stored.
 //! - [`source`], [`window`], [`sink`]: the operators; the sink's two-phase commit is what
-//!   makes the output exactly-once.
+//!   makes the output exactly-once. [`function`]: the user functions a graph names.
 
 pub mod config;
 pub mod element;
 pub mod exchange;
+pub mod function;
 pub mod graph;
 pub mod jobmanager;
 pub mod metrics;
@@ -33,6 +34,7 @@ mod throttle;
 pub mod window;
 
 pub use config::{Alignment, CheckpointConfig, JobConfig, RestartStrategy, RuntimeMutation};
+pub use function::{Functions, RowFunction};
 pub use graph::{Edge, JobGraph, OperatorSpec, SinkMode, Vertex};
 pub use jobmanager::{JobEvent, JobManagerConfig, run_job_manager};
 pub use rpc::{JobState, ToClient, ToJobManager};

@@ -83,6 +83,9 @@ pub enum ToJobManager {
     Status,
     /// A client asks for a savepoint.
     TriggerSavepoint,
+    /// A client asks for a savepoint and then for the job to stop, once the savepoint's
+    /// output is committed; the reply names the savepoint to resume from.
+    StopWithSavepoint,
 }
 
 /// Job manager to task manager.
@@ -137,6 +140,8 @@ pub enum JobState {
     Finished,
     /// Restarts exhausted, or checkpoint storage failed.
     Failed,
+    /// Stopped with a savepoint; a job manager started from it resumes the job.
+    Stopped,
 }
 
 /// Job manager to client.

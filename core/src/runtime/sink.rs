@@ -9,8 +9,9 @@
 //!
 //! Each subtask owns a pool of [`TXN_POOL`] transactional ids: one transaction open, the
 //! pre-committed ones waiting for their checkpoint, and the committed ones in quarantine. A
-//! transaction of checkpoint c, once committed, keeps its id untouched until a checkpoint newer
-//! than c completes: until then the job may restore c again and commit that transaction once
+//! transaction committed when checkpoint c completes (its own, or one of an abandoned
+//! checkpoint before c that c's snapshot still lists) keeps its id untouched until a checkpoint
+//! newer than c completes: until then the job may restore c again and commit that transaction once
 //! more, which succeeds only while the id's epoch is the one the commit left (a new
 //! transaction on the id would move it on, and the second commit would be refused as fenced,
 //! indistinguishable from a transaction the broker aborted).
@@ -325,8 +326,11 @@ impl TxnSink {
                 .remove(&txn.checkpoint_id)
                 .unwrap_or_default();
             self.latency.record_since(&rows_ts, self.clock.now_ms());
+            // Under `checkpoint_id`, not the transaction's own checkpoint: the snapshot of
+            // `checkpoint_id` lists every transaction still pending at its barrier (those of
+            // an abandoned checkpoint before it too), and restoring it commits them all again.
             self.quarantine
-                .entry(txn.checkpoint_id)
+                .entry(checkpoint_id)
                 .or_default()
                 .push((txn.slot, producer));
             commits += 1;

@@ -84,6 +84,9 @@ pub struct JobMeta {
     pub next_checkpoint_id: u64,
     /// The job finished: its input ended and the final checkpoint was committed.
     pub finished: bool,
+    /// The job was stopped with this savepoint, and runs again only from a savepoint.
+    #[serde(default)]
+    pub stopped: Option<String>,
 }
 
 /// Why a checkpoint file could not be read or written.
@@ -146,6 +149,16 @@ impl CheckpointStore {
         let ids = self.checkpoint_ids()?;
         for id in ids.iter().rev().skip(retained_max) {
             self.disk.remove_file(&checkpoint_file(*id))?;
+        }
+        self.disk.sync_dir(CHECKPOINTS).await?;
+        Ok(())
+    }
+
+    /// Deletes every checkpoint: a job resumed from a savepoint must not fall back on the
+    /// checkpoints of the run that was stopped.
+    pub async fn clear_checkpoints(&self) -> Result<(), StoreError> {
+        for id in self.checkpoint_ids()? {
+            self.disk.remove_file(&checkpoint_file(id))?;
         }
         self.disk.sync_dir(CHECKPOINTS).await?;
         Ok(())
@@ -265,9 +278,15 @@ mod tests {
             attempt: 3,
             next_checkpoint_id: 6,
             finished: false,
+            stopped: Some(name.clone()),
         };
         store.save_meta(&meta).await.unwrap();
         assert_eq!(store.meta().unwrap(), meta);
+        // A run resumed from a savepoint starts without the stopped run's checkpoints.
+        store.clear_checkpoints().await.unwrap();
+        assert!(store.latest_checkpoint().unwrap().is_none());
+        assert_eq!(store.savepoint(&name).unwrap().id, 9);
+        store.save_checkpoint(&checkpoint(5), 2).await.unwrap();
         // A flipped byte is refused, not read as an older state.
         let path = dir.join("checkpoints/chk-000000000005.json");
         let mut bytes = std::fs::read(&path).unwrap();

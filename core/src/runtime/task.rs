@@ -12,6 +12,7 @@
 use super::config::{Alignment, JobConfig, RuntimeMutation};
 use super::element::{Element, Row};
 use super::exchange::{Delivery, Event, ExchangeConfig, InputGate, ResultPartition};
+use super::function::{Functions, RowFunction};
 use super::graph::{OperatorSpec, Partitioner, SinkMode};
 use super::metrics::{LatencyStats, TaskSample};
 use super::rpc::{TaskDeployment, ToJobManager};
@@ -60,6 +61,7 @@ pub(crate) struct TaskLinks {
     pub to_job_manager: mpsc::Sender<ToJobManager>,
     pub sample: Arc<Mutex<TaskSample>>,
     pub throttle: Throttle,
+    pub functions: Functions,
 }
 
 type TaskResult = Result<(), String>;
@@ -91,13 +93,13 @@ pub(crate) async fn run(deployment: TaskDeployment, mut links: TaskLinks) -> Tas
     }
     let exchange = effective_exchange(&config);
     let mut chain = Chain {
-        window: None,
+        ops: Vec::new(),
         sink: None,
         output: None,
         rows_out: 0,
         write_latency: LatencyStats::default(),
         clock: links.clock,
-        slowdown: Slowdown::new(links.throttle.clone()),
+        slowdown: None,
     };
     let mut head = None;
     for v in &deployment.stage.vertices {
@@ -125,7 +127,13 @@ pub(crate) async fn run(deployment: TaskDeployment, mut links: TaskLinks) -> Tas
                     Some((_, bytes)) => TumblingCountSum::restore(bytes)?,
                     None => TumblingCountSum::new(*size_ms),
                 };
-                chain.window = Some((uid, window));
+                chain.ops.push(ChainOp::Window(uid, window));
+            }
+            OperatorSpec::Map { function } => {
+                let f = links.functions.get(function).ok_or_else(|| {
+                    format!("{uid}: this task manager has no function {function:?}")
+                })?;
+                chain.ops.push(ChainOp::Map(f));
             }
             OperatorSpec::Sink { topic, mode } => {
                 let identity = SinkIdentity {
@@ -184,6 +192,7 @@ pub(crate) async fn run(deployment: TaskDeployment, mut links: TaskLinks) -> Tas
             task.run_source(uid, source, positions).await
         }
         None => {
+            task.chain.slowdown = Some(Slowdown::new(task.links.throttle.clone()));
             let gate = InputGate::connect(task.links.net, &deployment.inputs, exchange)
                 .await
                 .map_err(|e| format!("input gate: {e}"))?;
@@ -212,34 +221,75 @@ struct Output {
     next: usize,
 }
 
+/// One operator of a chain after its head.
+enum ChainOp {
+    Map(Arc<dyn RowFunction>),
+    Window(String, TumblingCountSum),
+}
+
 /// The operators after the head, and where their output goes.
 struct Chain {
-    window: Option<(String, TumblingCountSum)>,
+    ops: Vec<ChainOp>,
     sink: Option<(String, BrokerSink)>,
     output: Option<Output>,
     rows_out: u64,
     write_latency: LatencyStats,
     clock: Clock,
-    slowdown: Slowdown,
+    /// Only for tasks that read an exchange: a slowed task manager slows its downstream
+    /// operators, and its sources feel it through credit, as they would a slow operator.
+    slowdown: Option<Slowdown>,
 }
 
 impl Chain {
     async fn row(&mut self, row: Row) -> TaskResult {
-        self.slowdown.row().await;
-        if let Some((_, window)) = &mut self.window {
-            window.add(&row);
-            return Ok(());
+        if let Some(slowdown) = &mut self.slowdown {
+            slowdown.row().await;
         }
-        self.emit(row).await
+        self.push(0, vec![row]).await
+    }
+
+    /// Runs `rows` through the operators from `from` on: a window keeps them, anything else
+    /// passes its output on, and what comes out of the last goes to the sink or the output.
+    async fn push(&mut self, from: usize, mut rows: Vec<Row>) -> TaskResult {
+        for op in &mut self.ops[from..] {
+            if rows.is_empty() {
+                return Ok(());
+            }
+            match op {
+                ChainOp::Map(f) => {
+                    let mut out = Vec::with_capacity(rows.len());
+                    for row in rows {
+                        f.apply(row, &mut out);
+                    }
+                    rows = out;
+                }
+                ChainOp::Window(_, window) => {
+                    for row in &rows {
+                        window.add(row);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        for row in rows {
+            self.emit(row).await?;
+        }
+        Ok(())
+    }
+
+    fn windows(&self) -> impl Iterator<Item = (&String, &TumblingCountSum)> {
+        self.ops.iter().filter_map(|op| match op {
+            ChainOp::Window(uid, w) => Some((uid, w)),
+            ChainOp::Map(_) => None,
+        })
     }
 
     async fn watermark(&mut self, watermark: i64) -> TaskResult {
-        let fired = match &mut self.window {
-            Some((_, window)) => window.advance(watermark),
-            None => Vec::new(),
-        };
-        for row in fired {
-            self.emit(row).await?;
+        for i in 0..self.ops.len() {
+            if let ChainOp::Window(_, window) = &mut self.ops[i] {
+                let fired = window.advance(watermark);
+                self.push(i + 1, fired).await?;
+            }
         }
         if let Some(out) = &mut self.output {
             let bytes = Element::Watermark(watermark).encode();
@@ -281,7 +331,7 @@ impl Chain {
     /// Snapshots the chain's operators (the sink pre-commits) and forwards the barrier.
     async fn barrier(&mut self, checkpoint_id: u64) -> Result<BTreeMap<String, Vec<u8>>, String> {
         let mut operators = BTreeMap::new();
-        if let Some((uid, window)) = &self.window {
+        for (uid, window) in self.windows() {
             operators.insert(uid.clone(), window.snapshot());
         }
         if let Some((uid, sink)) = &mut self.sink {
@@ -386,9 +436,9 @@ impl Task<'_> {
             s.buffers_in_use += m.buffers_in_use;
             s.buffers_peak += m.buffers_in_use_peak;
         }
-        if let Some((_, w)) = &self.chain.window {
-            s.state_bytes = w.state_bytes();
-            s.late_dropped = w.counters().late_dropped;
+        for (_, w) in self.chain.windows() {
+            s.state_bytes += w.state_bytes();
+            s.late_dropped += w.counters().late_dropped;
         }
         if let Some((_, sink)) = &self.chain.sink {
             s.commit_latency = sink.latency();

@@ -5,6 +5,7 @@
 //! `heartbeat_timeout_ms`) stops every subtask and registers again: the job manager restarts
 //! the job from its last checkpoint anyway, and subtasks left running would only be zombies.
 
+use super::function::Functions;
 use super::metrics::TaskSample;
 use super::rpc::{RpcError, ToJobManager, ToTaskManager, read_message, write_message};
 use super::snapshot::TaskId;
@@ -50,6 +51,8 @@ pub struct TaskManagerConfig {
     pub control_frame_bytes_max: usize,
     /// Delay per row its subtasks process (a fault; zero unless injected).
     pub throttle: Throttle,
+    /// The user functions its subtasks can run.
+    pub functions: Functions,
 }
 
 /// Receives every heartbeat's samples (the simulator records them on its timeline).
@@ -136,6 +139,7 @@ async fn session(config: &TaskManagerConfig, hook: Option<&SampleHook>) -> Resul
                                 to_job_manager: outbox_tx.clone(),
                                 sample: Arc::clone(&sample),
                                 throttle: config.throttle.clone(),
+                                functions: config.functions.clone(),
                             };
                             let report = outbox_tx.clone();
                             let abort = set.spawn(async move {

@@ -1,5 +1,7 @@
-//! A fault-injection knob for task managers: a delay per row, as a slow or overloaded machine
-//! would add. The simulator turns it on and off from a fault plan; it is zero otherwise.
+//! A fault-injection knob for task managers: a delay per row that a task takes from the
+//! exchange, as a slow operator or an overloaded machine would add. Sources are not slowed, so
+//! they read at full speed until credit runs out: the slowdown reaches them as backpressure.
+//! The simulator turns it on and off from a fault plan; it is zero otherwise.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -4,6 +4,7 @@
 mod ctp;
 mod group;
 mod queue;
+mod rows;
 mod txn;
 mod txn_graph;
 mod windows;
@@ -11,9 +12,10 @@ mod windows;
 pub use ctp::{CtpRun, CtpViolation, check_ctp};
 pub use group::{Assigned, GroupHistory, GroupViolation, OffsetSeen, check_group};
 pub use queue::{FinalRead, QueueCheck, check_queue};
+pub use rows::{ExpectedRows, RowViolation, check_rows};
 pub use txn::{TxnOp, TxnOutcome, TxnViolation, check_txns};
 pub use txn_graph::{Cycle, CycleKind, Dep};
-pub use windows::{Expected, WindowViolation, Windows, check_windows, oracle};
+pub use windows::{Expected, WindowViolation, Windows, check_windows, check_windows_with, oracle};
 
 use std::fmt;
 

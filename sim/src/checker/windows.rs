@@ -137,22 +137,39 @@ pub fn oracle(
     windows
 }
 
-/// Compares the committed output with the oracle's windows.
+/// Compares the committed output, records of [`WindowResult`] keyed by their key, with the
+/// oracle's windows.
 pub fn check_windows(
     expected: &Windows,
     output: &BTreeMap<i32, Vec<ConsumerRecord>>,
+) -> Vec<WindowViolation> {
+    check_windows_with(expected, output, |r| {
+        let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+        let w: WindowResult = serde_json::from_slice(r.value.as_deref()?).ok()?;
+        Some((
+            (key, w.start),
+            Expected {
+                count: w.count,
+                sum: w.sum,
+            },
+        ))
+    })
+}
+
+/// Compares the committed output with the oracle's windows, reading each output record into
+/// its (key, window start) and aggregate with `decode` (`None`: not a window result).
+pub fn check_windows_with(
+    expected: &Windows,
+    output: &BTreeMap<i32, Vec<ConsumerRecord>>,
+    decode: impl Fn(&ConsumerRecord) -> Option<((String, i64), Expected)>,
 ) -> Vec<WindowViolation> {
     let mut violations = Vec::new();
     let mut found: BTreeMap<(String, i64), Vec<Expected>> = BTreeMap::new();
     for (partition, records) in output {
         for r in records {
-            let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
-            match serde_json::from_slice::<WindowResult>(r.value.as_deref().unwrap_or_default()) {
-                Ok(w) => found.entry((key, w.start)).or_default().push(Expected {
-                    count: w.count,
-                    sum: w.sum,
-                }),
-                Err(_) => violations.push(WindowViolation::Malformed {
+            match decode(r) {
+                Some((window, aggregate)) => found.entry(window).or_default().push(aggregate),
+                None => violations.push(WindowViolation::Malformed {
                     partition: *partition,
                     offset: r.offset,
                 }),

@@ -1,19 +1,20 @@
-//! Scenario `backpressure`: the pipeline of [`super::pipeline`] with every task manager slowed
-//! for a long stretch (each row costs milliseconds), amid the usual faults before and after.
+//! Scenario `backpressure`: the pipeline of [`super::pipeline`] with its downstream stage (the
+//! window and sink subtasks) slowed for a long stretch, each row costing milliseconds, amid the
+//! usual faults before and after.
 //!
-//! While the task managers are slow, credit runs out and the sources wait on their output, so
-//! the input piles up in the broker as consumer lag instead of in the job's memory. The checker
-//! requires that no task ever held more exchange buffers than the job's settings allow, that
-//! the sources' lag grew during the slowdown and was gone at the end, and, as in
-//! `eos-pipeline`, that the committed output holds every window exactly once.
+//! The sources are not slowed. While the window subtasks are slow, their credit runs out, the
+//! sources wait on their output, and the input piles up in the broker as consumer lag instead
+//! of in the job's memory. The checker requires that no task ever held more exchange buffers
+//! than the job's settings allow, that a source's output waited for at least a second (the
+//! backpressure reached it), that the sources' lag grew during the slowdown and was gone at the
+//! end, and, as in `eos-pipeline`, that the committed output holds every window exactly once.
 
-use super::pipeline::{self, Pipeline};
-use crate::fault::{Fault, TimedFault};
+use super::pipeline::{self, Pipeline, PipelineJob};
+use crate::fault::{BASE_LATENCY_MAX_MS, Fault, TimedFault};
 use crate::report::RunReport;
 use crate::scenario::RunSpec;
 use rand::Rng;
 use weir_core::rng::WeirRng;
-use weir_core::runtime::RuntimeMutation;
 use weir_core::runtime::exchange::ExchangeConfig;
 
 /// Deliberately broken runtimes this scenario must catch.
@@ -34,14 +35,29 @@ const LAG_MIN_RECORDS: u64 = 100;
 /// Lag at or below this, in records, counts as caught up: the few records written between a
 /// source's read and the probe's look at the partition's end.
 const LAG_CAUGHT_UP_RECORDS: u64 = 20;
+/// The least time, in milliseconds, some task's output must have waited for credit: the
+/// slowdown lasts ten seconds, and only backpressure slows the sources.
+const BACKPRESSURE_MIN_MS: u64 = 1_000;
 
-/// Slows every task manager; swarm faults that would strike during the slowdown or the
-/// catch-up after it are dropped (`quiet_ms`), so that the slowdown alone decides what happens
-/// then.
+/// Slows the downstream tasks of every task manager. Swarm faults that would strike during the
+/// slowdown or the catch-up after it are dropped (`quiet_ms`), and the network is healed and
+/// its latency restored when the slowdown starts, so that the slowdown alone decides what
+/// happens then: a latency raised before it would otherwise cap the exchange's throughput
+/// below the input rate for good.
 fn slowdown(rng: &mut WeirRng) -> Vec<TimedFault> {
     let row_delay_us = rng.random_range(30_000..=60_000);
-    (0..3)
-        .flat_map(|i| {
+    let calm = [
+        Fault::HealNetwork,
+        Fault::Latency {
+            max_ms: BASE_LATENCY_MAX_MS,
+        },
+    ]
+    .map(|fault| TimedFault {
+        at_ms: SLOW_FROM_MS,
+        fault,
+    });
+    calm.into_iter()
+        .chain((0..3).flat_map(|i| {
             let node = format!("tm-{i}");
             [
                 TimedFault {
@@ -59,12 +75,13 @@ fn slowdown(rng: &mut WeirRng) -> Vec<TimedFault> {
                     },
                 },
             ]
-        })
+        }))
         .collect()
 }
 
 const PIPELINE: Pipeline = Pipeline {
     name: "backpressure",
+    job: PipelineJob::OrderTotals,
     // Small buffers, flushed often: a few dozen rows fill the job's whole exchange.
     exchange: ExchangeConfig {
         buffer_bytes_max: 256,
@@ -75,22 +92,20 @@ const PIPELINE: Pipeline = Pipeline {
         frame_bytes_max: 1024,
         connect_attempts_max: 50,
         connect_backoff_ms: 100,
+        keepalive_interval_ms: 500,
+        idle_timeout_ms: 3_000,
     },
     input_gap_ms: 10,
     extra_faults: slowdown,
     quiet_ms: Some(SLOW_FROM_MS..SLOW_FROM_MS + SLOW_FOR_MS + CATCH_UP_MS),
+    stop_and_resume: false,
 };
 
 /// Runs one seed.
 pub fn run(spec: &RunSpec) -> RunReport {
-    let mutation = match spec.mutant.as_deref() {
-        None => None,
-        Some("unbounded-buffers") => Some(RuntimeMutation::UnboundedBuffers),
-        Some(m) => panic!("unknown mutant {m:?}"),
-    };
     let slow = SLOW_FROM_MS..SLOW_FROM_MS + SLOW_FOR_MS;
     let catch_up = slow.end..slow.end + CATCH_UP_MS;
-    let (mut r, observed) = pipeline::run(&PIPELINE, spec, mutation);
+    let (mut r, observed) = pipeline::run(&PIPELINE, spec);
     for (at, task, held, bound) in observed.buffer_breaches.iter().take(5) {
         r.violations.push(format!(
             "unbounded: at {at} ms task {task} had held {held} exchange buffers; its bound is {bound}"
@@ -106,6 +121,12 @@ pub fn run(spec: &RunSpec) -> RunReport {
     if during < LAG_MIN_RECORDS {
         r.violations.push(format!(
             "backpressure: source lag reached only {during} records during the slowdown (expected at least {LAG_MIN_RECORDS}); the backlog is not waiting in the broker"
+        ));
+    }
+    let blocked = observed.backpressure_max_ms();
+    if blocked < BACKPRESSURE_MIN_MS {
+        r.violations.push(format!(
+            "backpressure: no task's output waited more than {blocked} ms (expected at least {BACKPRESSURE_MIN_MS}); the slowdown did not reach the sources through credit"
         ));
     }
     let caught_up = observed

@@ -6,54 +6,57 @@
 //! fails disks. The checker reads the output under read_committed after the job finished and
 //! requires every window of the input exactly once, with its count and sum.
 
-use super::pipeline::{self, Pipeline};
+use super::pipeline::{self, Pipeline, PipelineJob};
 use crate::fault::TimedFault;
 use crate::report::RunReport;
 use crate::scenario::RunSpec;
 use weir_core::rng::WeirRng;
-use weir_core::runtime::RuntimeMutation;
 use weir_core::runtime::exchange::ExchangeConfig;
+
+/// The mutant every exactly-once pipeline scenario must catch.
+pub(crate) const COMMIT_BEFORE_COMPLETE: (&str, &str) = (
+    "commit-before-complete",
+    "the exactly-once sink commits its transaction at the barrier, before the checkpoint completes",
+);
 
 /// Deliberately broken runtimes this scenario must catch.
 pub const MUTANTS: &[(&str, &str)] = &[
-    (
-        "commit-before-complete",
-        "the exactly-once sink commits its transaction at the barrier, before the checkpoint completes",
-    ),
+    COMMIT_BEFORE_COMPLETE,
     (
         "offsets-after-barrier",
         "sources forward the barrier, read one more batch, and only then save their offsets",
     ),
 ];
 
-fn no_extra_faults(_: &mut WeirRng) -> Vec<TimedFault> {
+pub(crate) fn no_extra_faults(_: &mut WeirRng) -> Vec<TimedFault> {
     Vec::new()
 }
 
+/// The exchange limits of the job: buffers of a few kilobytes, so that a run moves many.
+pub(crate) const EXCHANGE: ExchangeConfig = ExchangeConfig {
+    buffer_bytes_max: 4 * 1024,
+    buffer_timeout_ms: 50,
+    buffers_per_subpartition_max: 4,
+    exclusive_buffers: 2,
+    floating_buffers: 4,
+    frame_bytes_max: 8 * 1024,
+    connect_attempts_max: 50,
+    connect_backoff_ms: 100,
+    keepalive_interval_ms: 500,
+    idle_timeout_ms: 3_000,
+};
+
 const PIPELINE: Pipeline = Pipeline {
     name: "eos-pipeline",
-    exchange: ExchangeConfig {
-        buffer_bytes_max: 4 * 1024,
-        buffer_timeout_ms: 50,
-        buffers_per_subpartition_max: 4,
-        exclusive_buffers: 2,
-        floating_buffers: 4,
-        frame_bytes_max: 8 * 1024,
-        connect_attempts_max: 50,
-        connect_backoff_ms: 100,
-    },
+    job: PipelineJob::OrderTotals,
+    exchange: EXCHANGE,
     input_gap_ms: 10,
     extra_faults: no_extra_faults,
     quiet_ms: None,
+    stop_and_resume: false,
 };
 
 /// Runs one seed.
 pub fn run(spec: &RunSpec) -> RunReport {
-    let mutation = match spec.mutant.as_deref() {
-        None => None,
-        Some("commit-before-complete") => Some(RuntimeMutation::CommitBeforeComplete),
-        Some("offsets-after-barrier") => Some(RuntimeMutation::OffsetsAfterBarrier),
-        Some(m) => panic!("unknown mutant {m:?}"),
-    };
-    pipeline::run(&PIPELINE, spec, mutation).0
+    pipeline::run(&PIPELINE, spec).0
 }

@@ -18,7 +18,9 @@ use super::common::{
     create_topic, faults_and_world, note, producer_config, read_records_to_end, report, sleep_ms,
     wait_for_topic,
 };
-use crate::checker::{check_windows, oracle};
+use crate::checker::{
+    Expected, ExpectedRows, Windows, check_rows, check_windows, check_windows_with, oracle,
+};
 use crate::env::{EPOCH_MS, Env, Rec, now_ms};
 use crate::fault::{FaultPlan, TimedFault, Topology};
 use crate::report::RunReport;
@@ -29,7 +31,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use weir_core::client::{Cluster, ConsumerConfig, Isolation, Producer, Record};
+use weir_core::client::{Cluster, ConsumerConfig, ConsumerRecord, Isolation, Producer, Record};
 use weir_core::clock::Clock;
 use weir_core::disk::Disk;
 use weir_core::net::Net;
@@ -43,9 +45,10 @@ use weir_core::runtime::{
     OperatorSpec, RestartStrategy, RuntimeMutation, SinkMode, TaskManagerConfig, ToClient,
     ToJobManager, Vertex, run_job_manager, run_task_manager,
 };
+use weir_workloads::generator::{GeneratorConfig, Skew, Workload};
+use weir_workloads::jobs::nexmark_queries::{self, Query};
+use weir_workloads::jobs::{self, order_aggregates};
 
-const INPUT: &str = "orders";
-const OUTPUT: &str = "order-totals";
 const INPUT_PARTITIONS: i32 = 4;
 const OUTPUT_PARTITIONS: i32 = 2;
 const REPLICATION_FACTOR: i16 = 3;
@@ -66,10 +69,84 @@ pub(crate) const WORKLOAD_MS: u64 = 20_000;
 const FINISH_BOUND_MS: u64 = 40_000;
 /// How often the timeline gets a metrics line, in simulated milliseconds.
 const METRICS_NOTE_MS: u64 = 1_000;
+/// When the operator asks the job to stop with a savepoint, in simulated milliseconds.
+const STOP_AT_MS: std::ops::Range<u64> = 2_000..15_000;
+/// Longest the job stays stopped before the operator starts it again.
+const STOPPED_FOR_MS_MAX: u64 = 3_000;
+/// How long the operator waits for the answer to a stop: a checkpoint's timeout and its commit.
+const STOP_REPLY_MS: u64 = 15_000;
+
+/// The job a pipeline scenario runs, with the input it is fed and the oracle it is checked by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PipelineJob {
+    /// Keyed integer amounts stamped near the clock; 1 s windows count and sum them.
+    OrderTotals,
+    /// [`order_aggregates`]: generated order events, whose event time runs far ahead of the
+    /// clock (about two seconds an event), through 5-minute windows.
+    OrderAggregates,
+    /// A stateless Nexmark query over generated Nexmark events.
+    Nexmark(Query),
+}
+
+impl PipelineJob {
+    fn input_topic(self) -> &'static str {
+        match self {
+            PipelineJob::OrderTotals | PipelineJob::OrderAggregates => "orders",
+            PipelineJob::Nexmark(_) => "nexmark",
+        }
+    }
+
+    fn output_topic(self) -> &'static str {
+        match self {
+            PipelineJob::OrderTotals => "order-totals",
+            PipelineJob::OrderAggregates => order_aggregates::OUTPUT_TOPIC,
+            PipelineJob::Nexmark(q) => q.output_topic(),
+        }
+    }
+
+    /// The generator that feeds the job, if the feeder does not make its own input.
+    fn generator(self) -> Option<(Workload, GeneratorConfig)> {
+        match self {
+            PipelineJob::OrderTotals => None,
+            PipelineJob::OrderAggregates => Some((Workload::Orders, orders_config())),
+            PipelineJob::Nexmark(_) => Some((
+                Workload::Nexmark,
+                GeneratorConfig {
+                    start_ms: EPOCH_MS,
+                    invalid_fraction: 0.02,
+                    ..GeneratorConfig::default()
+                },
+            )),
+        }
+    }
+}
+
+/// Generated orders for [`PipelineJob::OrderAggregates`]: a few skewed customers, a few
+/// invalid events, disorder well below the job's out-of-orderness and no late events.
+fn orders_config() -> GeneratorConfig {
+    GeneratorConfig {
+        start_ms: EPOCH_MS,
+        rate_per_s: 0.5,
+        keys: 20,
+        skew: Skew::Zipf { exponent: 1.0 },
+        out_of_orderness_ms: ORDERS_DISORDER_MS,
+        late_fraction: 0.0,
+        invalid_fraction: 0.05,
+    }
+}
+
+/// Event-time disorder of the generated orders: a few events' worth.
+const ORDERS_DISORDER_MS: i64 = 10_000;
+/// The order-aggregates job's out-of-orderness, above the orders' disorder.
+const ORDERS_OUT_OF_ORDERNESS_MS: i64 = 15_000;
+/// Events a generator is asked for at most; the feeder stops long before.
+const GENERATED_MAX: u64 = 1_000_000;
 
 /// One of the scenarios on this pipeline.
 pub(crate) struct Pipeline {
     pub name: &'static str,
+    /// The job.
+    pub job: PipelineJob,
     /// Exchange limits of the job.
     pub exchange: ExchangeConfig,
     /// Mean gap between two inputs, in milliseconds.
@@ -79,6 +156,9 @@ pub(crate) struct Pipeline {
     /// A stretch, in simulated ms, in which the plan's faults do not strike (their repairs still
     /// happen).
     pub quiet_ms: Option<std::ops::Range<u64>>,
+    /// An operator stops the job with a savepoint during the workload and, after a pause,
+    /// starts the job manager again from that savepoint.
+    pub stop_and_resume: bool,
 }
 
 /// What the run's samples and job events showed, for the scenarios' own checks.
@@ -93,6 +173,10 @@ pub(crate) struct Observed {
     checkpoints: Vec<CheckpointStats>,
     failovers: u64,
     last_note_ms: Option<u64>,
+    /// Savepoints the job stopped with, with the checkpoint id each holds.
+    pub stopped_with: Vec<(String, u64)>,
+    /// Attempts deployed from a savepoint the job had stopped with.
+    pub resumed_from_savepoint: u64,
 }
 
 impl Observed {
@@ -138,15 +222,23 @@ impl Observed {
         );
     }
 
+    /// The longest any task attempt's output waited for buffers, in milliseconds.
+    pub fn backpressure_max_ms(&self) -> u64 {
+        self.latest
+            .values()
+            .map(|s| s.backpressured_ms)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The figures a run reports.
     fn figures(&self) -> Vec<(String, String)> {
         let mut commit = LatencyStats::default();
         let mut write = LatencyStats::default();
-        let (mut blocked, mut state, mut late) = (0u64, 0u64, 0u64);
+        let (mut state, mut late) = (0u64, 0u64);
         for s in self.latest.values() {
             commit.merge(&s.commit_latency);
             write.merge(&s.write_latency);
-            blocked = blocked.max(s.backpressured_ms);
             state = state.max(s.state_bytes);
             late += s.late_dropped;
         }
@@ -201,7 +293,7 @@ impl Observed {
             ),
             (
                 "backpressure (longest a task's output waited)".into(),
-                format!("{blocked} ms"),
+                format!("{} ms", self.backpressure_max_ms()),
             ),
             ("window state (largest task)".into(), format!("{state} B")),
             ("late rows dropped".into(), late.to_string()),
@@ -218,45 +310,42 @@ impl Observed {
 }
 
 struct Shared {
+    job: PipelineJob,
     brokers: Vec<String>,
+    /// The savepoint the operator told the job manager to resume from.
+    resume_from: RefCell<Option<String>>,
+    /// Wakes the job manager's host to start again from `resume_from`.
+    resume: tokio::sync::Notify,
+    /// The operator is done (or there is none): the feeder may end the input.
+    operator_done: Cell<bool>,
     feeder_done: Cell<bool>,
     drained: RefCell<Option<Result<(RecordsRead, RecordsRead), String>>>,
     observed: RefCell<Observed>,
 }
 
 fn job_config(
+    kind: PipelineJob,
     brokers: &[String],
     exchange: ExchangeConfig,
     mutation: Option<RuntimeMutation>,
 ) -> JobConfig {
-    let graph = JobGraph {
-        name: "order-totals".into(),
-        vertices: vec![
-            Vertex {
-                uid: "orders-source".into(),
-                op: OperatorSpec::Source {
-                    topic: INPUT.into(),
-                    partitions: INPUT_PARTITIONS,
-                    out_of_orderness_ms: OUT_OF_ORDERNESS_MS,
-                    end_marker: Some(END_MARKER.into()),
-                },
-                parallelism: 2,
-            },
-            Vertex {
-                uid: "totals".into(),
-                op: OperatorSpec::TumblingCountSum { size_ms: WINDOW_MS },
-                parallelism: 2,
-            },
-            Vertex {
-                uid: "totals-sink".into(),
-                op: OperatorSpec::Sink {
-                    topic: OUTPUT.into(),
-                    mode: SinkMode::ExactlyOnce,
-                },
-                parallelism: 2,
-            },
-        ],
-        edges: vec![Edge::Hash, Edge::Forward],
+    let graph = match kind {
+        PipelineJob::OrderTotals => order_totals_graph(),
+        PipelineJob::Nexmark(q) => nexmark_queries::graph(
+            q,
+            kind.input_topic(),
+            INPUT_PARTITIONS,
+            2,
+            Some(END_MARKER.into()),
+        ),
+        PipelineJob::OrderAggregates => order_aggregates::graph(&order_aggregates::Settings {
+            input_topic: kind.input_topic().into(),
+            input_partitions: INPUT_PARTITIONS,
+            parallelism: 2,
+            out_of_orderness_ms: ORDERS_OUT_OF_ORDERNESS_MS,
+            end_marker: Some(END_MARKER.into()),
+            sink_mode: SinkMode::ExactlyOnce,
+        }),
     };
     JobConfig {
         checkpoint: CheckpointConfig {
@@ -286,16 +375,49 @@ fn job_config(
     }
 }
 
-/// Writes keyed amounts until the faults end, then an end marker on every partition.
+fn order_totals_graph() -> JobGraph {
+    JobGraph {
+        name: "order-totals".into(),
+        vertices: vec![
+            Vertex {
+                uid: "orders-source".into(),
+                op: OperatorSpec::Source {
+                    topic: PipelineJob::OrderTotals.input_topic().into(),
+                    partitions: INPUT_PARTITIONS,
+                    out_of_orderness_ms: OUT_OF_ORDERNESS_MS,
+                    end_marker: Some(END_MARKER.into()),
+                },
+                parallelism: 2,
+            },
+            Vertex {
+                uid: "totals".into(),
+                op: OperatorSpec::TumblingCountSum { size_ms: WINDOW_MS },
+                parallelism: 2,
+            },
+            Vertex {
+                uid: "totals-sink".into(),
+                op: OperatorSpec::Sink {
+                    topic: PipelineJob::OrderTotals.output_topic().into(),
+                    mode: SinkMode::ExactlyOnce,
+                },
+                parallelism: 2,
+            },
+        ],
+        edges: vec![Edge::Hash, Edge::Forward],
+    }
+}
+
+/// Writes the job's input until the faults end, then an end marker on every partition.
 async fn feeder(rec: Rec, shared: Rc<Shared>, seed: u64, gap_ms: u64) -> turmoil::Result {
     let name = "feeder";
     let cluster = Cluster::new(client_config(name, &shared.brokers));
     let clock = Clock::starting_at(EPOCH_MS + now_ms() as i64);
     let until = WORKLOAD_MS + FINISH_BOUND_MS;
-    create_topic(&cluster, INPUT, INPUT_PARTITIONS, REPLICATION_FACTOR, until).await;
+    let input = shared.job.input_topic();
+    create_topic(&cluster, input, INPUT_PARTITIONS, REPLICATION_FACTOR, until).await;
     create_topic(
         &cluster,
-        OUTPUT,
+        shared.job.output_topic(),
         OUTPUT_PARTITIONS,
         REPLICATION_FACTOR,
         until,
@@ -309,20 +431,31 @@ async fn feeder(rec: Rec, shared: Rc<Shared>, seed: u64, gap_ms: u64) -> turmoil
             Err(_) => sleep_ms(RETRY_MS).await,
         }
     };
+    let mut generated = shared.job.generator().map(|(workload, config)| {
+        workload
+            .events(seed, &config, GENERATED_MAX)
+            .expect("the generator settings are valid")
+    });
     let mut deliveries = Vec::new();
     let mut sent = 0u64;
-    // At least INPUTS_MIN inputs, even if the faults kept the feeder out until the heal.
-    while now_ms() < WORKLOAD_MS || sent < INPUTS_MIN {
-        let key = format!("customer-{:02}", rng.random_range(0..KEYS));
-        let amount: i64 = rng.random_range(1..=100);
-        let ts = clock.now_ms() - rng.random_range(0..=DISORDER_MS);
+    // At least INPUTS_MIN inputs, even if the faults kept the feeder out until the heal, and
+    // input until the operator has stopped and resumed the job, so that it cannot finish first.
+    while now_ms() < WORKLOAD_MS || sent < INPUTS_MIN || !shared.operator_done.get() {
+        let (key, value, ts) = match &mut generated {
+            Some(events) => {
+                let e = events.next().expect("the generator outlasts the feeder");
+                (Bytes::from(e.key), Bytes::from(e.value), e.timestamp_ms)
+            }
+            None => {
+                let key = format!("customer-{:02}", rng.random_range(0..KEYS));
+                let amount: i64 = rng.random_range(1..=100);
+                let ts = clock.now_ms() - rng.random_range(0..=DISORDER_MS);
+                (Bytes::from(key), Bytes::from(amount.to_string()), ts)
+            }
+        };
         let record = Record {
             timestamp: Some(ts),
-            ..Record::new(
-                INPUT,
-                Some(Bytes::from(key)),
-                Bytes::from(amount.to_string()),
-            )
+            ..Record::new(input, Some(key), value)
         };
         match producer.send(record).await {
             Ok(d) => {
@@ -350,7 +483,7 @@ async fn feeder(rec: Rec, shared: Rc<Shared>, seed: u64, gap_ms: u64) -> turmoil
                 partition: Some(p),
                 timestamp: Some(clock.now_ms()),
                 ..Record::new(
-                    INPUT,
+                    input,
                     None::<Bytes>,
                     Bytes::from_static(END_MARKER.as_bytes()),
                 )
@@ -368,6 +501,57 @@ async fn feeder(rec: Rec, shared: Rc<Shared>, seed: u64, gap_ms: u64) -> turmoil
     note(&rec, name, "end markers written".into());
     producer.close().await;
     shared.feeder_done.set(true);
+    Ok(())
+}
+
+/// Stops the job with a savepoint at `stop_at_ms`, asking again until a job manager answers
+/// with one, then after `pause_ms` starts the job manager again from it.
+async fn operator(
+    rec: Rec,
+    shared: Rc<Shared>,
+    control_limit: usize,
+    stop_at_ms: u64,
+    pause_ms: u64,
+) -> turmoil::Result {
+    let name = "operator";
+    sleep_ms(stop_at_ms).await;
+    let jm = format!("{JOB_MANAGER}:{JOB_MANAGER_PORT}");
+    let savepoint = loop {
+        if now_ms() >= WORKLOAD_MS + FINISH_BOUND_MS / 2 {
+            note(&rec, name, "gave up stopping the job".into());
+            shared.operator_done.set(true);
+            return Ok(());
+        }
+        let reply = tokio::time::timeout(
+            std::time::Duration::from_millis(STOP_REPLY_MS),
+            ask(
+                Net::Sim,
+                &jm,
+                &ToJobManager::StopWithSavepoint,
+                control_limit,
+            ),
+        )
+        .await;
+        match reply {
+            Ok(Ok(ToClient::Savepoint(Ok(savepoint)))) => break savepoint,
+            Ok(Ok(ToClient::Savepoint(Err(why)))) => {
+                note(&rec, name, format!("stop refused: {why}"))
+            }
+            Ok(other) => note(&rec, name, format!("stop failed: {other:?}")),
+            Err(_) => note(&rec, name, "stop timed out".into()),
+        }
+        sleep_ms(RETRY_MS).await;
+    };
+    note(&rec, name, format!("job stopped with {savepoint}"));
+    sleep_ms(pause_ms).await;
+    note(
+        &rec,
+        name,
+        format!("job manager restarted from {savepoint}"),
+    );
+    *shared.resume_from.borrow_mut() = Some(savepoint);
+    shared.resume.notify_one();
+    shared.operator_done.set(true);
     Ok(())
 }
 
@@ -424,7 +608,8 @@ async fn drain(
     }
     note(rec, name, "the job finished".into());
     let cluster = Cluster::new(client_config(name, &shared.brokers));
-    wait_for_topic(&cluster, OUTPUT, deadline).await;
+    let output_topic = shared.job.output_topic();
+    wait_for_topic(&cluster, output_topic, deadline).await;
     let committed = ConsumerConfig {
         fetch_max_wait_ms: 250,
         isolation: Isolation::ReadCommitted,
@@ -438,7 +623,7 @@ async fn drain(
         name,
         Arc::clone(&cluster),
         committed.clone(),
-        &read(INPUT, INPUT_PARTITIONS),
+        &read(shared.job.input_topic(), INPUT_PARTITIONS),
         deadline,
     )
     .await
@@ -448,7 +633,7 @@ async fn drain(
         name,
         cluster,
         committed,
-        &read(OUTPUT, OUTPUT_PARTITIONS),
+        &read(output_topic, OUTPUT_PARTITIONS),
         deadline,
     )
     .await
@@ -458,12 +643,97 @@ async fn drain(
     Ok((input, output))
 }
 
+/// The runtime a mutant of a pipeline scenario runs (the command line has checked the name
+/// against the scenario's list).
+pub(crate) fn mutation(spec: &RunSpec) -> Option<RuntimeMutation> {
+    spec.mutant.as_deref().map(|m| match m {
+        "commit-before-complete" => RuntimeMutation::CommitBeforeComplete,
+        "offsets-after-barrier" => RuntimeMutation::OffsetsAfterBarrier,
+        "unbounded-buffers" => RuntimeMutation::UnboundedBuffers,
+        "savepoint-ignored" => RuntimeMutation::SavepointIgnored,
+        m => panic!("unknown mutant {m:?}"),
+    })
+}
+
+/// Checks the committed output against the job's oracle; returns how many windows the oracle
+/// expects, and every violation.
+fn check_output(
+    job: PipelineJob,
+    input: &RecordsRead,
+    output: &RecordsRead,
+) -> (usize, Vec<String>) {
+    match job {
+        PipelineJob::OrderTotals => {
+            let expected = oracle(input, WINDOW_MS, END_MARKER.as_bytes());
+            (expected.len(), strings(check_windows(&expected, output)))
+        }
+        PipelineJob::OrderAggregates => {
+            let size = order_aggregates::WINDOW_MS;
+            let values = input.values().flat_map(|records| {
+                records
+                    .iter()
+                    .map(|r| (r.value.as_deref().unwrap_or_default(), r.timestamp))
+                    .take_while(|(v, _)| *v != END_MARKER.as_bytes())
+            });
+            let expected: Windows = order_aggregates::oracle(values)
+                .into_iter()
+                .map(|((customer, end), (count, sum))| {
+                    ((customer, end - size), Expected { count, sum })
+                })
+                .collect();
+            let found = check_windows_with(&expected, output, |r| {
+                let (customer, end, count, sum) = order_aggregates::decode(r.value.as_deref()?)?;
+                Some(((customer, end - size), Expected { count, sum }))
+            });
+            (expected.len(), strings(found))
+        }
+        PipelineJob::Nexmark(query) => {
+            let mut expected = ExpectedRows::new();
+            for r in input.values().flatten() {
+                let value = r.value.as_deref().unwrap_or_default();
+                if value == END_MARKER.as_bytes() {
+                    continue;
+                }
+                if let Some(out) = nexmark_queries::oracle(query, value) {
+                    let key = r.key.as_deref().unwrap_or_default().to_vec();
+                    *expected.entry((key, canonical(&out))).or_default() += 1;
+                }
+            }
+            let output: RecordsRead = output
+                .iter()
+                .map(|(p, records)| (*p, records.iter().map(canonical_record).collect()))
+                .collect();
+            let found = strings(check_rows(&expected, &output));
+            (expected.values().sum::<u64>() as usize, found)
+        }
+    }
+}
+
+fn strings<T: ToString>(violations: Vec<T>) -> Vec<String> {
+    violations.iter().map(ToString::to_string).collect()
+}
+
+/// JSON with its keys sorted, so that records compare by content, not by field order.
+fn canonical(value: &serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(value).expect("JSON serializes")
+}
+
+/// `r` with its value in [`canonical`] form, if it is JSON.
+fn canonical_record(r: &ConsumerRecord) -> ConsumerRecord {
+    let value = r
+        .value
+        .as_deref()
+        .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
+        .map(|v| Bytes::from(canonical(&v)));
+    ConsumerRecord {
+        value: value.or_else(|| r.value.clone()),
+        ..r.clone()
+    }
+}
+
 /// Runs one seed of `pipeline`; returns its report (window checks done) and what it observed.
-pub(crate) fn run(
-    pipeline: &Pipeline,
-    spec: &RunSpec,
-    mutation: Option<RuntimeMutation>,
-) -> (RunReport, Observed) {
+pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) {
+    let mutation = mutation(spec);
     let seed = spec.seed;
     let mut rng = rng::derive(seed, pipeline.name);
     let brokers = broker_names(3);
@@ -476,7 +746,11 @@ pub(crate) fn run(
         .collect();
     let topo = Topology {
         servers,
-        clients: vec!["feeder".into(), "observer".into()],
+        clients: ["feeder", "observer"]
+            .into_iter()
+            .chain(pipeline.stop_and_resume.then_some("operator"))
+            .map(String::from)
+            .collect(),
     };
     let (mut plan, mix, world) = faults_and_world(
         spec,
@@ -498,13 +772,17 @@ pub(crate) fn run(
     .sorted();
     let mut env = Env::new(seed, topo, &world);
     let shared = Rc::new(Shared {
+        job: pipeline.job,
         brokers: brokers.clone(),
+        resume_from: RefCell::new(None),
+        resume: tokio::sync::Notify::new(),
+        operator_done: Cell::new(!pipeline.stop_and_resume),
         feeder_done: Cell::new(false),
         drained: RefCell::new(None),
         observed: RefCell::new(Observed::default()),
     });
     add_brokers(&mut env, &brokers, broker_config_min_isr(2));
-    let mut job = job_config(&brokers, pipeline.exchange.clone(), mutation);
+    let mut job = job_config(pipeline.job, &brokers, pipeline.exchange.clone(), mutation);
     // Half the seeds take unaligned checkpoints, which save in-flight rows with the snapshot.
     if rng.random_bool(0.5) {
         job.checkpoint.alignment = Alignment::Unaligned;
@@ -524,23 +802,42 @@ pub(crate) fn run(
             };
             let faults = faults.clone();
             let (rec, sh) = (Rc::clone(&rec), Rc::clone(&sh));
+            let observed = Rc::clone(&sh);
             let hook = Rc::new(move |e: &JobEvent| {
                 note(&rec, "job", format!("{e:?}"));
-                let mut o = sh.observed.borrow_mut();
+                let mut o = observed.observed.borrow_mut();
                 match e {
                     JobEvent::CheckpointCompleted(c) => o.checkpoints.push(*c),
                     JobEvent::Failover { .. } => o.failovers += 1,
+                    JobEvent::Stopped { savepoint } => {
+                        let id = o.checkpoints.last().map_or(0, |c| c.id);
+                        o.stopped_with.push((savepoint.clone(), id));
+                    }
+                    JobEvent::Deployed {
+                        restored: Some(id), ..
+                    } if o.stopped_with.iter().any(|(_, s)| s == id) => {
+                        o.resumed_from_savepoint += 1;
+                    }
                     _ => {}
                 }
             });
             async move {
                 loop {
+                    // The operator's latest command line: from a savepoint once it asked for one.
+                    let config = JobManagerConfig {
+                        savepoint: sh.resume_from.borrow().clone(),
+                        ..config.clone()
+                    };
                     let disk = Disk::sim("/jm", faults.clone());
-                    let Err(e) =
-                        run_job_manager(config.clone(), disk, Some(Rc::clone(&hook) as _)).await;
-                    // Its disk failed at start (an injected fault): try again, as a supervisor would.
-                    tracing::warn!(error = %e, "job manager could not start; retrying");
-                    sleep_ms(500).await;
+                    tokio::select! {
+                        Err(e) = run_job_manager(config, disk, Some(Rc::clone(&hook) as _)) => {
+                            // Its disk failed at start (an injected fault): try again, as a
+                            // supervisor would.
+                            tracing::warn!(error = %e, "job manager could not start; retrying");
+                            sleep_ms(500).await;
+                        }
+                        () = sh.resume.notified() => {}
+                    }
                 }
             }
         });
@@ -562,6 +859,7 @@ pub(crate) fn run(
                 heartbeat_timeout_ms: job.heartbeat_timeout_ms,
                 control_frame_bytes_max: job.control_frame_bytes_max,
                 throttle: throttle.clone(),
+                functions: jobs::functions(),
             };
             let (rec, sh) = (Rc::clone(&rec), Rc::clone(&sh));
             let hook = Rc::new(move |_: &str, samples: &[TaskSample]| {
@@ -578,19 +876,24 @@ pub(crate) fn run(
         .client("feeder", feeder(rec, sh, seed, pipeline.input_gap_ms));
     let (rec, sh) = (Rc::clone(&env.rec), Rc::clone(&shared));
     env.sim.client("observer", observer(rec, sh, control_limit));
+    if pipeline.stop_and_resume {
+        let stop_at_ms = rng.random_range(STOP_AT_MS);
+        let pause_ms = rng.random_range(0..=STOPPED_FOR_MS_MAX);
+        let (rec, sh) = (Rc::clone(&env.rec), Rc::clone(&shared));
+        env.sim.client(
+            "operator",
+            operator(rec, sh, control_limit, stop_at_ms, pause_ms),
+        );
+    }
     let outcome = env.run(&plan, WORKLOAD_MS);
     let mut violations = Vec::new();
     match shared.drained.borrow_mut().take() {
         Some(Ok((input, output))) => {
-            let expected = oracle(&input, WINDOW_MS, END_MARKER.as_bytes());
-            if expected.is_empty() {
+            let (windows, found) = check_output(pipeline.job, &input, &output);
+            if windows == 0 {
                 violations.push("liveness: the input holds no rows".into());
             }
-            violations.extend(
-                check_windows(&expected, &output)
-                    .iter()
-                    .map(ToString::to_string),
-            );
+            violations.extend(found);
         }
         Some(Err(why)) => violations.push(format!("liveness: {why}")),
         None => violations.push("liveness: the observer never finished".into()),

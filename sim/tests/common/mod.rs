@@ -31,6 +31,21 @@ pub fn queue_topology(brokers: usize) -> Topology {
     }
 }
 
+/// The pipeline scenarios' hosts: three brokers, a job manager, three task managers, and
+/// `clients`.
+// The test files of other scenarios compile this module too.
+#[allow(dead_code)]
+pub fn pipeline_topology(clients: &[&str]) -> Topology {
+    Topology {
+        servers: [
+            "broker-0", "broker-1", "broker-2", "jm", "tm-0", "tm-1", "tm-2",
+        ]
+        .map(String::from)
+        .to_vec(),
+        clients: clients.iter().map(ToString::to_string).collect(),
+    }
+}
+
 /// Runs one seed of `scenario`.
 pub fn run(scenario: &str, spec: RunSpec) -> RunReport {
     (find(scenario).expect("registered").run)(&spec)

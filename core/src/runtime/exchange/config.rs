@@ -25,6 +25,13 @@ pub struct ExchangeConfig {
     pub connect_attempts_max: u32,
     /// Pause between those attempts.
     pub connect_backoff_ms: u64,
+    /// How often each end of a connection speaks when it has nothing else to say: the producer
+    /// sends a keepalive frame, the consumer repeats its credit total.
+    pub keepalive_interval_ms: u64,
+    /// Longest either end waits without hearing from the other before it fails the channel.
+    /// A network that drops a segment stalls the stream behind it without closing it; this
+    /// turns that silent stall into an error the job can recover from.
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for ExchangeConfig {
@@ -40,6 +47,8 @@ impl Default for ExchangeConfig {
             frame_bytes_max: 32 * 1024 + BUFFER_HEADER_BYTES,
             connect_attempts_max: 50,
             connect_backoff_ms: 100,
+            keepalive_interval_ms: 500,
+            idle_timeout_ms: 3_000,
         }
     }
 }
@@ -72,6 +81,15 @@ impl ExchangeConfig {
         assert!(
             self.connect_attempts_max >= 1,
             "an input gate must try to connect at least once"
+        );
+        assert!(
+            self.keepalive_interval_ms >= 1,
+            "keepalive_interval_ms must be positive"
+        );
+        // A lost keepalive or two must not fail a healthy channel.
+        assert!(
+            self.idle_timeout_ms >= 3 * self.keepalive_interval_ms,
+            "idle_timeout_ms must cover at least three keepalive intervals"
         );
     }
 }

@@ -17,6 +17,12 @@ pub enum ExchangeError {
     /// A frame was read but its contents are malformed.
     #[error("malformed message: {0}")]
     Wire(#[from] WireError),
+    /// The other end said nothing for `idle_timeout_ms`, not even a keepalive.
+    #[error("nothing heard from the other end for {idle_ms} ms")]
+    Silent {
+        /// How long the silence lasted.
+        idle_ms: u64,
+    },
     /// The sender sent a buffer the receiver had not given it credit for.
     #[error("channel {channel} got a buffer without credit")]
     NoCredit {

@@ -5,9 +5,9 @@ use super::error::ExchangeError;
 use super::event::Event;
 use super::metrics::{ChannelMetrics, ReceiverMetrics};
 use super::pool::{NoCredit, Origin, Pool};
-use super::wire::{ToConsumer, ToProducer, WireError, split_records};
+use super::wire::{ToConsumer, ToProducer, WireError, read_frame_within, split_records};
 use crate::net::{Net, Stream};
-use crate::wire::frame::{read_frame, write_frame};
+use crate::wire::frame::write_frame;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,9 +15,6 @@ use std::time::Duration;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
-
-/// How often a channel repeats its credit total while it waits, in milliseconds.
-const CREDIT_REPEAT_MS: u64 = 500;
 
 /// Where an input channel reads from.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -313,15 +310,18 @@ async fn read_loop(
     channel: usize,
     mut reader: ReadHalf<Stream>,
 ) -> Result<(), ExchangeError> {
+    let config = &shared.config;
     let mut expected = 0u32;
     loop {
-        let frame = read_frame(&mut reader, shared.config.frame_bytes_max).await?;
+        let frame =
+            read_frame_within(&mut reader, config.frame_bytes_max, config.idle_timeout_ms).await?;
         let (seq, message) = ToConsumer::decode(frame)?;
         if seq != expected {
             return Err(WireError::Gap { expected, got: seq }.into());
         }
         expected = expected.wrapping_add(1);
         let end = match message {
+            ToConsumer::Keepalive => continue,
             ToConsumer::Buffer { backlog, records } => {
                 let bytes = records.len();
                 let records = split_records(records)?;
@@ -365,8 +365,8 @@ async fn read_loop(
 }
 
 /// Announces the channel's credit to its producer whenever buffers free up, and again every
-/// [`CREDIT_REPEAT_MS`] while nothing arrives: grants are running totals, so a repeat is
-/// harmless and makes good a grant the network lost.
+/// `keepalive_interval_ms` otherwise: grants are running totals, so a repeat is harmless, makes
+/// good a grant the network lost, and tells the producer this end is alive.
 async fn credit_loop(
     shared: &Shared,
     channel: usize,
@@ -374,7 +374,7 @@ async fn credit_loop(
 ) -> Result<(), ExchangeError> {
     let mut total = shared.config.exclusive_buffers as u64;
     loop {
-        let repeat = tokio::time::sleep(Duration::from_millis(CREDIT_REPEAT_MS));
+        let repeat = tokio::time::sleep(Duration::from_millis(shared.config.keepalive_interval_ms));
         tokio::select! {
             () = shared.credit[channel].notified() => {}
             () = repeat => {}

@@ -6,9 +6,8 @@ use super::error::ExchangeError;
 use super::event::Event;
 use super::metrics::SenderMetrics;
 use super::subpartition::{Append, Subpartition};
-use super::wire::{RECORD_HEADER_BYTES, ToProducer, WireError};
+use super::wire::{RECORD_HEADER_BYTES, ToConsumer, ToProducer, WireError, read_frame_within};
 use crate::net::{Listener, Net, Stream};
-use crate::wire::frame::read_frame;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -217,8 +216,9 @@ async fn accept_loop(listener: Listener, shared: Arc<Shared>) {
 
 /// Serves one consumer connection: reads its hello, then sends the subpartition it asked for.
 async fn serve(mut stream: Stream, peer: SocketAddr, shared: Arc<Shared>) {
+    let idle_ms = shared.config.idle_timeout_ms;
     let opened = async {
-        let hello = read_frame(&mut stream, CONSUMER_FRAME_BYTES_MAX).await?;
+        let hello = read_frame_within(&mut stream, CONSUMER_FRAME_BYTES_MAX, idle_ms).await?;
         match ToProducer::decode(hello)? {
             ToProducer::Hello {
                 subpartition,
@@ -251,8 +251,8 @@ async fn serve(mut stream: Stream, peer: SocketAddr, shared: Arc<Shared>) {
     let (reader, writer) = tokio::io::split(stream);
     let result = tokio::select! {
         biased;
-        r = write_loop(slot, writer) => r,
-        r = credit_loop(slot, reader) => r,
+        r = write_loop(slot, writer, &shared.config) => r,
+        r = credit_loop(slot, reader, idle_ms) => r,
     };
     if let Err(e) = result {
         tracing::warn!(%peer, index, error = %e, "exchange subpartition failed");
@@ -262,10 +262,17 @@ async fn serve(mut stream: Stream, peer: SocketAddr, shared: Arc<Shared>) {
 }
 
 /// Writes the subpartition's queue as credit allows, flushing partly filled buffers at their
-/// timeout, until the end-of-partition is written.
-async fn write_loop(slot: &Slot, mut writer: WriteHalf<Stream>) -> Result<(), ExchangeError> {
+/// timeout and sending a keepalive after `keepalive_interval_ms` of quiet, until the
+/// end-of-partition is written.
+async fn write_loop(
+    slot: &Slot,
+    mut writer: WriteHalf<Stream>,
+    config: &ExchangeConfig,
+) -> Result<(), ExchangeError> {
+    let keepalive = Duration::from_millis(config.keepalive_interval_ms);
     // Numbers the frames, so that a consumer notices any the network lost.
     let mut seq = 0u32;
+    let mut last_write = Instant::now();
     loop {
         let (message, flush_at) = {
             let mut state = slot.state();
@@ -273,18 +280,24 @@ async fn write_loop(slot: &Slot, mut writer: WriteHalf<Stream>) -> Result<(), Ex
             (state.next_message(), state.flush_at())
         };
         let Some(message) = message else {
-            match flush_at {
-                Some(at) => tokio::select! {
-                    biased;
-                    () = slot.wake_writer.notified() => {}
-                    () = tokio::time::sleep_until(at) => {}
-                },
-                None => slot.wake_writer.notified().await,
+            let keepalive_at = last_write + keepalive;
+            if Instant::now() >= keepalive_at {
+                ToConsumer::Keepalive.write(seq, &mut writer).await?;
+                seq = seq.wrapping_add(1);
+                last_write = Instant::now();
+                continue;
+            }
+            let wake_at = flush_at.map_or(keepalive_at, |at| at.min(keepalive_at));
+            tokio::select! {
+                biased;
+                () = slot.wake_writer.notified() => {}
+                () = tokio::time::sleep_until(wake_at) => {}
             }
             continue;
         };
         message.write(seq, &mut writer).await?;
         seq = seq.wrapping_add(1);
+        last_write = Instant::now();
         let done = {
             let mut state = slot.state();
             state.sent();
@@ -298,9 +311,13 @@ async fn write_loop(slot: &Slot, mut writer: WriteHalf<Stream>) -> Result<(), Ex
 }
 
 /// Reads the consumer's credit grants; returns only when the connection fails.
-async fn credit_loop(slot: &Slot, mut reader: ReadHalf<Stream>) -> Result<(), ExchangeError> {
+async fn credit_loop(
+    slot: &Slot,
+    mut reader: ReadHalf<Stream>,
+    idle_ms: u64,
+) -> Result<(), ExchangeError> {
     loop {
-        let frame = read_frame(&mut reader, CONSUMER_FRAME_BYTES_MAX).await?;
+        let frame = read_frame_within(&mut reader, CONSUMER_FRAME_BYTES_MAX, idle_ms).await?;
         match ToProducer::decode(frame)? {
             ToProducer::Credit { total } => {
                 slot.state().grant_total(total);

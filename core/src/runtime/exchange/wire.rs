@@ -8,14 +8,22 @@
 //!                        2 Credit  credit:u32
 //! producer -> consumer   3 Buffer  backlog:u32 { length:u32 record }*
 //!                        4 Event   kind:u8 (0 end-of-partition | 1 barrier checkpoint_id:u64)
+//!                        5 Keepalive
 //! ```
+//!
+//! Every producer message carries a sequence number (u32, after the tag) so that the consumer
+//! notices lost frames; keepalives and credit repeats keep both directions talking, so that a
+//! stalled connection shows as silence (see [`read_frame_within`]).
 //!
 //! Decoding takes untrusted bytes and returns a [`WireError`] for anything it cannot parse.
 
+use super::error::ExchangeError;
 use super::event::Event;
+use crate::wire::frame::read_frame;
 use bytes::{Buf, Bytes};
 use std::io;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 /// Bytes in front of a buffer's records: the tag and the backlog.
 pub const BUFFER_HEADER_BYTES: usize = 1 + 4 + 4;
@@ -26,6 +34,7 @@ const TAG_HELLO: u8 = 1;
 const TAG_CREDIT: u8 = 2;
 const TAG_BUFFER: u8 = 3;
 const TAG_EVENT: u8 = 4;
+const TAG_KEEPALIVE: u8 = 5;
 const EVENT_END: u8 = 0;
 const EVENT_BARRIER: u8 = 1;
 
@@ -102,6 +111,8 @@ pub enum ToConsumer {
     },
     /// An event, in order with the buffers.
     Event(Event),
+    /// Nothing to say: sent when the producer has been quiet for a keepalive interval.
+    Keepalive,
 }
 
 impl ToProducer {
@@ -154,6 +165,10 @@ impl ToConsumer {
                     len,
                 },
                 TAG_EVENT => WireError::BadSize { what: "event", len },
+                TAG_KEEPALIVE => WireError::BadSize {
+                    what: "keepalive",
+                    len,
+                },
                 tag => WireError::UnknownTag(tag),
             });
         }
@@ -182,6 +197,13 @@ impl ToConsumer {
                 }
                 (Some(kind), _) => return Err(WireError::UnknownEvent(kind)),
             },
+            TAG_KEEPALIVE if body.is_empty() => ToConsumer::Keepalive,
+            TAG_KEEPALIVE => {
+                return Err(WireError::BadSize {
+                    what: "keepalive",
+                    len,
+                });
+            }
             tag => return Err(WireError::UnknownTag(tag)),
         };
         Ok((seq, message))
@@ -206,12 +228,36 @@ impl ToConsumer {
                         [&[EVENT_BARRIER][..], &checkpoint_id.to_be_bytes()].concat()
                     }
                 };
-                let body = [&[TAG_EVENT][..], &seq.to_be_bytes(), &kind].concat();
-                w.write_all(&frame_size(body.len())?).await?;
-                w.write_all(&body).await?;
+                write_body(w, &[&[TAG_EVENT][..], &seq.to_be_bytes(), &kind].concat()).await?;
+            }
+            ToConsumer::Keepalive => {
+                write_body(w, &[&[TAG_KEEPALIVE][..], &seq.to_be_bytes()].concat()).await?;
             }
         }
         w.flush().await
+    }
+}
+
+async fn write_body<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> io::Result<()> {
+    w.write_all(&frame_size(body.len())?).await?;
+    w.write_all(body).await
+}
+
+/// Reads one frame of at most `frame_bytes_max` bytes, failing with [`ExchangeError::Silent`]
+/// if it has not fully arrived within `idle_ms`.
+pub async fn read_frame_within<R: AsyncRead + Unpin>(
+    r: &mut R,
+    frame_bytes_max: usize,
+    idle_ms: u64,
+) -> Result<Bytes, ExchangeError> {
+    match tokio::time::timeout(
+        Duration::from_millis(idle_ms),
+        read_frame(r, frame_bytes_max),
+    )
+    .await
+    {
+        Ok(frame) => Ok(frame?),
+        Err(_) => Err(ExchangeError::Silent { idle_ms }),
     }
 }
 
@@ -314,5 +360,10 @@ mod tests {
             ToConsumer::decode(Bytes::from_static(&[TAG_EVENT, 0, 0, 0, 5, EVENT_END])),
             Ok((5, ToConsumer::Event(Event::EndOfPartition)))
         );
+        assert_eq!(
+            ToConsumer::decode(Bytes::from_static(&[TAG_KEEPALIVE, 0, 0, 0, 6])),
+            Ok((6, ToConsumer::Keepalive))
+        );
+        assert!(ToConsumer::decode(Bytes::from_static(&[TAG_KEEPALIVE, 0, 0, 0, 6, 0])).is_err());
     }
 }

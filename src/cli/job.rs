@@ -1,0 +1,247 @@
+//! `weir job`: runs one of Weir's jobs on a local job manager and task manager, over real
+//! sockets and files, against any Kafka-protocol cluster.
+//!
+//! Progress (the job's events: deployments, checkpoints, failovers) goes to stdout, one line
+//! each. The job reads committed input and writes its output exactly once (two-phase commit over
+//! broker transactions). Ctrl-C stops it with a savepoint, whose name the command prints;
+//! `--from-savepoint` resumes from it. With `--end-marker`, the input is bounded: the job
+//! finishes once every input partition has delivered the marker and the last output is
+//! committed.
+
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::Duration;
+use weir_core::client::{ClientConfig, Cluster, NewTopic};
+use weir_core::clock::Clock;
+use weir_core::disk::Disk;
+use weir_core::net::Net;
+use weir_core::runtime::graph::Stage;
+use weir_core::runtime::rpc::{JOB_MANAGER_PORT, ask};
+use weir_core::runtime::{
+    CheckpointConfig, JobConfig, JobEvent, JobGraph, JobManagerConfig, JobState, SinkMode,
+    TaskManagerConfig, Throttle, ToClient, ToJobManager, run_job_manager, run_task_manager,
+};
+use weir_workloads::jobs::nexmark_queries::{self, Query};
+use weir_workloads::jobs::{self, order_aggregates};
+
+/// Subtasks one task manager runs at most: each takes a port of its attempt's block.
+const SLOTS_MAX: u32 = 32;
+/// How often the command asks the job manager for the job's state, in milliseconds.
+const STATUS_MS: u64 = 500;
+/// How long a stop may take: a checkpoint and its commit, in seconds.
+const STOP_TIMEOUT_S: u64 = 120;
+
+/// Settings of `weir job`.
+#[derive(Args, Debug)]
+pub struct JobArgs {
+    /// The job: order-aggregates, nexmark-q0, nexmark-q1 or nexmark-q2.
+    pub name: String,
+    /// Bootstrap brokers, HOST:PORT, comma-separated.
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub bootstrap: Vec<String>,
+    /// Directory of the job's checkpoints and savepoints.
+    #[arg(long, default_value = "weir-checkpoints")]
+    pub checkpoint_dir: PathBuf,
+    /// Subtasks of every operator.
+    #[arg(long, default_value_t = 2)]
+    pub parallelism: u32,
+    /// A savepoint to resume from, as a stopped run printed it.
+    #[arg(long)]
+    pub from_savepoint: Option<String>,
+    /// The input topic, which must exist: `orders` or `nexmark` by default.
+    #[arg(long)]
+    pub input_topic: Option<String>,
+    /// A record value that ends an input partition: the job finishes once all have ended.
+    #[arg(long)]
+    pub end_marker: Option<String>,
+    /// How far the watermark trails the largest event time seen, in milliseconds
+    /// (order-aggregates).
+    #[arg(long, default_value_t = 5_000)]
+    pub out_of_orderness_ms: i64,
+    /// Time between checkpoints, in milliseconds; output is committed at each.
+    #[arg(long, default_value_t = 2_000)]
+    pub checkpoint_interval_ms: u64,
+    /// Port the job manager listens on (127.0.0.1).
+    #[arg(long, default_value_t = JOB_MANAGER_PORT)]
+    pub job_manager_port: u16,
+}
+
+/// Runs `weir job` until the job finishes, stops or fails.
+pub fn run(args: JobArgs) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build();
+    super::block_on("job", runtime, run_job(args))
+}
+
+async fn run_job(args: JobArgs) -> Result<(), String> {
+    let job = Job::named(&args.name)?;
+    if args.parallelism == 0 {
+        return Err("--parallelism must be at least 1".into());
+    }
+    let input_topic = args
+        .input_topic
+        .clone()
+        .unwrap_or_else(|| job.input_topic().to_string());
+    let cluster = Cluster::new(ClientConfig::new(args.bootstrap.clone(), Net::Tokio));
+    let partitions = cluster
+        .partitions(&input_topic)
+        .await
+        .map_err(|e| format!("input topic {input_topic}: {e}"))?
+        .len();
+    let partitions = i32::try_from(partitions).map_err(|_| "too many partitions")?;
+    let graph = job.graph(&args, &input_topic, partitions);
+    let stages = graph.stages().map_err(|e| e.to_string())?;
+    let slots: u32 = stages.iter().map(|s: &Stage| s.parallelism).sum();
+    if slots > SLOTS_MAX {
+        return Err(format!(
+            "the job needs {slots} slots, one task manager has {SLOTS_MAX}: lower --parallelism"
+        ));
+    }
+    let output = NewTopic::new(job.output_topic(), -1, -1);
+    super::produce::ensure_topic(&cluster, &args.bootstrap, &output).await?;
+    let job = JobConfig {
+        checkpoint: CheckpointConfig {
+            interval_ms: args.checkpoint_interval_ms,
+            ..CheckpointConfig::default()
+        },
+        ..JobConfig::new(graph, args.bootstrap.clone())
+    };
+    let limit = job.control_frame_bytes_max;
+    let jm_addr = format!("127.0.0.1:{}", args.job_manager_port);
+    let job_manager = run_job_manager(
+        JobManagerConfig {
+            listen: jm_addr.clone(),
+            net: Net::Tokio,
+            job: job.clone(),
+            savepoint: args.from_savepoint.clone(),
+        },
+        Disk::real(&args.checkpoint_dir),
+        Some(Rc::new(|e: &JobEvent| println!("{e:?}"))),
+    );
+    let task_manager = run_task_manager(
+        TaskManagerConfig {
+            name: "local".into(),
+            host: "127.0.0.1".into(),
+            job_manager: jm_addr.clone(),
+            slots,
+            net: Net::Tokio,
+            clock: Clock::starting_at(super::wall_ms()),
+            heartbeat_interval_ms: job.heartbeat_interval_ms,
+            heartbeat_timeout_ms: job.heartbeat_timeout_ms,
+            control_frame_bytes_max: limit,
+            throttle: Throttle::default(),
+            functions: jobs::functions(),
+        },
+        None,
+    );
+    tokio::select! {
+        Err(e) = job_manager => Err(format!("job manager: {e}")),
+        () = task_manager => Err("the task manager stopped".into()),
+        r = supervise(&jm_addr, limit) => r,
+    }
+}
+
+/// The jobs `weir job` runs.
+#[derive(Clone, Copy)]
+enum Job {
+    OrderAggregates,
+    Nexmark(Query),
+}
+
+impl Job {
+    fn named(name: &str) -> Result<Self, String> {
+        if name == order_aggregates::NAME {
+            return Ok(Job::OrderAggregates);
+        }
+        Query::named(name).map(Job::Nexmark).ok_or_else(|| {
+            let names: Vec<&str> = [order_aggregates::NAME]
+                .into_iter()
+                .chain(Query::ALL.map(Query::name))
+                .collect();
+            format!(
+                "no job {name:?}; the jobs that run distributed are: {}",
+                names.join(", ")
+            )
+        })
+    }
+
+    fn input_topic(self) -> &'static str {
+        match self {
+            Job::OrderAggregates => "orders",
+            Job::Nexmark(_) => "nexmark",
+        }
+    }
+
+    fn output_topic(self) -> &'static str {
+        match self {
+            Job::OrderAggregates => order_aggregates::OUTPUT_TOPIC,
+            Job::Nexmark(q) => q.output_topic(),
+        }
+    }
+
+    fn graph(self, args: &JobArgs, input_topic: &str, partitions: i32) -> JobGraph {
+        match self {
+            Job::OrderAggregates => order_aggregates::graph(&order_aggregates::Settings {
+                input_topic: input_topic.into(),
+                input_partitions: partitions,
+                parallelism: args.parallelism,
+                out_of_orderness_ms: args.out_of_orderness_ms,
+                end_marker: args.end_marker.clone(),
+                sink_mode: SinkMode::ExactlyOnce,
+            }),
+            Job::Nexmark(q) => nexmark_queries::graph(
+                q,
+                input_topic,
+                partitions,
+                args.parallelism,
+                args.end_marker.clone(),
+            ),
+        }
+    }
+}
+
+/// Watches the job until it finishes, stops or fails, and stops it with a savepoint on
+/// Ctrl-C.
+async fn supervise(jm: &str, limit: usize) -> Result<(), String> {
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            r = &mut ctrl_c => {
+                r.map_err(|e| format!("cannot listen for Ctrl-C: {e}"))?;
+                eprintln!("weir job: stopping with a savepoint");
+                let stop = ask(Net::Tokio, jm, &ToJobManager::StopWithSavepoint, limit);
+                return match tokio::time::timeout(Duration::from_secs(STOP_TIMEOUT_S), stop).await {
+                    Ok(Ok(ToClient::Savepoint(Ok(name)))) => {
+                        println!("stopped with savepoint {name}");
+                        Ok(())
+                    }
+                    Ok(Ok(ToClient::Savepoint(Err(why)))) => Err(format!("the stop failed: {why}")),
+                    Ok(other) => Err(format!("the stop failed: {other:?}")),
+                    Err(_) => Err(format!("the stop took more than {STOP_TIMEOUT_S} s")),
+                };
+            }
+            () = tokio::time::sleep(Duration::from_millis(STATUS_MS)) => {
+                let Ok(ToClient::Status { state, failure, .. }) =
+                    ask(Net::Tokio, jm, &ToJobManager::Status, limit).await
+                else {
+                    continue;
+                };
+                match state {
+                    JobState::Finished => {
+                        println!("finished");
+                        return Ok(());
+                    }
+                    JobState::Failed => return Err(format!("the job failed: {failure:?}")),
+                    JobState::Stopped => {
+                        return Err("the job was stopped earlier; resume it with --from-savepoint".into());
+                    }
+                    JobState::Scheduling | JobState::Running | JobState::Restarting => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! `order-aggregates`: the high-value orders each customer placed, per 5-minute tumbling
+//! event-time window.
+//!
+//! ```text
+//! orders --> [source -> high-value orders by customer] ==by customer==>
+//!     [5 min tumbling count/sum -> format] --> order-aggregates
+//! ```
+//!
+//! An order counts once, at its `order_created` event, when the event is valid (see
+//! [`crate::orders::validate`]) and its `total_amount` is above 100.00. Amounts are summed in
+//! whole cents, so that the totals are exact. Each output record is keyed by customer, with the
+//! value `{"customer_id", "window_end", "count", "total"}`.
+//!
+//! Rows behind the watermark are dropped by the window, as in any event-time job; the oracle
+//! models no lateness, so a run checked against it must keep its input's disorder below the
+//! job's out-of-orderness.
+
+use crate::orders;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use weir_core::runtime::element::Row;
+use weir_core::runtime::window::WindowResult;
+use weir_core::runtime::{Edge, Functions, JobGraph, OperatorSpec, RowFunction, SinkMode, Vertex};
+
+/// The job's name.
+pub const NAME: &str = "order-aggregates";
+/// The topic it writes.
+pub const OUTPUT_TOPIC: &str = "order-aggregates";
+/// Window length: five minutes.
+pub const WINDOW_MS: i64 = 5 * 60 * 1_000;
+/// Orders count when their total is above this, in cents.
+pub const THRESHOLD_CENTS: i64 = 10_000;
+
+const HIGH_VALUE: &str = "order-aggregates/high-value-by-customer";
+const FORMAT: &str = "order-aggregates/format";
+
+/// One output record's value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Aggregate {
+    /// The customer.
+    pub customer_id: String,
+    /// The window's end, exclusive, in ms since the epoch.
+    pub window_end: i64,
+    /// High-value orders the customer placed in the window.
+    pub count: u64,
+    /// Their total amount.
+    pub total: f64,
+}
+
+/// Where the job reads and how it writes.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The orders topic.
+    pub input_topic: String,
+    /// Its partition count.
+    pub input_partitions: i32,
+    /// Subtasks of every operator.
+    pub parallelism: u32,
+    /// How far behind the largest event time seen the watermark trails.
+    pub out_of_orderness_ms: i64,
+    /// A value that ends an input partition (bounded runs).
+    pub end_marker: Option<String>,
+    /// Exactly-once or at-least-once output.
+    pub sink_mode: SinkMode,
+}
+
+/// The job's graph.
+pub fn graph(settings: &Settings) -> JobGraph {
+    let vertex = |uid: &str, op| Vertex {
+        uid: uid.into(),
+        op,
+        parallelism: settings.parallelism,
+    };
+    let map = |function: &str| OperatorSpec::Map {
+        function: function.into(),
+    };
+    JobGraph {
+        name: NAME.into(),
+        vertices: vec![
+            vertex(
+                "orders-source",
+                OperatorSpec::Source {
+                    topic: settings.input_topic.clone(),
+                    partitions: settings.input_partitions,
+                    out_of_orderness_ms: settings.out_of_orderness_ms,
+                    end_marker: settings.end_marker.clone(),
+                },
+            ),
+            vertex("high-value-orders", map(HIGH_VALUE)),
+            vertex(
+                "customer-windows",
+                OperatorSpec::TumblingCountSum { size_ms: WINDOW_MS },
+            ),
+            vertex("format", map(FORMAT)),
+            vertex(
+                "aggregates-sink",
+                OperatorSpec::Sink {
+                    topic: OUTPUT_TOPIC.into(),
+                    mode: settings.sink_mode,
+                },
+            ),
+        ],
+        edges: vec![Edge::Forward, Edge::Hash, Edge::Forward, Edge::Forward],
+    }
+}
+
+/// Adds the job's functions to `functions`.
+pub fn register(functions: Functions) -> Functions {
+    functions
+        .with(HIGH_VALUE, Arc::new(HighValueByCustomer))
+        .with(FORMAT, Arc::new(Format))
+}
+
+/// The fields of an order event the job reads.
+#[derive(Deserialize)]
+struct OrderEvent {
+    event_type: String,
+    customer_id: String,
+    total_amount: f64,
+}
+
+/// Keeps valid creations above the threshold, keyed by customer, valued in cents.
+struct HighValueByCustomer;
+
+impl RowFunction for HighValueByCustomer {
+    fn apply(&self, row: Row, out: &mut Vec<Row>) {
+        if orders::validate(&row.value).is_err() {
+            return;
+        }
+        let Ok(order) = serde_json::from_slice::<OrderEvent>(&row.value) else {
+            return;
+        };
+        let cents = to_cents(order.total_amount);
+        if order.event_type == "order_created" && cents > THRESHOLD_CENTS {
+            out.push(Row {
+                key: Bytes::from(order.customer_id),
+                value: Bytes::from(cents.to_string()),
+                ts: row.ts,
+            });
+        }
+    }
+}
+
+/// Turns a window's count and sum of cents into the output record.
+struct Format;
+
+impl RowFunction for Format {
+    fn apply(&self, row: Row, out: &mut Vec<Row>) {
+        let Ok(w) = serde_json::from_slice::<WindowResult>(&row.value) else {
+            return;
+        };
+        let aggregate = Aggregate {
+            customer_id: String::from_utf8_lossy(&row.key).into_owned(),
+            window_end: w.end,
+            count: w.count,
+            total: w.sum as f64 / 100.0,
+        };
+        let value = serde_json::to_vec(&aggregate).expect("aggregates serialize");
+        out.push(Row {
+            value: Bytes::from(value),
+            ..row
+        });
+    }
+}
+
+/// An amount in whole cents; amounts have at most two decimals.
+fn to_cents(amount: f64) -> i64 {
+    (amount * 100.0).round() as i64
+}
+
+/// What the oracle expects of one (customer, window end): count and total in cents.
+pub type Expected = BTreeMap<(String, i64), (u64, i64)>;
+
+/// The exact output for `input`, given as (value, event time) pairs, computed without the
+/// engine.
+pub fn oracle<'a>(input: impl IntoIterator<Item = (&'a [u8], i64)>) -> Expected {
+    let mut expected = Expected::new();
+    for (value, ts) in input {
+        if orders::validate(value).is_err() {
+            continue;
+        }
+        let Ok(event) = serde_json::from_slice::<serde_json::Value>(value) else {
+            continue;
+        };
+        let created = event["event_type"] == "order_created";
+        let cents = event["total_amount"].as_f64().map(to_cents).unwrap_or(0);
+        let (Some(customer), true, true) = (
+            event["customer_id"].as_str(),
+            created,
+            cents > THRESHOLD_CENTS,
+        ) else {
+            continue;
+        };
+        let end = ts - ts.rem_euclid(WINDOW_MS) + WINDOW_MS;
+        let entry = expected.entry((customer.to_string(), end)).or_default();
+        entry.0 += 1;
+        entry.1 += cents;
+    }
+    expected
+}
+
+/// Reads one output value back: the customer, window end, count and total in cents.
+pub fn decode(value: &[u8]) -> Option<(String, i64, u64, i64)> {
+    let a: Aggregate = serde_json::from_slice(value).ok()?;
+    Some((a.customer_id, a.window_end, a.count, to_cents(a.total)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generator::{GeneratorConfig, Workload};
+
+    #[test]
+    fn the_functions_and_the_oracle_agree_on_generated_orders() {
+        let config = GeneratorConfig {
+            rate_per_s: 2.0,
+            keys: 20,
+            invalid_fraction: 0.05,
+            ..GeneratorConfig::default()
+        };
+        let events: Vec<_> = Workload::Orders
+            .events(3, &config, 2_000)
+            .unwrap()
+            .collect();
+        let expected = oracle(events.iter().map(|e| (e.value.as_slice(), e.timestamp_ms)));
+        assert!(expected.len() > 20, "{} windows", expected.len());
+        // The engine's path: filter, sum cents per window, format, read back.
+        let mut sums: BTreeMap<(Bytes, i64), (u64, i64)> = BTreeMap::new();
+        let mut rows = Vec::new();
+        for e in &events {
+            let row = Row {
+                key: Bytes::from(e.key.clone()),
+                value: Bytes::from(e.value.clone()),
+                ts: e.timestamp_ms,
+            };
+            HighValueByCustomer.apply(row, &mut rows);
+        }
+        for r in rows {
+            let end = r.ts - r.ts.rem_euclid(WINDOW_MS) + WINDOW_MS;
+            let s = sums.entry((r.key, end)).or_default();
+            s.0 += 1;
+            s.1 += std::str::from_utf8(&r.value)
+                .unwrap()
+                .parse::<i64>()
+                .unwrap();
+        }
+        let mut got = Expected::new();
+        for ((key, end), (count, sum)) in sums {
+            let window = WindowResult {
+                start: end - WINDOW_MS,
+                end,
+                count,
+                sum,
+            };
+            let mut out = Vec::new();
+            let row = Row {
+                key,
+                value: Bytes::from(serde_json::to_vec(&window).unwrap()),
+                ts: end - 1,
+            };
+            Format.apply(row, &mut out);
+            let (customer, end, count, cents) = decode(&out[0].value).unwrap();
+            got.insert((customer, end), (count, cents));
+        }
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn invalid_and_small_orders_do_not_count() {
+        let event = |kind: &str, total: f64| {
+            serde_json::to_vec(&serde_json::json!({
+                "event_type": kind, "order_id": 1, "customer_id": "c", "total_amount": total,
+                "items": [], "status": "created", "timestamp": 5,
+            }))
+            .unwrap()
+        };
+        let big = event("order_created", 100.01);
+        let small = event("order_created", 100.0);
+        let update = event("order_updated", 500.0);
+        let negative = event("order_created", -500.0);
+        let expected = oracle([
+            (big.as_slice(), 5),
+            (small.as_slice(), 5),
+            (update.as_slice(), 5),
+            (negative.as_slice(), 5),
+            (b"not json".as_slice(), 5),
+        ]);
+        assert_eq!(
+            expected,
+            Expected::from([(("c".to_string(), WINDOW_MS), (1, 10_001))])
+        );
+    }
+}
