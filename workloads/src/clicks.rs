@@ -6,7 +6,7 @@
 
 use crate::generator::{
     Event, EventTime, GeneratorConfig, Invalid, amount_field, count_field, money, one_of, parse,
-    roll_invalid, spoil, str_field,
+    roll_invalid, str_field,
 };
 use crate::keys::KeyDist;
 use rand::Rng;
@@ -60,22 +60,18 @@ impl Iterator for Clicks {
         };
         let invalid = roll_invalid(&mut self.rng, self.invalid_fraction)
             .then(|| DEFECTS[self.rng.random_range(0..DEFECTS.len())]);
-        let mut value = json!({
+        let value = json!({
             "user_id": user,
             "action": action,
             "amount": money(amount_cents),
             "timestamp": timestamp_ms,
         });
-        if let Some(defect) = invalid {
-            spoil(&mut value, defect);
-        }
-        Some(Event {
-            key: user.into_bytes(),
-            value: serde_json::to_vec(&value).expect("JSON serialises"),
-            timestamp_ms,
-            late,
+        Some(Event::made(
+            user.into_bytes(),
+            value,
+            (timestamp_ms, late),
             invalid,
-        })
+        ))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -275,8 +275,29 @@ pub(crate) fn money(cents: i64) -> f64 {
     cents as f64 / 100.0
 }
 
+impl Event {
+    /// The event of `value`, given `invalid`'s defect first if it has one.
+    pub(crate) fn made(
+        key: Vec<u8>,
+        mut value: Value,
+        (timestamp_ms, late): (i64, bool),
+        invalid: Option<Invalid>,
+    ) -> Self {
+        if let Some(defect) = invalid {
+            spoil(&mut value, defect);
+        }
+        Self {
+            key,
+            value: serde_json::to_vec(&value).expect("JSON serialises"),
+            timestamp_ms,
+            late,
+            invalid,
+        }
+    }
+}
+
 /// Gives the object `value` the defect `defect`, in the field it names.
-pub(crate) fn spoil(value: &mut Value, defect: Invalid) {
+fn spoil(value: &mut Value, defect: Invalid) {
     let object = value.as_object_mut().expect("events are JSON objects");
     match defect {
         Invalid::Missing(f) => {

@@ -34,7 +34,7 @@
 
 use crate::generator::{
     Event, EventTime, GeneratorConfig, Invalid, count_field, letters, one_of, parse, roll_invalid,
-    spoil, str_field,
+    str_field,
 };
 use rand::Rng;
 use serde_json::{Value, json};
@@ -260,7 +260,7 @@ impl Iterator for Nexmark {
         self.left = self.left.checked_sub(1)?;
         let (timestamp_ms, late) = self.time.next(&mut self.rng);
         let kind = kind(self.n);
-        let (key, mut value) = match kind {
+        let (key, value) = match kind {
             "person" => self.person(timestamp_ms),
             "auction" => self.auction(timestamp_ms),
             _ => self.bid(timestamp_ms),
@@ -271,16 +271,12 @@ impl Iterator for Nexmark {
             "auction" => Invalid::Negative("initial_bid"),
             _ => Invalid::Negative("price"),
         });
-        if let Some(defect) = invalid {
-            spoil(&mut value, defect);
-        }
-        Some(Event {
-            key: key.to_string().into_bytes(),
-            value: serde_json::to_vec(&value).expect("JSON serialises"),
-            timestamp_ms,
-            late,
+        Some(Event::made(
+            key.to_string().into_bytes(),
+            value,
+            (timestamp_ms, late),
             invalid,
-        })
+        ))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -8,7 +8,7 @@
 
 use crate::generator::{
     Event, EventTime, GeneratorConfig, Invalid, amount_field, count_field, field, money, one_of,
-    parse, roll_invalid, spoil, str_field,
+    parse, roll_invalid, str_field,
 };
 use crate::keys::KeyDist;
 use rand::Rng;
@@ -140,7 +140,7 @@ impl Iterator for Orders {
             .iter()
             .map(|i| json!({"sku": format!("sku-{:03}", i.sku), "quantity": i.quantity, "price": money(i.price_cents)}))
             .collect();
-        let mut value = json!({
+        let value = json!({
             "event_type": event_type,
             "order_id": order.id,
             "customer_id": format!("customer-{}", order.customer),
@@ -150,9 +150,7 @@ impl Iterator for Orders {
             "timestamp": timestamp_ms,
         });
         let key = order.id.to_string().into_bytes();
-        if let Some(defect) = invalid {
-            spoil(&mut value, defect);
-        } else {
+        if invalid.is_none() {
             match (event_type, changed) {
                 ("order_cancelled", Some(i)) => {
                     self.open.remove(i);
@@ -166,13 +164,7 @@ impl Iterator for Orders {
                 }
             }
         }
-        Some(Event {
-            key,
-            value: serde_json::to_vec(&value).expect("JSON serialises"),
-            timestamp_ms,
-            late,
-            invalid,
-        })
+        Some(Event::made(key, value, (timestamp_ms, late), invalid))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
