@@ -1,10 +1,10 @@
 //! `weir job` against a real `weir broker`: `order-aggregates` is stopped with a savepoint
-//! part way, resumed from it, and finishes; its committed output equals the job's oracle
-//! computed from the generated input, every window exactly once.
+//! part way, resumed from it, and finishes; `order-sessions` runs to the end of its input and
+//! writes two topics. Each committed output equals the job's oracle computed from the
+//! generated input, every record exactly once.
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,8 +15,8 @@ use weir_core::client::{
 };
 use weir_core::clock::Clock;
 use weir_core::net::Net;
-use weir_workloads::generator::{GeneratorConfig, Workload};
-use weir_workloads::jobs::order_aggregates;
+use weir_workloads::generator::{GeneratorConfig, Skew, Workload};
+use weir_workloads::jobs::{ExpectedRecords, Input, Job, canonical};
 
 const SEED: u64 = 11;
 const EVENTS: u64 = 3_000;
@@ -26,15 +26,46 @@ const END_MARKER: &str = "END";
 /// Empty polls in a row after which the committed output counts as read to its end.
 const IDLE_POLLS: u32 = 6;
 
-fn orders_config() -> GeneratorConfig {
+/// The orders `weir produce` writes with [`produce_args`]: `keys` customers, zipf-skewed.
+fn orders_config(keys: u64) -> GeneratorConfig {
     GeneratorConfig {
         start_ms: START_MS,
         rate_per_s: 1.0,
-        keys: 20,
+        keys,
+        skew: Skew::Zipf { exponent: 1.0 },
         out_of_orderness_ms: 2_000,
         invalid_fraction: 0.05,
         ..GeneratorConfig::default()
     }
+}
+
+/// Writes [`orders_config`]'s orders to a two-partition `orders` topic with `weir produce`.
+fn produce(addr: &str, keys: u64) {
+    let produced = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["produce", "orders", "--bootstrap", addr])
+        .args(["--events", &EVENTS.to_string(), "--seed", &SEED.to_string()])
+        .args(["--partitions", &PARTITIONS.to_string()])
+        .args(["--start-ms", &START_MS.to_string(), "--event-rate", "1"])
+        .args(["--keys", &keys.to_string(), "--zipf", "1.0"])
+        .args([
+            "--out-of-orderness-ms",
+            "2000",
+            "--invalid-fraction",
+            "0.05",
+        ])
+        .output()
+        .expect("weir produce runs");
+    assert!(produced.status.success(), "{produced:?}");
+}
+
+/// What `job`'s oracle expects of the produced orders, per output topic.
+fn expected(job: Job, keys: u64) -> Vec<(&'static str, ExpectedRecords)> {
+    let events: Vec<_> = Workload::Orders
+        .events(SEED, &orders_config(keys), EVENTS)
+        .unwrap()
+        .collect();
+    let input: Vec<Input<'_>> = events.iter().map(Input::from).collect();
+    job.oracle(&input)
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -69,11 +100,10 @@ fn end_input(bootstrap: &str) {
     });
 }
 
-/// The committed output: (customer, window end) -> every (count, total cents) found for it.
-fn committed_output(bootstrap: &str) -> BTreeMap<(String, i64), Vec<(u64, i64)>> {
+/// The committed records of `topic`: (key, value in canonical JSON) to times found.
+fn committed(bootstrap: &str, topic: &str) -> ExpectedRecords {
     block_on(async {
         let cluster = Cluster::new(ClientConfig::new([bootstrap], Net::Tokio));
-        let topic = order_aggregates::OUTPUT_TOPIC;
         let partitions = cluster.partitions(topic).await.expect("output metadata");
         let config = ConsumerConfig {
             isolation: Isolation::ReadCommitted,
@@ -85,29 +115,51 @@ fn committed_output(bootstrap: &str) -> BTreeMap<(String, i64), Vec<(u64, i64)>>
             .map(|p| (topic.to_string(), p.partition))
             .collect();
         consumer.assign(tps);
-        let mut found: BTreeMap<_, Vec<_>> = BTreeMap::new();
+        let mut found = ExpectedRecords::new();
         let mut idle = 0;
         while idle < IDLE_POLLS {
             let records = consumer.poll(Duration::from_millis(500)).await.unwrap();
             idle = if records.is_empty() { idle + 1 } else { 0 };
             for r in records {
-                let value = r.value.expect("a value");
-                let (customer, end, count, cents) =
-                    order_aggregates::decode(&value).expect("an aggregate");
-                found
-                    .entry((customer, end))
-                    .or_default()
-                    .push((count, cents));
+                let value: serde_json::Value =
+                    serde_json::from_slice(&r.value.expect("a value")).expect("JSON");
+                let key = r.key.expect("a key").to_vec();
+                *found.entry((key, canonical(&value))).or_default() += 1;
             }
         }
         found
     })
 }
 
-fn job_args(bootstrap: &str, dir: &std::path::Path, port: u16, extra: &[&str]) -> Vec<String> {
+/// Requires every topic's committed records to be exactly the oracle's.
+fn assert_output_is(addr: &str, expected: &[(&str, ExpectedRecords)]) {
+    for (topic, want) in expected {
+        let found = committed(addr, topic);
+        let missing = want
+            .keys()
+            .filter(|k| found.get(*k) != want.get(*k))
+            .count();
+        let unexpected = found.keys().filter(|k| !want.contains_key(*k)).count();
+        assert_eq!(
+            (missing, unexpected),
+            (0, 0),
+            "{topic}: {} records expected, {} found",
+            want.len(),
+            found.len()
+        );
+    }
+}
+
+fn job_args(
+    job: Job,
+    bootstrap: &str,
+    dir: &std::path::Path,
+    port: u16,
+    extra: &[&str],
+) -> Vec<String> {
     [
         "job",
-        "order-aggregates",
+        job.name(),
         "--bootstrap",
         bootstrap,
         "--checkpoint-dir",
@@ -127,36 +179,12 @@ fn job_args(bootstrap: &str, dir: &std::path::Path, port: u16, extra: &[&str]) -
 fn order_aggregates_is_exactly_once_through_a_stop_with_savepoint_and_a_resume() {
     let dir = tempfile::tempdir().unwrap();
     let (_broker, addr) = start_broker(&dir.path().join("broker"));
-    let produced = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args([
-            "produce",
-            "orders",
-            "--bootstrap",
-            &addr,
-            "--events",
-            "3000",
-            "--seed",
-            "11",
-            "--partitions",
-            "2",
-            "--start-ms",
-            "1700000000000",
-            "--event-rate",
-            "1",
-            "--keys",
-            "20",
-            "--out-of-orderness-ms",
-            "2000",
-            "--invalid-fraction",
-            "0.05",
-        ])
-        .output()
-        .expect("weir produce runs");
-    assert!(produced.status.success(), "{produced:?}");
+    produce(&addr, 20);
 
     let checkpoints = dir.path().join("checkpoints");
     let port = free_base_port(1);
-    let mut first = WeirProcess::start(&job_args(&addr, &checkpoints, port, &[]));
+    let job = Job::OrderAggregates;
+    let mut first = WeirProcess::start(&job_args(job, &addr, &checkpoints, port, &[]));
     first.wait_for_line("CheckpointCompleted");
     signal("INT", &[first.pid()]);
     let line = first.wait_for_line("stopped with savepoint ");
@@ -165,6 +193,7 @@ fn order_aggregates_is_exactly_once_through_a_stop_with_savepoint_and_a_resume()
 
     end_input(&addr);
     let mut second = WeirProcess::start(&job_args(
+        job,
         &addr,
         &checkpoints,
         port,
@@ -178,22 +207,33 @@ fn order_aggregates_is_exactly_once_through_a_stop_with_savepoint_and_a_resume()
     second.wait_for_line("finished");
     assert!(second.wait().success());
 
-    let events: Vec<_> = Workload::Orders
-        .events(SEED, &orders_config(), EVENTS)
-        .unwrap()
-        .collect();
-    let expected =
-        order_aggregates::oracle(events.iter().map(|e| (e.value.as_slice(), e.timestamp_ms)));
-    assert!(expected.len() > 50, "{} windows", expected.len());
-    let found = committed_output(&addr);
-    for (window, want) in &expected {
-        assert_eq!(
-            found.get(window).map(Vec::as_slice),
-            Some(&[*want][..]),
-            "window {window:?}"
-        );
-    }
-    assert_eq!(found.len(), expected.len(), "no window the oracle lacks");
+    let expected = expected(job, 20);
+    assert!(expected[0].1.len() > 50, "{} windows", expected[0].1.len());
+    assert_output_is(&addr, &expected);
+}
+
+#[test]
+fn order_sessions_writes_its_sessions_and_running_totals_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_broker(&dir.path().join("broker"));
+    produce(&addr, 200);
+    end_input(&addr);
+    let checkpoints = dir.path().join("checkpoints");
+    let args = ["--end-marker", END_MARKER, "--out-of-orderness-ms", "5000"];
+    let job = Job::OrderSessions;
+    let mut run = WeirProcess::start(&job_args(
+        job,
+        &addr,
+        &checkpoints,
+        free_base_port(1),
+        &args,
+    ));
+    run.wait_for_line("finished");
+    assert!(run.wait().success());
+    let expected = expected(job, 200);
+    let counts: Vec<usize> = expected.iter().map(|(_, e)| e.len()).collect();
+    assert!(counts[0] > 100 && counts[1] > 1_000, "{counts:?}");
+    assert_output_is(&addr, &expected);
 }
 
 #[test]
@@ -206,7 +246,7 @@ fn an_unknown_job_is_refused_with_the_list_of_jobs() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(
-            "weir job: no job \"no-such-job\"; the jobs that run distributed are: order-aggregates"
+            "weir job: no job \"no-such-job\"; the jobs are: order-aggregates, order-sessions"
         ),
         "{stderr}"
     );

@@ -3,18 +3,11 @@
 mod common;
 
 use common::{
-    every_seed_passes, first_catch, generated_plans_pass, pipeline_topology, same_seed_same_hash,
+    every_seed_passes, figure, first_catch, generated_plans_pass, pipeline_topology,
+    same_seed_same_hash,
 };
 
 const SCENARIO: &str = "eos-pipeline";
-
-fn figure<'a>(r: &'a weir_sim::report::RunReport, name: &str) -> &'a str {
-    r.metrics
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_else(|| panic!("seed {} reports no {name:?}", r.seed))
-}
 
 #[test]
 fn every_seed_passes_with_checkpoints_and_commits() {

@@ -20,11 +20,10 @@ use weir_core::net::Net;
 use weir_core::runtime::graph::Stage;
 use weir_core::runtime::rpc::{JOB_MANAGER_PORT, ask};
 use weir_core::runtime::{
-    CheckpointConfig, JobConfig, JobEvent, JobGraph, JobManagerConfig, JobState, SinkMode,
-    TaskManagerConfig, Throttle, ToClient, ToJobManager, run_job_manager, run_task_manager,
+    CheckpointConfig, JobConfig, JobEvent, JobManagerConfig, JobState, SinkMode, TaskManagerConfig,
+    Throttle, ToClient, ToJobManager, run_job_manager, run_task_manager,
 };
-use weir_workloads::jobs::nexmark_queries::{self, Query};
-use weir_workloads::jobs::{self, order_aggregates};
+use weir_workloads::jobs::{self, Job, Settings};
 
 /// Subtasks one task manager runs at most: each takes a port of its attempt's block.
 const SLOTS_MAX: u32 = 32;
@@ -36,7 +35,8 @@ const STOP_TIMEOUT_S: u64 = 120;
 /// Settings of `weir job`.
 #[derive(Args, Debug)]
 pub struct JobArgs {
-    /// The job: order-aggregates, nexmark-q0, nexmark-q1 or nexmark-q2.
+    /// The job: order-aggregates, order-sessions, click-analytics, or nexmark-q0, q1, q2,
+    /// q5, q7 or q8.
     pub name: String,
     /// Bootstrap brokers, HOST:PORT, comma-separated.
     #[arg(long, required = true, value_delimiter = ',')]
@@ -50,16 +50,17 @@ pub struct JobArgs {
     /// A savepoint to resume from, as a stopped run printed it.
     #[arg(long)]
     pub from_savepoint: Option<String>,
-    /// The input topic, which must exist: `orders` or `nexmark` by default.
+    /// The input topic, which must exist: by default the job's workload, `orders`, `clicks`
+    /// or `nexmark`.
     #[arg(long)]
     pub input_topic: Option<String>,
     /// A record value that ends an input partition: the job finishes once all have ended.
     #[arg(long)]
     pub end_marker: Option<String>,
-    /// How far the watermark trails the largest event time seen, in milliseconds
-    /// (order-aggregates).
-    #[arg(long, default_value_t = 5_000)]
-    pub out_of_orderness_ms: i64,
+    /// How far the watermark trails the largest event time seen, in milliseconds: by default
+    /// 10 minutes for click-analytics and 5 s for the others.
+    #[arg(long)]
+    pub out_of_orderness_ms: Option<i64>,
     /// Time between checkpoints, in milliseconds; output is committed at each.
     #[arg(long, default_value_t = 2_000)]
     pub checkpoint_interval_ms: u64,
@@ -77,7 +78,7 @@ pub fn run(args: JobArgs) -> ExitCode {
 }
 
 async fn run_job(args: JobArgs) -> Result<(), String> {
-    let job = Job::named(&args.name)?;
+    let job = named(&args.name)?;
     if args.parallelism == 0 {
         return Err("--parallelism must be at least 1".into());
     }
@@ -92,7 +93,16 @@ async fn run_job(args: JobArgs) -> Result<(), String> {
         .map_err(|e| format!("input topic {input_topic}: {e}"))?
         .len();
     let partitions = i32::try_from(partitions).map_err(|_| "too many partitions")?;
-    let graph = job.graph(&args, &input_topic, partitions);
+    let graph = job.graph(&Settings {
+        input_topic: input_topic.clone(),
+        input_partitions: partitions,
+        parallelism: args.parallelism,
+        out_of_orderness_ms: args
+            .out_of_orderness_ms
+            .unwrap_or_else(|| job.out_of_orderness_ms()),
+        end_marker: args.end_marker.clone(),
+        sink_mode: SinkMode::ExactlyOnce,
+    });
     let stages = graph.stages().map_err(|e| e.to_string())?;
     let slots: u32 = stages.iter().map(|s: &Stage| s.parallelism).sum();
     if slots > SLOTS_MAX {
@@ -100,8 +110,10 @@ async fn run_job(args: JobArgs) -> Result<(), String> {
             "the job needs {slots} slots, one task manager has {SLOTS_MAX}: lower --parallelism"
         ));
     }
-    let output = NewTopic::new(job.output_topic(), -1, -1);
-    super::produce::ensure_topic(&cluster, &args.bootstrap, &output).await?;
+    for topic in job.outputs() {
+        let output = NewTopic::new(topic, -1, -1);
+        super::produce::ensure_topic(&cluster, &args.bootstrap, &output).await?;
+    }
     let job = JobConfig {
         checkpoint: CheckpointConfig {
             interval_ms: args.checkpoint_interval_ms,
@@ -144,63 +156,12 @@ async fn run_job(args: JobArgs) -> Result<(), String> {
     }
 }
 
-/// The jobs `weir job` runs.
-#[derive(Clone, Copy)]
-enum Job {
-    OrderAggregates,
-    Nexmark(Query),
-}
-
-impl Job {
-    fn named(name: &str) -> Result<Self, String> {
-        if name == order_aggregates::NAME {
-            return Ok(Job::OrderAggregates);
-        }
-        Query::named(name).map(Job::Nexmark).ok_or_else(|| {
-            let names: Vec<&str> = [order_aggregates::NAME]
-                .into_iter()
-                .chain(Query::ALL.map(Query::name))
-                .collect();
-            format!(
-                "no job {name:?}; the jobs that run distributed are: {}",
-                names.join(", ")
-            )
-        })
-    }
-
-    fn input_topic(self) -> &'static str {
-        match self {
-            Job::OrderAggregates => "orders",
-            Job::Nexmark(_) => "nexmark",
-        }
-    }
-
-    fn output_topic(self) -> &'static str {
-        match self {
-            Job::OrderAggregates => order_aggregates::OUTPUT_TOPIC,
-            Job::Nexmark(q) => q.output_topic(),
-        }
-    }
-
-    fn graph(self, args: &JobArgs, input_topic: &str, partitions: i32) -> JobGraph {
-        match self {
-            Job::OrderAggregates => order_aggregates::graph(&order_aggregates::Settings {
-                input_topic: input_topic.into(),
-                input_partitions: partitions,
-                parallelism: args.parallelism,
-                out_of_orderness_ms: args.out_of_orderness_ms,
-                end_marker: args.end_marker.clone(),
-                sink_mode: SinkMode::ExactlyOnce,
-            }),
-            Job::Nexmark(q) => nexmark_queries::graph(
-                q,
-                input_topic,
-                partitions,
-                args.parallelism,
-                args.end_marker.clone(),
-            ),
-        }
-    }
+/// The catalog job called `name`, or an error listing them all.
+fn named(name: &str) -> Result<Job, String> {
+    Job::named(name).ok_or_else(|| {
+        let names: Vec<&str> = Job::all().into_iter().map(Job::name).collect();
+        format!("no job {name:?}; the jobs are: {}", names.join(", "))
+    })
 }
 
 /// Watches the job until it finishes, stops or fails, and stops it with a savepoint on

@@ -14,6 +14,18 @@ pub struct Row {
     pub ts: i64,
 }
 
+impl Row {
+    /// A row of text key and value, for tests.
+    #[cfg(test)]
+    pub(crate) fn text(key: &str, value: &str, ts: i64) -> Self {
+        Row {
+            key: Bytes::from(key.to_string()),
+            value: Bytes::from(value.to_string()),
+            ts,
+        }
+    }
+}
+
 /// One element of a stream between tasks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Element {

@@ -1,6 +1,8 @@
 //! A job's logical graph and the stages it runs as: operators joined by forward edges with the
 //! same parallelism are chained into one task; every other edge is a network exchange.
 
+use super::window::check_assigner;
+use crate::stream::window::WindowAssigner;
 use serde::{Deserialize, Serialize};
 
 /// How the output of one operator reaches the next.
@@ -43,11 +45,25 @@ pub enum OperatorSpec {
         /// The function's name in the registry.
         function: String,
     },
-    /// Keyed tumbling event-time windows that count rows and sum their values (decimal
-    /// integers), emitting one row per key and window when the watermark passes its end.
-    TumblingCountSum {
-        /// Window length.
-        size_ms: i64,
+    /// Keyed event-time windows with the built-in aggregates (see [`super::window`]),
+    /// emitting one row per key and window when the watermark passes its end.
+    Window {
+        /// Tumbling, sliding or session windows.
+        assigner: WindowAssigner,
+    },
+    /// Per key, in event-time order: holds each row until the watermark passes it, then
+    /// releases it with the key's count and sum so far (see [`super::running`]).
+    RunningTotals,
+    /// Writes what the function `function` makes of each row to `topic`, committed with the
+    /// checkpoints like the sink's output, and passes the row on unchanged: a side output
+    /// (dead letters, a second view of the same rows).
+    SideOutput {
+        /// The function's name in the registry.
+        function: String,
+        /// The topic.
+        topic: String,
+        /// Delivery guarantee.
+        mode: SinkMode,
     },
     /// Writes rows to a broker topic, keyed, partitioned by key.
     Sink {
@@ -108,6 +124,16 @@ pub struct Stage {
     pub output: Option<Partitioner>,
 }
 
+impl OperatorSpec {
+    /// Whether the operator writes to a topic, and so commits with the checkpoints.
+    pub fn writes(&self) -> bool {
+        matches!(
+            self,
+            OperatorSpec::Sink { .. } | OperatorSpec::SideOutput { .. }
+        )
+    }
+}
+
 impl JobGraph {
     /// Checks the graph and chains it into stages.
     pub fn stages(&self) -> Result<Vec<Stage>, GraphError> {
@@ -131,16 +157,20 @@ impl JobGraph {
             if is_sink != (i + 1 == self.vertices.len()) {
                 return bad(format!("{}: the sink comes last, and only there", v.uid));
             }
-            if let OperatorSpec::TumblingCountSum { size_ms } = v.op {
-                if size_ms <= 0 {
-                    return bad(format!("{}: window size must be positive", v.uid));
-                }
-                if self.edges[i - 1] != Edge::Hash {
-                    return bad(format!(
-                        "{}: a keyed window needs a hash edge before it",
-                        v.uid
-                    ));
-                }
+            if let OperatorSpec::Window { assigner } = &v.op
+                && let Err(why) = check_assigner(assigner)
+            {
+                return bad(format!("{}: {why}", v.uid));
+            }
+            let keyed = matches!(
+                v.op,
+                OperatorSpec::Window { .. } | OperatorSpec::RunningTotals
+            );
+            if keyed && self.edges[i - 1] != Edge::Hash {
+                return bad(format!(
+                    "{}: a keyed operator needs a hash edge before it",
+                    v.uid
+                ));
             }
         }
         let mut stages = vec![Stage {
@@ -172,6 +202,7 @@ impl JobGraph {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn graph(window_parallelism: u32, sink_parallelism: u32) -> JobGraph {
         JobGraph {
@@ -189,7 +220,9 @@ mod tests {
                 },
                 Vertex {
                     uid: "win".into(),
-                    op: OperatorSpec::TumblingCountSum { size_ms: 1000 },
+                    op: OperatorSpec::Window {
+                        assigner: WindowAssigner::tumbling(Duration::from_secs(1)),
+                    },
                     parallelism: window_parallelism,
                 },
                 Vertex {
@@ -240,6 +273,11 @@ mod tests {
 
     #[test]
     fn malformed_graphs_are_refused() {
+        let mut g = graph(2, 2);
+        g.vertices[1].op = OperatorSpec::Window {
+            assigner: WindowAssigner::Global,
+        };
+        assert!(g.stages().is_err(), "global windows need a count trigger");
         let mut g = graph(2, 2);
         g.edges[0] = Edge::Forward;
         assert!(g.stages().is_err(), "a window needs a keyed input");

@@ -646,9 +646,16 @@ impl JobManager {
     }
 
     async fn check_finished(&mut self) {
-        let last = self.stages.len() as u32 - 1;
-        let sinks = self.placement.keys().filter(|t| t.stage == last).count();
-        if self.committed.iter().filter(|t| t.stage == last).count() < sinks {
+        // Every subtask that writes a topic (its sink or a side output) must have committed.
+        let graph = &self.job.graph.vertices;
+        let writes = |t: &TaskId| {
+            self.stages[t.stage as usize]
+                .vertices
+                .iter()
+                .any(|v| graph[*v].op.writes())
+        };
+        let writers = self.placement.keys().filter(|t| writes(t)).count();
+        if self.committed.iter().filter(|t| writes(t)).count() < writers {
             return;
         }
         let stop = self.finishing.as_ref().and_then(|f| f.stop.as_ref());

@@ -25,6 +25,7 @@ pub mod graph;
 pub mod jobmanager;
 pub mod metrics;
 pub mod rpc;
+pub mod running;
 pub mod sink;
 pub mod snapshot;
 mod source;

@@ -16,11 +16,12 @@ use super::function::{Functions, RowFunction};
 use super::graph::{OperatorSpec, Partitioner, SinkMode};
 use super::metrics::{LatencyStats, TaskSample};
 use super::rpc::{TaskDeployment, ToJobManager};
+use super::running::KeyedRunning;
 use super::sink::{BrokerSink, SinkIdentity};
 use super::snapshot::{TaskId, TaskSnapshot};
 use super::source::{BrokerSource, Positions, lag_probe};
 use super::throttle::{Slowdown, Throttle};
-use super::window::TumblingCountSum;
+use super::window::KeyedWindows;
 use crate::client::{ClientConfig, Cluster, partition_for_key};
 use crate::clock::Clock;
 use crate::net::Net;
@@ -101,6 +102,30 @@ pub(crate) async fn run(deployment: TaskDeployment, mut links: TaskLinks) -> Tas
         clock: links.clock,
         slowdown: None,
     };
+    let function_of = |name: &str| {
+        links
+            .functions
+            .get(name)
+            .ok_or_else(|| format!("this task manager has no function {name:?}"))
+    };
+    // A topic writer: exactly-once ones commit `restore`'s transactions first.
+    let open_sink = async |uid: &str, topic: &str, mode: SinkMode| {
+        let identity = SinkIdentity {
+            job: graph.name.clone(),
+            uid: uid.to_string(),
+            subtask: id.subtask,
+        };
+        BrokerSink::open(
+            Arc::clone(&cluster),
+            identity,
+            (topic, mode == SinkMode::ExactlyOnce),
+            (links.clock, config.transaction_timeout_ms),
+            config.mutation,
+            state_of(uid).map(|(c, b)| (c, b, deployment.restore_savepoint)),
+        )
+        .await
+        .map_err(|e| format!("{uid}: {e}"))
+    };
     let mut head = None;
     for v in &deployment.stage.vertices {
         let vertex = &graph.vertices[*v];
@@ -122,36 +147,37 @@ pub(crate) async fn run(deployment: TaskDeployment, mut links: TaskLinks) -> Tas
                 )?;
                 head = Some((uid, source, topic.clone()));
             }
-            OperatorSpec::TumblingCountSum { size_ms } => {
+            OperatorSpec::Window { assigner } => {
                 let window = match state_of(&uid) {
-                    Some((_, bytes)) => TumblingCountSum::restore(bytes)?,
-                    None => TumblingCountSum::new(*size_ms),
+                    Some((_, bytes)) => KeyedWindows::restore(*assigner, bytes)
+                        .map_err(|e| format!("restore {uid}: {e}"))?,
+                    None => KeyedWindows::new(*assigner),
                 };
                 chain.ops.push(ChainOp::Window(uid, window));
             }
             OperatorSpec::Map { function } => {
-                let f = links.functions.get(function).ok_or_else(|| {
-                    format!("{uid}: this task manager has no function {function:?}")
-                })?;
-                chain.ops.push(ChainOp::Map(f));
+                chain.ops.push(ChainOp::Map(function_of(function)?));
+            }
+            OperatorSpec::RunningTotals => {
+                let running = match state_of(&uid) {
+                    Some((_, bytes)) => {
+                        KeyedRunning::restore(bytes).map_err(|e| format!("restore {uid}: {e}"))?
+                    }
+                    None => KeyedRunning::new(),
+                };
+                chain.ops.push(ChainOp::Running(uid, running));
+            }
+            OperatorSpec::SideOutput {
+                function,
+                topic,
+                mode,
+            } => {
+                let f = function_of(function)?;
+                let sink = open_sink(&uid, topic, *mode).await?;
+                chain.ops.push(ChainOp::Side(f, uid, sink));
             }
             OperatorSpec::Sink { topic, mode } => {
-                let identity = SinkIdentity {
-                    job: graph.name.clone(),
-                    uid: uid.clone(),
-                    subtask: id.subtask,
-                };
-                let sink = BrokerSink::open(
-                    Arc::clone(&cluster),
-                    identity,
-                    (topic, *mode == SinkMode::ExactlyOnce),
-                    (links.clock, config.transaction_timeout_ms),
-                    config.mutation,
-                    state_of(&uid).map(|(c, b)| (c, b, deployment.restore_savepoint)),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-                chain.sink = Some((uid, sink));
+                chain.sink = Some((uid.clone(), open_sink(&uid, topic, *mode).await?));
             }
         }
     }
@@ -224,7 +250,10 @@ struct Output {
 /// One operator of a chain after its head.
 enum ChainOp {
     Map(Arc<dyn RowFunction>),
-    Window(String, TumblingCountSum),
+    Window(String, KeyedWindows),
+    Running(String, KeyedRunning),
+    /// The function making the side output's rows, the operator's uid, and its writer.
+    Side(Arc<dyn RowFunction>, String, BrokerSink),
 }
 
 /// The operators after the head, and where their output goes.
@@ -269,6 +298,21 @@ impl Chain {
                     }
                     return Ok(());
                 }
+                ChainOp::Running(_, running) => {
+                    for row in &rows {
+                        running.add(row);
+                    }
+                    return Ok(());
+                }
+                ChainOp::Side(f, _, sink) => {
+                    let mut side = Vec::new();
+                    for row in &rows {
+                        f.apply(row.clone(), &mut side);
+                    }
+                    for row in side {
+                        sink.write(row).await.map_err(|e| e.to_string())?;
+                    }
+                }
             }
         }
         for row in rows {
@@ -277,19 +321,32 @@ impl Chain {
         Ok(())
     }
 
-    fn windows(&self) -> impl Iterator<Item = (&String, &TumblingCountSum)> {
+    /// The state each stateful operator holds, and the rows it dropped as late.
+    fn state(&self) -> impl Iterator<Item = (u64, u64)> {
         self.ops.iter().filter_map(|op| match op {
-            ChainOp::Window(uid, w) => Some((uid, w)),
-            ChainOp::Map(_) => None,
+            ChainOp::Window(_, w) => Some((w.state_bytes(), w.counters().late_dropped)),
+            ChainOp::Running(_, r) => Some((r.state_bytes(), r.counters().late_dropped)),
+            ChainOp::Map(_) | ChainOp::Side(..) => None,
         })
+    }
+
+    /// The chain's topic writers: side outputs first, then the sink.
+    fn writers(&mut self) -> impl Iterator<Item = (&String, &mut BrokerSink)> {
+        let sides = self.ops.iter_mut().filter_map(|op| match op {
+            ChainOp::Side(_, uid, sink) => Some((&*uid, sink)),
+            _ => None,
+        });
+        sides.chain(self.sink.as_mut().map(|(uid, sink)| (&*uid, sink)))
     }
 
     async fn watermark(&mut self, watermark: i64) -> TaskResult {
         for i in 0..self.ops.len() {
-            if let ChainOp::Window(_, window) = &mut self.ops[i] {
-                let fired = window.advance(watermark);
-                self.push(i + 1, fired).await?;
-            }
+            let released = match &mut self.ops[i] {
+                ChainOp::Window(_, window) => window.advance(watermark),
+                ChainOp::Running(_, running) => running.advance(watermark),
+                ChainOp::Map(_) | ChainOp::Side(..) => continue,
+            };
+            self.push(i + 1, released).await?;
         }
         if let Some(out) = &mut self.output {
             let bytes = Element::Watermark(watermark).encode();
@@ -331,10 +388,14 @@ impl Chain {
     /// Snapshots the chain's operators (the sink pre-commits) and forwards the barrier.
     async fn barrier(&mut self, checkpoint_id: u64) -> Result<BTreeMap<String, Vec<u8>>, String> {
         let mut operators = BTreeMap::new();
-        for (uid, window) in self.windows() {
-            operators.insert(uid.clone(), window.snapshot());
+        for op in &self.ops {
+            match op {
+                ChainOp::Window(uid, w) => operators.insert(uid.clone(), w.snapshot()),
+                ChainOp::Running(uid, r) => operators.insert(uid.clone(), r.snapshot()),
+                ChainOp::Map(_) | ChainOp::Side(..) => None,
+            };
         }
-        if let Some((uid, sink)) = &mut self.sink {
+        for (uid, sink) in self.writers() {
             let bytes = sink
                 .pre_commit(checkpoint_id)
                 .await
@@ -384,12 +445,16 @@ impl Task<'_> {
     }
 
     async fn complete(&mut self, checkpoint_id: u64) -> TaskResult {
-        let Some((_, sink)) = &mut self.chain.sink else {
+        let mut writes = false;
+        for (_, sink) in self.chain.writers() {
+            sink.on_complete(checkpoint_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            writes = true;
+        }
+        if !writes {
             return Ok(());
-        };
-        sink.on_complete(checkpoint_id)
-            .await
-            .map_err(|e| e.to_string())?;
+        }
         let done = ToJobManager::Committed {
             attempt: self.links.attempt,
             checkpoint_id,
@@ -436,9 +501,9 @@ impl Task<'_> {
             s.buffers_in_use += m.buffers_in_use;
             s.buffers_peak += m.buffers_in_use_peak;
         }
-        for (_, w) in self.chain.windows() {
-            s.state_bytes += w.state_bytes();
-            s.late_dropped += w.counters().late_dropped;
+        for (bytes, late) in self.chain.state() {
+            s.state_bytes += bytes;
+            s.late_dropped += late;
         }
         if let Some((_, sink)) = &self.chain.sink {
             s.commit_latency = sink.latency();

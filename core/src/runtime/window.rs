@@ -1,20 +1,86 @@
-//! Keyed tumbling event-time windows that count rows and sum their values.
+//! Keyed event-time windows (tumbling, sliding or session) with the built-in aggregates a
+//! job's functions build on: count, sum, and the least and greatest value, each with the
+//! payload of the row that holds it.
+//!
+//! A row entering a window has the value `<integer>` or `<integer> <payload>`. The integer is
+//! summed and compared; the payload rides along with the extremes, so that a job can ask which
+//! bid was the highest, or which person a join found. Rows whose integer does not parse are
+//! counted, and reported as malformed. Ties between extremes go to the smaller payload, so that
+//! a result does not depend on the order rows arrive in.
 
 use super::element::Row;
+use crate::stream::window::{TimeWindow, WindowAssigner};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// The most windows one row may fall in (sliding windows' size over slide).
+pub const WINDOWS_PER_ROW_MAX: i64 = 1_000;
+
+/// An extreme value of a window and the payload of the row it came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extreme {
+    /// The value.
+    pub value: i64,
+    /// The payload of its row (empty when the row had none).
+    pub of: String,
+}
+
 /// One key's aggregate in one window.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CountSum {
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
     /// Rows.
     pub count: u64,
     /// Sum of their values.
     pub sum: i64,
+    /// The least value.
+    pub min: Option<Extreme>,
+    /// The greatest value.
+    pub max: Option<Extreme>,
 }
 
-/// The result of one window for one key, as the sink writes it (JSON value, the key as key).
+impl Stats {
+    /// Folds in one value; `None` is a row whose value did not parse: counted only.
+    fn add(&mut self, value: Option<(i64, &str)>) {
+        self.count += 1;
+        let Some((value, of)) = value else { return };
+        self.sum = self.sum.wrapping_add(value);
+        self.offer(&Extreme {
+            value,
+            of: of.to_string(),
+        });
+    }
+
+    /// Folds in another window's aggregate (sessions that merge).
+    fn merge(&mut self, other: Stats) {
+        self.count += other.count;
+        self.sum = self.sum.wrapping_add(other.sum);
+        for e in other.min.iter().chain(other.max.iter()) {
+            self.offer(e);
+        }
+    }
+
+    /// Keeps `e` as the least or greatest value if it is; a tie goes to the smaller payload.
+    fn offer(&mut self, e: &Extreme) {
+        if self
+            .min
+            .as_ref()
+            .is_none_or(|m| (e.value, &e.of) < (m.value, &m.of))
+        {
+            self.min = Some(e.clone());
+        }
+        if self
+            .max
+            .as_ref()
+            .is_none_or(|m| (-i128::from(e.value), &e.of) < (-i128::from(m.value), &m.of))
+        {
+            self.max = Some(e.clone());
+        }
+    }
+}
+
+/// The result of one window for one key, as the operator emits it: a JSON value under the
+/// key, stamped with the window's last millisecond.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowResult {
     /// Window start, inclusive, in ms.
@@ -25,63 +91,119 @@ pub struct WindowResult {
     pub count: u64,
     /// Sum of their values.
     pub sum: i64,
+    /// The least value and its row's payload.
+    pub min: Option<Extreme>,
+    /// The greatest value and its row's payload.
+    pub max: Option<Extreme>,
 }
 
 /// Counters of a window operator.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowCounters {
-    /// Rows at or below the watermark on arrival: their window had fired, so they are dropped.
+    /// Rows at or below the watermark on arrival, dropped: a window they belong to may have
+    /// fired.
     pub late_dropped: u64,
-    /// Rows whose value is not a decimal integer; counted, not summed.
+    /// Rows whose value does not start with a decimal integer; counted, not summed.
     pub malformed: u64,
     /// Windows fired.
     pub fired: u64,
 }
 
-/// The operator: open windows by (window end, key), so that the watermark fires them in
-/// event-time order.
-#[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TumblingCountSum {
-    size_ms: i64,
-    open: BTreeMap<(i64, Vec<u8>), CountSum>,
+/// Why an assigner cannot run in the distributed runtime.
+pub fn check_assigner(assigner: &WindowAssigner) -> Result<(), String> {
+    match *assigner {
+        WindowAssigner::Tumbling { size, .. } if size > 0 => Ok(()),
+        WindowAssigner::Sliding { size, slide, .. }
+            if slide > 0 && size >= slide && size / slide <= WINDOWS_PER_ROW_MAX =>
+        {
+            Ok(())
+        }
+        WindowAssigner::Session { gap } if gap > 0 => Ok(()),
+        WindowAssigner::Global => Err("global windows need a count trigger, which the \
+                                       distributed runtime does not run"
+            .into()),
+        other => Err(format!(
+            "{other:?}: lengths must be positive, and a row may fall in at most \
+             {WINDOWS_PER_ROW_MAX} sliding windows"
+        )),
+    }
+}
+
+/// The operator. Open windows are held by (end, key, start), so that the watermark fires
+/// them in event-time order; sessions are also indexed by key, to find the ones a row merges.
+#[derive(Debug, PartialEq, Eq)]
+pub struct KeyedWindows {
+    assigner: WindowAssigner,
+    open: BTreeMap<(i64, Vec<u8>, i64), Stats>,
+    sessions: BTreeMap<Vec<u8>, Vec<TimeWindow>>,
     watermark: i64,
     counters: WindowCounters,
 }
 
-impl TumblingCountSum {
-    /// An operator with windows of `size_ms`.
-    pub fn new(size_ms: i64) -> Self {
-        assert!(size_ms > 0, "windows have a positive length");
+impl KeyedWindows {
+    /// An operator assigning rows with `assigner`, which [`check_assigner`] accepts.
+    pub fn new(assigner: WindowAssigner) -> Self {
+        assert_eq!(check_assigner(&assigner), Ok(()));
         Self {
-            size_ms,
+            assigner,
             open: BTreeMap::new(),
+            sessions: BTreeMap::new(),
             watermark: i64::MIN,
             counters: WindowCounters::default(),
         }
     }
 
-    /// Adds a row to its window, unless the watermark has passed it.
+    /// Adds a row to its windows, unless the watermark has passed it.
     pub fn add(&mut self, row: &Row) {
         if row.ts <= self.watermark {
             self.counters.late_dropped += 1;
             return;
         }
-        let start = row.ts - row.ts.rem_euclid(self.size_ms);
-        let value = std::str::from_utf8(&row.value)
-            .ok()
-            .and_then(|v| v.trim().parse::<i64>().ok());
-        let agg = self
-            .open
-            .entry((start + self.size_ms, row.key.to_vec()))
-            .or_default();
-        agg.count += 1;
-        match value {
-            Some(v) => agg.sum = agg.sum.wrapping_add(v),
-            None => self.counters.malformed += 1,
+        let parsed = parse_value(&row.value);
+        if parsed.is_none() {
+            self.counters.malformed += 1;
+        }
+        let value = parsed.as_ref().map(|(v, of)| (*v, of.as_ref()));
+        if let WindowAssigner::Session { gap } = self.assigner {
+            let window = self.merge_session(&row.key, TimeWindow::new(row.ts, row.ts + gap));
+            self.stats(&row.key, window).add(value);
+            return;
+        }
+        for window in self.assigner.assign(row.ts, false) {
+            self.stats(&row.key, window).add(value);
         }
     }
 
-    /// Advances the watermark and returns the windows it closes, oldest first.
+    fn stats(&mut self, key: &[u8], w: TimeWindow) -> &mut Stats {
+        self.open.entry((w.end, key.to_vec(), w.start)).or_default()
+    }
+
+    /// Merges `window` with the key's sessions it touches, and returns the session that
+    /// covers them all, whose aggregate holds theirs.
+    fn merge_session(&mut self, key: &[u8], window: TimeWindow) -> TimeWindow {
+        let sessions = self.sessions.entry(key.to_vec()).or_default();
+        let mut cover = window;
+        let mut merged = Stats::default();
+        let mut kept = Vec::with_capacity(sessions.len() + 1);
+        for s in sessions.drain(..) {
+            if s.intersects(&window) {
+                cover = cover.cover(&s);
+                let stats = self
+                    .open
+                    .remove(&(s.end, key.to_vec(), s.start))
+                    .expect("every session has an open window");
+                merged.merge(stats);
+            } else {
+                kept.push(s);
+            }
+        }
+        kept.push(cover);
+        *sessions = kept;
+        self.stats(key, cover).merge(merged);
+        cover
+    }
+
+    /// Advances the watermark and returns the windows it closes, oldest end first.
     pub fn advance(&mut self, watermark: i64) -> Vec<Row> {
         if watermark <= self.watermark {
             return Vec::new();
@@ -89,17 +211,25 @@ impl TumblingCountSum {
         self.watermark = watermark;
         let mut fired = Vec::new();
         while let Some(entry) = self.open.first_entry() {
-            let (end, _) = entry.key();
-            // A window [start, end) is complete once no row below `end` can come.
+            let (end, _, _) = entry.key();
+            // A window is complete once no row at or below its last millisecond can come.
             if *end - 1 > watermark {
                 break;
             }
-            let ((end, key), agg) = entry.remove_entry();
+            let ((end, key, start), stats) = entry.remove_entry();
+            if let Some(sessions) = self.sessions.get_mut(&key) {
+                sessions.retain(|s| (s.start, s.end) != (start, end));
+                if sessions.is_empty() {
+                    self.sessions.remove(&key);
+                }
+            }
             let result = WindowResult {
-                start: end - self.size_ms,
+                start,
                 end,
-                count: agg.count,
-                sum: agg.sum,
+                count: stats.count,
+                sum: stats.sum,
+                min: stats.min,
+                max: stats.max,
             };
             fired.push(Row {
                 key: Bytes::from(key),
@@ -116,11 +246,16 @@ impl TumblingCountSum {
         self.counters
     }
 
-    /// Bytes of state held (keys and aggregates).
+    /// Bytes of state held (keys, bounds, aggregates and payloads).
     pub fn state_bytes(&self) -> u64 {
         self.open
-            .keys()
-            .map(|(_, k)| (k.len() + 8 + std::mem::size_of::<CountSum>()) as u64)
+            .iter()
+            .map(|((_, k, _), s)| (k.len(), s))
+            .map(|(k, s)| {
+                let payloads = s.min.as_ref().map_or(0, |m| m.of.len())
+                    + s.max.as_ref().map_or(0, |m| m.of.len());
+                (k + 16 + std::mem::size_of::<Stats>() + payloads) as u64
+            })
             .sum()
     }
 
@@ -128,101 +263,194 @@ impl TumblingCountSum {
     /// replayed input brings it back, as in any restart from a checkpoint.
     pub fn snapshot(&self) -> Vec<u8> {
         let saved = Saved {
-            size_ms: self.size_ms,
+            assigner: self.assigner,
             open: self
                 .open
                 .iter()
-                .map(|((e, k), a)| (*e, k.clone(), *a))
+                .map(|((end, key, start), s)| (*start, *end, key.clone(), s.clone()))
                 .collect(),
             counters: self.counters,
         };
         serde_json::to_vec(&saved).expect("window state serializes")
     }
 
-    /// An operator restored from [`TumblingCountSum::snapshot`].
-    pub fn restore(bytes: &[u8]) -> Result<Self, String> {
+    /// An operator restored from [`KeyedWindows::snapshot`], which must have been taken with
+    /// `assigner`: a job cannot change its windows under saved state.
+    pub fn restore(assigner: WindowAssigner, bytes: &[u8]) -> Result<Self, String> {
         let saved: Saved = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        if saved.size_ms <= 0 {
-            return Err(format!("window size {} in the snapshot", saved.size_ms));
+        if saved.assigner != assigner {
+            return Err(format!(
+                "the snapshot's windows are {:?}, the job's are {assigner:?}",
+                saved.assigner
+            ));
         }
-        Ok(Self {
-            size_ms: saved.size_ms,
-            open: saved
-                .open
-                .into_iter()
-                .map(|(e, k, a)| ((e, k), a))
-                .collect(),
-            watermark: i64::MIN,
-            counters: saved.counters,
-        })
+        let mut windows = Self::new(assigner);
+        windows.counters = saved.counters;
+        for (start, end, key, stats) in saved.open {
+            if start >= end {
+                return Err(format!("an empty window [{start}, {end}) in the snapshot"));
+            }
+            if assigner.is_merging() {
+                windows
+                    .sessions
+                    .entry(key.clone())
+                    .or_default()
+                    .push(TimeWindow::new(start, end));
+            }
+            windows.open.insert((end, key, start), stats);
+        }
+        Ok(windows)
     }
 }
 
 #[derive(Serialize, Deserialize)]
 struct Saved {
-    size_ms: i64,
-    open: Vec<(i64, Vec<u8>, CountSum)>,
+    assigner: WindowAssigner,
+    open: Vec<(i64, i64, Vec<u8>, Stats)>,
     counters: WindowCounters,
+}
+
+/// A row value's integer and payload: `<integer>[ <payload>]`.
+pub(crate) fn parse_value(value: &[u8]) -> Option<(i64, String)> {
+    let (number, payload) = match value.iter().position(|b| *b == b' ') {
+        Some(i) => (&value[..i], &value[i + 1..]),
+        None => (value, &[][..]),
+    };
+    let v = std::str::from_utf8(number).ok()?.parse::<i64>().ok()?;
+    Some((v, String::from_utf8_lossy(payload).into_owned()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn row(key: &str, value: &str, ts: i64) -> Row {
-        Row {
-            key: Bytes::from(key.to_string()),
-            value: Bytes::from(value.to_string()),
-            ts,
-        }
+        Row::text(key, value, ts)
     }
 
-    fn result(r: &Row) -> (String, WindowResult) {
-        (
-            String::from_utf8(r.key.to_vec()).unwrap(),
-            serde_json::from_slice(&r.value).unwrap(),
-        )
+    fn results(rows: &[Row]) -> Vec<(String, WindowResult)> {
+        rows.iter()
+            .map(|r| {
+                (
+                    String::from_utf8(r.key.to_vec()).unwrap(),
+                    serde_json::from_slice(&r.value).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
     }
 
     #[test]
-    fn windows_fire_in_order_when_the_watermark_passes_and_late_rows_drop() {
-        let mut w = TumblingCountSum::new(100);
+    fn tumbling_windows_fire_in_order_when_the_watermark_passes_and_late_rows_drop() {
+        let mut w = KeyedWindows::new(WindowAssigner::tumbling(ms(100)));
         w.add(&row("a", "2", 5));
-        w.add(&row("a", "3", 99));
+        w.add(&row("a", "3 x", 99));
         w.add(&row("b", "x", 150));
         w.add(&row("a", "1", -1));
-        let fired: Vec<_> = w.advance(98).iter().map(result).collect();
-        assert_eq!(
-            fired.len(),
-            1,
-            "only [-100, 0) is complete; [0, 100) ends at 100"
-        );
-        assert_eq!(
-            (fired[0].1.start, fired[0].1.end, fired[0].1.count),
-            (-100, 0, 1)
-        );
-        let fired: Vec<_> = w.advance(99).iter().map(result).collect();
-        assert_eq!(fired.len(), 1);
+        let fired = results(&w.advance(98));
+        assert_eq!(fired.len(), 1, "only [-100, 0) is complete");
+        assert_eq!((fired[0].1.start, fired[0].1.end), (-100, 0));
+        let fired = results(&w.advance(99));
         assert_eq!(fired[0].0, "a");
+        let r = &fired[0].1;
+        assert_eq!((r.start, r.count, r.sum), (0, 2, 5));
         assert_eq!(
-            (fired[0].1.start, fired[0].1.count, fired[0].1.sum),
-            (0, 2, 5)
+            r.max.as_ref().map(|m| (m.value, m.of.as_str())),
+            Some((3, "x"))
+        );
+        assert_eq!(
+            r.min.as_ref().map(|m| (m.value, m.of.as_str())),
+            Some((2, ""))
         );
         w.add(&row("a", "7", 50));
         assert_eq!(w.counters().late_dropped, 1);
-        let fired: Vec<_> = w.advance(i64::MAX).iter().map(result).collect();
-        assert_eq!(fired.len(), 1, "[100, 200) for b");
+        let fired = results(&w.advance(i64::MAX));
         assert_eq!((fired[0].0.as_str(), fired[0].1.count), ("b", 1));
+        assert_eq!((fired[0].1.min.clone(), fired[0].1.sum), (None, 0));
         assert_eq!(w.counters().malformed, 1);
     }
 
     #[test]
-    fn snapshots_restore_open_windows() {
-        let mut w = TumblingCountSum::new(10);
-        w.add(&row("k", "4", 3));
-        w.add(&row("j", "1", 13));
-        let mut back = TumblingCountSum::restore(&w.snapshot()).unwrap();
-        assert_eq!(back.advance(i64::MAX), w.advance(i64::MAX));
-        assert!(TumblingCountSum::restore(b"{}").is_err());
+    fn extremes_break_ties_by_payload_whatever_the_arrival_order() {
+        let rows = [row("k", "5 b", 1), row("k", "5 a", 2), row("k", "1 c", 3)];
+        let mut forward = KeyedWindows::new(WindowAssigner::tumbling(ms(10)));
+        let mut backward = KeyedWindows::new(WindowAssigner::tumbling(ms(10)));
+        rows.iter().for_each(|r| forward.add(r));
+        rows.iter().rev().for_each(|r| backward.add(r));
+        let (f, b) = (forward.advance(i64::MAX), backward.advance(i64::MAX));
+        assert_eq!(f, b);
+        let r = &results(&f)[0].1;
+        assert_eq!(r.max.as_ref().unwrap().of, "a");
+        assert_eq!(r.min.as_ref().unwrap().of, "c");
+    }
+
+    #[test]
+    fn sliding_windows_count_a_row_in_each_window_that_covers_it() {
+        let mut w = KeyedWindows::new(WindowAssigner::sliding(ms(30), ms(10)));
+        w.add(&row("k", "1", 25));
+        w.add(&row("k", "2", 31));
+        let fired: Vec<_> = results(&w.advance(i64::MAX))
+            .into_iter()
+            .map(|(_, r)| (r.start, r.end, r.count, r.sum))
+            .collect();
+        assert_eq!(
+            fired,
+            vec![
+                (0, 30, 1, 1),
+                (10, 40, 2, 3),
+                (20, 50, 2, 3),
+                (30, 60, 1, 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn sessions_merge_rows_within_the_gap_and_fire_after_it() {
+        let mut w = KeyedWindows::new(WindowAssigner::session(ms(10)));
+        w.add(&row("k", "1", 0));
+        w.add(&row("k", "2", 25));
+        w.add(&row("j", "9", 3));
+        // Bridges [0, 10) and [25, 35): [12, 22) touches neither, then 20 joins both ends.
+        w.add(&row("k", "3", 12));
+        assert_eq!(w.sessions[b"k".as_slice()].len(), 3);
+        w.add(&row("k", "4", 20));
+        assert_eq!(w.sessions[b"k".as_slice()].len(), 2);
+        w.add(&row("k", "5", 10));
+        let fired: Vec<_> = results(&w.advance(i64::MAX))
+            .into_iter()
+            .map(|(k, r)| (k, r.start, r.end, r.count, r.sum))
+            .collect();
+        assert_eq!(
+            fired,
+            vec![("j".into(), 3, 13, 1, 9), ("k".into(), 0, 35, 5, 15)]
+        );
+        assert!(w.sessions.is_empty() && w.open.is_empty());
+    }
+
+    #[test]
+    fn snapshots_restore_open_windows_and_refuse_other_assigners() {
+        for assigner in [
+            WindowAssigner::tumbling(ms(10)),
+            WindowAssigner::sliding(ms(20), ms(10)),
+            WindowAssigner::session(ms(5)),
+        ] {
+            let mut w = KeyedWindows::new(assigner);
+            w.add(&row("k", "4 p", 3));
+            w.add(&row("j", "1", 13));
+            let mut back = KeyedWindows::restore(assigner, &w.snapshot()).unwrap();
+            back.add(&row("k", "2", 6));
+            w.add(&row("k", "2", 6));
+            assert_eq!(back.advance(i64::MAX), w.advance(i64::MAX), "{assigner:?}");
+        }
+        let w = KeyedWindows::new(WindowAssigner::tumbling(ms(10)));
+        let other = WindowAssigner::tumbling(ms(20));
+        assert!(KeyedWindows::restore(other, &w.snapshot()).is_err());
+        assert!(KeyedWindows::restore(other, b"{}").is_err());
+        assert!(check_assigner(&WindowAssigner::Global).is_err());
+        assert!(check_assigner(&WindowAssigner::sliding(ms(10_000), ms(1))).is_err());
     }
 }

@@ -15,7 +15,7 @@ pub use queue::{FinalRead, QueueCheck, check_queue};
 pub use rows::{ExpectedRows, RowViolation, check_rows};
 pub use txn::{TxnOp, TxnOutcome, TxnViolation, check_txns};
 pub use txn_graph::{Cycle, CycleKind, Dep};
-pub use windows::{Expected, WindowViolation, Windows, check_windows, check_windows_with, oracle};
+pub use windows::{Expected, WindowViolation, Windows, check_windows, oracle};
 
 use std::fmt;
 

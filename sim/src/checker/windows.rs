@@ -158,7 +158,7 @@ pub fn check_windows(
 
 /// Compares the committed output with the oracle's windows, reading each output record into
 /// its (key, window start) and aggregate with `decode` (`None`: not a window result).
-pub fn check_windows_with(
+fn check_windows_with(
     expected: &Windows,
     output: &BTreeMap<i32, Vec<ConsumerRecord>>,
     decode: impl Fn(&ConsumerRecord) -> Option<((String, i64), Expected)>,
@@ -238,6 +238,8 @@ mod tests {
             end: start + 100,
             count,
             sum,
+            min: None,
+            max: None,
         };
         record(
             0,

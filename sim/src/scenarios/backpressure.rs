@@ -96,6 +96,7 @@ const PIPELINE: Pipeline = Pipeline {
         idle_timeout_ms: 3_000,
     },
     input_gap_ms: 10,
+    inputs_min: pipeline::INPUTS_MIN,
     extra_faults: slowdown,
     quiet_ms: Some(SLOW_FROM_MS..SLOW_FROM_MS + SLOW_FOR_MS + CATCH_UP_MS),
     stop_and_resume: false,

@@ -51,6 +51,7 @@ const PIPELINE: Pipeline = Pipeline {
     job: PipelineJob::OrderTotals,
     exchange: EXCHANGE,
     input_gap_ms: 10,
+    inputs_min: pipeline::INPUTS_MIN,
     extra_faults: no_extra_faults,
     quiet_ms: None,
     stop_and_resume: false,

@@ -18,9 +18,7 @@ use super::common::{
     create_topic, faults_and_world, note, producer_config, read_records_to_end, report, sleep_ms,
     wait_for_topic,
 };
-use crate::checker::{
-    Expected, ExpectedRows, Windows, check_rows, check_windows, check_windows_with, oracle,
-};
+use crate::checker::{check_rows, check_windows, oracle};
 use crate::env::{EPOCH_MS, Env, Rec, now_ms};
 use crate::fault::{FaultPlan, TimedFault, Topology};
 use crate::report::RunReport;
@@ -45,9 +43,10 @@ use weir_core::runtime::{
     OperatorSpec, RestartStrategy, RuntimeMutation, SinkMode, TaskManagerConfig, ToClient,
     ToJobManager, Vertex, run_job_manager, run_task_manager,
 };
+use weir_core::stream::window::WindowAssigner;
 use weir_workloads::generator::{GeneratorConfig, Skew, Workload};
-use weir_workloads::jobs::nexmark_queries::{self, Query};
-use weir_workloads::jobs::{self, order_aggregates};
+use weir_workloads::jobs::nexmark_windows::WindowQuery;
+use weir_workloads::jobs::{self, Input, Job, Settings, canonical};
 
 const INPUT_PARTITIONS: i32 = 4;
 const OUTPUT_PARTITIONS: i32 = 2;
@@ -58,8 +57,8 @@ const OUT_OF_ORDERNESS_MS: i64 = 500;
 /// How far an input's event time may trail the clock.
 pub(crate) const DISORDER_MS: i64 = 200;
 const END_MARKER: &str = "END";
-/// Inputs the feeder writes at least.
-const INPUTS_MIN: u64 = 300;
+/// Inputs the feeder writes at least, unless a scenario asks for more.
+pub(crate) const INPUTS_MIN: u64 = 300;
 const TASK_MANAGERS: usize = 3;
 const SLOTS: u32 = 2;
 const JOB_MANAGER: &str = "jm";
@@ -81,26 +80,23 @@ const STOP_REPLY_MS: u64 = 15_000;
 pub(crate) enum PipelineJob {
     /// Keyed integer amounts stamped near the clock; 1 s windows count and sum them.
     OrderTotals,
-    /// [`order_aggregates`]: generated order events, whose event time runs far ahead of the
-    /// clock (about two seconds an event), through 5-minute windows.
-    OrderAggregates,
-    /// A stateless Nexmark query over generated Nexmark events.
-    Nexmark(Query),
+    /// A job of the catalog ([`jobs::Job`]), fed its generated workload, whose event time
+    /// runs ahead of the clock at the rate [`generator_config`] sets.
+    Catalog(Job),
 }
 
 impl PipelineJob {
     fn input_topic(self) -> &'static str {
         match self {
-            PipelineJob::OrderTotals | PipelineJob::OrderAggregates => "orders",
-            PipelineJob::Nexmark(_) => "nexmark",
+            PipelineJob::OrderTotals => "orders",
+            PipelineJob::Catalog(job) => job.input_topic(),
         }
     }
 
-    fn output_topic(self) -> &'static str {
+    fn outputs(self) -> Vec<&'static str> {
         match self {
-            PipelineJob::OrderTotals => "order-totals",
-            PipelineJob::OrderAggregates => order_aggregates::OUTPUT_TOPIC,
-            PipelineJob::Nexmark(q) => q.output_topic(),
+            PipelineJob::OrderTotals => vec!["order-totals"],
+            PipelineJob::Catalog(job) => job.outputs(),
         }
     }
 
@@ -108,37 +104,68 @@ impl PipelineJob {
     fn generator(self) -> Option<(Workload, GeneratorConfig)> {
         match self {
             PipelineJob::OrderTotals => None,
-            PipelineJob::OrderAggregates => Some((Workload::Orders, orders_config())),
-            PipelineJob::Nexmark(_) => Some((
-                Workload::Nexmark,
-                GeneratorConfig {
-                    start_ms: EPOCH_MS,
-                    invalid_fraction: 0.02,
-                    ..GeneratorConfig::default()
-                },
-            )),
+            PipelineJob::Catalog(job) => Some((job.workload(), generator_config(job))),
         }
     }
 }
 
-/// Generated orders for [`PipelineJob::OrderAggregates`]: a few skewed customers, a few
-/// invalid events, disorder well below the job's out-of-orderness and no late events.
-fn orders_config() -> GeneratorConfig {
-    GeneratorConfig {
+/// The generated input of a catalog job: a few invalid events, disorder well below the job's
+/// out-of-orderness and no late events, so that the oracle's output is exact; event time fast
+/// enough that a run of a few thousand events spans many of the job's windows.
+fn generator_config(job: Job) -> GeneratorConfig {
+    let base = GeneratorConfig {
         start_ms: EPOCH_MS,
+        invalid_fraction: 0.02,
+        ..GeneratorConfig::default()
+    };
+    // One order every two seconds from zipf-skewed customers, 5% invalid.
+    let orders = GeneratorConfig {
         rate_per_s: 0.5,
         keys: 20,
         skew: Skew::Zipf { exponent: 1.0 },
-        out_of_orderness_ms: ORDERS_DISORDER_MS,
-        late_fraction: 0.0,
+        out_of_orderness_ms: 10_000,
         invalid_fraction: 0.05,
+        ..base
+    };
+    match job {
+        // Five-minute windows: few customers.
+        Job::OrderAggregates => orders,
+        // Ten-minute sessions: many customers, so that the rare ones' orders are far enough
+        // apart to end sessions.
+        Job::OrderSessions => GeneratorConfig {
+            keys: 200,
+            ..orders
+        },
+        // One-minute windows and a ten-minute watermark lag: one click a second (one in twenty
+        // a transaction), disordered by up to a minute, so that windows start firing after
+        // about 600 events, while the faults still strike.
+        Job::ClickAnalytics => GeneratorConfig {
+            rate_per_s: 1.0,
+            keys: 10,
+            skew: Skew::Zipf { exponent: 1.0 },
+            out_of_orderness_ms: 60_000,
+            ..base
+        },
+        Job::Nexmark(_) => base,
+        // Ten-second windows: twenty events a second, so that a run spans a dozen; q8 joins
+        // the persons of a window with its auctions, and at a hundred events a second a
+        // window holds about twenty persons to join.
+        Job::NexmarkWindows(q) => GeneratorConfig {
+            rate_per_s: if q == WindowQuery::Q8 { 100.0 } else { 20.0 },
+            ..base
+        },
     }
 }
 
-/// Event-time disorder of the generated orders: a few events' worth.
-const ORDERS_DISORDER_MS: i64 = 10_000;
-/// The order-aggregates job's out-of-orderness, above the orders' disorder.
-const ORDERS_OUT_OF_ORDERNESS_MS: i64 = 15_000;
+/// The job's out-of-orderness in a run: the catalog's default, which is above the generated
+/// disorder, except for the order jobs, whose default of 5 s is below it.
+fn out_of_orderness_ms(job: Job) -> i64 {
+    match job {
+        Job::OrderAggregates | Job::OrderSessions => 15_000,
+        _ => job.out_of_orderness_ms(),
+    }
+}
+
 /// Events a generator is asked for at most; the feeder stops long before.
 const GENERATED_MAX: u64 = 1_000_000;
 
@@ -151,6 +178,8 @@ pub(crate) struct Pipeline {
     pub exchange: ExchangeConfig,
     /// Mean gap between two inputs, in milliseconds.
     pub input_gap_ms: u64,
+    /// Inputs the feeder writes at least, even if the faults kept it out until the heal.
+    pub inputs_min: u64,
     /// Faults the scenario adds to every plan.
     pub extra_faults: fn(&mut WeirRng) -> Vec<TimedFault>,
     /// A stretch, in simulated ms, in which the plan's faults do not strike (their repairs still
@@ -319,7 +348,7 @@ struct Shared {
     /// The operator is done (or there is none): the feeder may end the input.
     operator_done: Cell<bool>,
     feeder_done: Cell<bool>,
-    drained: RefCell<Option<Result<(RecordsRead, RecordsRead), String>>>,
+    drained: RefCell<Option<Result<(RecordsRead, Outputs), String>>>,
     observed: RefCell<Observed>,
 }
 
@@ -331,18 +360,11 @@ fn job_config(
 ) -> JobConfig {
     let graph = match kind {
         PipelineJob::OrderTotals => order_totals_graph(),
-        PipelineJob::Nexmark(q) => nexmark_queries::graph(
-            q,
-            kind.input_topic(),
-            INPUT_PARTITIONS,
-            2,
-            Some(END_MARKER.into()),
-        ),
-        PipelineJob::OrderAggregates => order_aggregates::graph(&order_aggregates::Settings {
+        PipelineJob::Catalog(job) => job.graph(&Settings {
             input_topic: kind.input_topic().into(),
             input_partitions: INPUT_PARTITIONS,
             parallelism: 2,
-            out_of_orderness_ms: ORDERS_OUT_OF_ORDERNESS_MS,
+            out_of_orderness_ms: out_of_orderness_ms(job),
             end_marker: Some(END_MARKER.into()),
             sink_mode: SinkMode::ExactlyOnce,
         }),
@@ -391,13 +413,18 @@ fn order_totals_graph() -> JobGraph {
             },
             Vertex {
                 uid: "totals".into(),
-                op: OperatorSpec::TumblingCountSum { size_ms: WINDOW_MS },
+                op: OperatorSpec::Window {
+                    assigner: WindowAssigner::Tumbling {
+                        size: WINDOW_MS,
+                        offset: 0,
+                    },
+                },
                 parallelism: 2,
             },
             Vertex {
                 uid: "totals-sink".into(),
                 op: OperatorSpec::Sink {
-                    topic: PipelineJob::OrderTotals.output_topic().into(),
+                    topic: PipelineJob::OrderTotals.outputs()[0].into(),
                     mode: SinkMode::ExactlyOnce,
                 },
                 parallelism: 2,
@@ -408,21 +435,28 @@ fn order_totals_graph() -> JobGraph {
 }
 
 /// Writes the job's input until the faults end, then an end marker on every partition.
-async fn feeder(rec: Rec, shared: Rc<Shared>, seed: u64, gap_ms: u64) -> turmoil::Result {
+async fn feeder(
+    rec: Rec,
+    shared: Rc<Shared>,
+    seed: u64,
+    (gap_ms, inputs_min): (u64, u64),
+) -> turmoil::Result {
     let name = "feeder";
     let cluster = Cluster::new(client_config(name, &shared.brokers));
     let clock = Clock::starting_at(EPOCH_MS + now_ms() as i64);
     let until = WORKLOAD_MS + FINISH_BOUND_MS;
     let input = shared.job.input_topic();
     create_topic(&cluster, input, INPUT_PARTITIONS, REPLICATION_FACTOR, until).await;
-    create_topic(
-        &cluster,
-        shared.job.output_topic(),
-        OUTPUT_PARTITIONS,
-        REPLICATION_FACTOR,
-        until,
-    )
-    .await;
+    for output in shared.job.outputs() {
+        create_topic(
+            &cluster,
+            output,
+            OUTPUT_PARTITIONS,
+            REPLICATION_FACTOR,
+            until,
+        )
+        .await;
+    }
     let mut rng = rng::derive(seed, name);
     // One producer for the whole run: its idempotence keeps each partition in send order.
     let producer = loop {
@@ -438,9 +472,9 @@ async fn feeder(rec: Rec, shared: Rc<Shared>, seed: u64, gap_ms: u64) -> turmoil
     });
     let mut deliveries = Vec::new();
     let mut sent = 0u64;
-    // At least INPUTS_MIN inputs, even if the faults kept the feeder out until the heal, and
+    // At least `inputs_min` inputs, even if the faults kept the feeder out until the heal, and
     // input until the operator has stopped and resumed the job, so that it cannot finish first.
-    while now_ms() < WORKLOAD_MS || sent < INPUTS_MIN || !shared.operator_done.get() {
+    while now_ms() < WORKLOAD_MS || sent < inputs_min || !shared.operator_done.get() {
         let (key, value, ts) = match &mut generated {
             Some(events) => {
                 let e = events.next().expect("the generator outlasts the feeder");
@@ -573,7 +607,7 @@ async fn drain(
     shared: &Shared,
     control_limit: usize,
     deadline: u64,
-) -> Result<(RecordsRead, RecordsRead), String> {
+) -> Result<(RecordsRead, Outputs), String> {
     let name = "observer";
     while !shared.feeder_done.get() {
         if now_ms() >= deadline {
@@ -608,40 +642,38 @@ async fn drain(
     }
     note(rec, name, "the job finished".into());
     let cluster = Cluster::new(client_config(name, &shared.brokers));
-    let output_topic = shared.job.output_topic();
-    wait_for_topic(&cluster, output_topic, deadline).await;
+    for topic in shared.job.outputs() {
+        wait_for_topic(&cluster, topic, deadline).await;
+    }
     let committed = ConsumerConfig {
         fetch_max_wait_ms: 250,
         isolation: Isolation::ReadCommitted,
         ..ConsumerConfig::default()
     };
-    let read = |topic: &str, n: i32| -> Vec<(String, i32)> {
-        (0..n).map(|p| (topic.to_string(), p)).collect()
+    let read = async |topic: &str, n: i32| {
+        let partitions: Vec<(String, i32)> = (0..n).map(|p| (topic.to_string(), p)).collect();
+        let c = (Arc::clone(&cluster), committed.clone());
+        read_records_to_end(rec, name, c.0, c.1, &partitions, deadline)
+            .await
+            .map_err(|(_, why)| why)
     };
-    let input = read_records_to_end(
-        rec,
-        name,
-        Arc::clone(&cluster),
-        committed.clone(),
-        &read(shared.job.input_topic(), INPUT_PARTITIONS),
-        deadline,
-    )
-    .await
-    .map_err(|(_, why)| why)?;
-    let output = read_records_to_end(
-        rec,
-        name,
-        cluster,
-        committed,
-        &read(output_topic, OUTPUT_PARTITIONS),
-        deadline,
-    )
-    .await
-    .map_err(|(_, why)| why)?;
-    let rows: usize = output.values().map(Vec::len).sum();
-    note(rec, name, format!("read {rows} committed window results"));
-    Ok((input, output))
+    let input = read(shared.job.input_topic(), INPUT_PARTITIONS).await?;
+    let mut outputs = Outputs::new();
+    for topic in shared.job.outputs() {
+        let output = read(topic, OUTPUT_PARTITIONS).await?;
+        let rows: usize = output.values().map(Vec::len).sum();
+        note(
+            rec,
+            name,
+            format!("read {rows} committed records of {topic}"),
+        );
+        outputs.push((topic, output));
+    }
+    Ok((input, outputs))
 }
+
+/// The committed records of each output topic.
+type Outputs = Vec<(&'static str, RecordsRead)>;
 
 /// The runtime a mutant of a pipeline scenario runs (the command line has checked the name
 /// against the scenario's list).
@@ -655,67 +687,52 @@ pub(crate) fn mutation(spec: &RunSpec) -> Option<RuntimeMutation> {
     })
 }
 
-/// Checks the committed output against the job's oracle; returns how many windows the oracle
-/// expects, and every violation.
-fn check_output(
-    job: PipelineJob,
-    input: &RecordsRead,
-    output: &RecordsRead,
-) -> (usize, Vec<String>) {
+/// Checks the committed output against the job's oracle; returns how many records (windows,
+/// for order-totals) the oracle expects, and every violation.
+fn check_output(job: PipelineJob, input: &RecordsRead, outputs: &Outputs) -> (usize, Vec<String>) {
+    let output = |topic: &str| {
+        outputs
+            .iter()
+            .find(|(t, _)| *t == topic)
+            .map(|(_, records)| records)
+            .expect("the observer reads every output topic")
+    };
     match job {
         PipelineJob::OrderTotals => {
             let expected = oracle(input, WINDOW_MS, END_MARKER.as_bytes());
-            (expected.len(), strings(check_windows(&expected, output)))
-        }
-        PipelineJob::OrderAggregates => {
-            let size = order_aggregates::WINDOW_MS;
-            let values = input.values().flat_map(|records| {
-                records
-                    .iter()
-                    .map(|r| (r.value.as_deref().unwrap_or_default(), r.timestamp))
-                    .take_while(|(v, _)| *v != END_MARKER.as_bytes())
-            });
-            let expected: Windows = order_aggregates::oracle(values)
-                .into_iter()
-                .map(|((customer, end), (count, sum))| {
-                    ((customer, end - size), Expected { count, sum })
-                })
-                .collect();
-            let found = check_windows_with(&expected, output, |r| {
-                let (customer, end, count, sum) = order_aggregates::decode(r.value.as_deref()?)?;
-                Some(((customer, end - size), Expected { count, sum }))
-            });
+            let found = check_windows(&expected, output(job.outputs()[0]));
             (expected.len(), strings(found))
         }
-        PipelineJob::Nexmark(query) => {
-            let mut expected = ExpectedRows::new();
-            for r in input.values().flatten() {
-                let value = r.value.as_deref().unwrap_or_default();
-                if value == END_MARKER.as_bytes() {
-                    continue;
-                }
-                if let Some(out) = nexmark_queries::oracle(query, value) {
-                    let key = r.key.as_deref().unwrap_or_default().to_vec();
-                    *expected.entry((key, canonical(&out))).or_default() += 1;
-                }
-            }
-            let output: RecordsRead = output
-                .iter()
-                .map(|(p, records)| (*p, records.iter().map(canonical_record).collect()))
+        PipelineJob::Catalog(job) => {
+            let input: Vec<Input<'_>> = input
+                .values()
+                .flatten()
+                .filter_map(|r| {
+                    let value = r.value.as_deref().unwrap_or_default();
+                    (value != END_MARKER.as_bytes()).then(|| Input {
+                        key: r.key.as_deref().unwrap_or_default(),
+                        value,
+                        ts: r.timestamp,
+                    })
+                })
                 .collect();
-            let found = strings(check_rows(&expected, &output));
-            (expected.values().sum::<u64>() as usize, found)
+            let (mut records, mut found) = (0, Vec::new());
+            for (topic, expected) in job.oracle(&input) {
+                let committed: RecordsRead = output(topic)
+                    .iter()
+                    .map(|(p, records)| (*p, records.iter().map(canonical_record).collect()))
+                    .collect();
+                let broken = check_rows(&expected, &committed);
+                found.extend(broken.iter().map(|v| format!("{topic}: {v}")));
+                records += expected.values().sum::<u64>() as usize;
+            }
+            (records, found)
         }
     }
 }
 
 fn strings<T: ToString>(violations: Vec<T>) -> Vec<String> {
     violations.iter().map(ToString::to_string).collect()
-}
-
-/// JSON with its keys sorted, so that records compare by content, not by field order.
-fn canonical(value: &serde_json::Value) -> Vec<u8> {
-    serde_json::to_vec(value).expect("JSON serializes")
 }
 
 /// `r` with its value in [`canonical`] form, if it is JSON.
@@ -872,8 +889,10 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
         });
     }
     let (rec, sh) = (Rc::clone(&env.rec), Rc::clone(&shared));
-    env.sim
-        .client("feeder", feeder(rec, sh, seed, pipeline.input_gap_ms));
+    env.sim.client(
+        "feeder",
+        feeder(rec, sh, seed, (pipeline.input_gap_ms, pipeline.inputs_min)),
+    );
     let (rec, sh) = (Rc::clone(&env.rec), Rc::clone(&shared));
     env.sim.client("observer", observer(rec, sh, control_limit));
     if pipeline.stop_and_resume {
@@ -887,9 +906,11 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
     }
     let outcome = env.run(&plan, WORKLOAD_MS);
     let mut violations = Vec::new();
+    let mut expected_records = None;
     match shared.drained.borrow_mut().take() {
         Some(Ok((input, output))) => {
             let (windows, found) = check_output(pipeline.job, &input, &output);
+            expected_records = Some(windows);
             if windows == 0 {
                 violations.push("liveness: the input holds no rows".into());
             }
@@ -903,5 +924,11 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
     r.metrics = observed.figures();
     r.metrics
         .insert(0, ("checkpoint alignment".into(), format!("{alignment:?}")));
+    if let Some(n) = expected_records {
+        r.metrics.insert(
+            0,
+            ("output the oracle expects".into(), format!("{n} records")),
+        );
+    }
     (r, observed)
 }

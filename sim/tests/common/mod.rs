@@ -14,6 +14,16 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The figure a run's report gives for `name`.
+#[allow(dead_code)]
+pub fn figure<'a>(r: &'a RunReport, name: &str) -> &'a str {
+    r.metrics
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("seed {} reports no {name:?}", r.seed))
+}
+
 /// The hosts of a queue scenario with `brokers` brokers ("broker" alone, else "broker-i").
 // Each test file compiles this module on its own, and the late-data tests need no topology.
 #[allow(dead_code)]

@@ -10,13 +10,14 @@
 //! The queries follow the Nexmark benchmark's definitions (Tucker et al., "NEXMark - A
 //! Benchmark for Queries over Data Streams", and the Flink and Beam suites' SQL for q0-q2).
 
+use super::{ExpectedRecords, Input, Settings, expect, linear, map};
 use crate::nexmark;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
 use weir_core::runtime::element::Row;
-use weir_core::runtime::{Edge, Functions, JobGraph, OperatorSpec, RowFunction, SinkMode, Vertex};
+use weir_core::runtime::{Edge, Functions, JobGraph, RowFunction};
 
 /// Euros per dollar in q1, fixed by the benchmark.
 const EUROS_PER_THOUSAND_DOLLARS: i64 = 908;
@@ -52,11 +53,6 @@ impl Query {
         Self::ALL.into_iter().find(|q| q.name() == name)
     }
 
-    /// The topic the job writes: its name.
-    pub fn output_topic(self) -> &'static str {
-        self.name()
-    }
-
     fn function(self) -> &'static str {
         match self {
             Query::Q0 => "nexmark/q0",
@@ -88,47 +84,13 @@ pub struct SelectedBid {
     pub price: i64,
 }
 
-/// The job running `query` over `input_topic` (of `partitions` partitions).
-pub fn graph(
-    query: Query,
-    input_topic: &str,
-    partitions: i32,
-    parallelism: u32,
-    end_marker: Option<String>,
-) -> JobGraph {
-    let vertex = |uid: &str, op| Vertex {
-        uid: uid.into(),
-        op,
-        parallelism,
-    };
-    JobGraph {
-        name: query.name().into(),
-        vertices: vec![
-            vertex(
-                "nexmark-source",
-                OperatorSpec::Source {
-                    topic: input_topic.into(),
-                    partitions,
-                    out_of_orderness_ms: 0,
-                    end_marker,
-                },
-            ),
-            vertex(
-                "query",
-                OperatorSpec::Map {
-                    function: query.function().into(),
-                },
-            ),
-            vertex(
-                "query-sink",
-                OperatorSpec::Sink {
-                    topic: query.output_topic().into(),
-                    mode: SinkMode::ExactlyOnce,
-                },
-            ),
-        ],
-        edges: vec![Edge::Forward, Edge::Forward],
-    }
+/// The job running `query`: `source -> query -> sink`, chained into one task per subtask.
+pub fn graph(query: Query, settings: &Settings) -> JobGraph {
+    linear(
+        query.name(),
+        settings,
+        vec![map("query", Edge::Forward, query.function())],
+    )
 }
 
 /// Adds every query's function to `functions`.
@@ -207,6 +169,17 @@ pub fn oracle(query: Query, value: &[u8]) -> Option<Value> {
             })
         }),
     }
+}
+
+/// Every input record's [`oracle`] output, keyed as its input.
+pub fn expected_records(query: Query, input: &[Input<'_>]) -> ExpectedRecords {
+    let mut expected = ExpectedRecords::new();
+    for i in input {
+        if let Some(out) = oracle(query, i.value) {
+            expect(&mut expected, i.key, &out);
+        }
+    }
+    expected
 }
 
 #[cfg(test)]

@@ -15,6 +15,10 @@
 //! models no lateness, so a run checked against it must keep its input's disorder below the
 //! job's out-of-orderness.
 
+use super::{
+    ExpectedRecords, Input, Settings, expect, keyed_windows, parse_valid, to_cents, tumbling,
+    window_start, with_json,
+};
 use crate::orders;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -22,7 +26,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use weir_core::runtime::element::Row;
 use weir_core::runtime::window::WindowResult;
-use weir_core::runtime::{Edge, Functions, JobGraph, OperatorSpec, RowFunction, SinkMode, Vertex};
+use weir_core::runtime::{Functions, JobGraph, RowFunction};
 
 /// The job's name.
 pub const NAME: &str = "order-aggregates";
@@ -49,61 +53,10 @@ pub struct Aggregate {
     pub total: f64,
 }
 
-/// Where the job reads and how it writes.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// The orders topic.
-    pub input_topic: String,
-    /// Its partition count.
-    pub input_partitions: i32,
-    /// Subtasks of every operator.
-    pub parallelism: u32,
-    /// How far behind the largest event time seen the watermark trails.
-    pub out_of_orderness_ms: i64,
-    /// A value that ends an input partition (bounded runs).
-    pub end_marker: Option<String>,
-    /// Exactly-once or at-least-once output.
-    pub sink_mode: SinkMode,
-}
-
 /// The job's graph.
 pub fn graph(settings: &Settings) -> JobGraph {
-    let vertex = |uid: &str, op| Vertex {
-        uid: uid.into(),
-        op,
-        parallelism: settings.parallelism,
-    };
-    let map = |function: &str| OperatorSpec::Map {
-        function: function.into(),
-    };
-    JobGraph {
-        name: NAME.into(),
-        vertices: vec![
-            vertex(
-                "orders-source",
-                OperatorSpec::Source {
-                    topic: settings.input_topic.clone(),
-                    partitions: settings.input_partitions,
-                    out_of_orderness_ms: settings.out_of_orderness_ms,
-                    end_marker: settings.end_marker.clone(),
-                },
-            ),
-            vertex("high-value-orders", map(HIGH_VALUE)),
-            vertex(
-                "customer-windows",
-                OperatorSpec::TumblingCountSum { size_ms: WINDOW_MS },
-            ),
-            vertex("format", map(FORMAT)),
-            vertex(
-                "aggregates-sink",
-                OperatorSpec::Sink {
-                    topic: OUTPUT_TOPIC.into(),
-                    mode: settings.sink_mode,
-                },
-            ),
-        ],
-        edges: vec![Edge::Forward, Edge::Hash, Edge::Forward, Edge::Forward],
-    }
+    let windows = ("customer-windows", tumbling(WINDOW_MS));
+    keyed_windows(NAME, settings, HIGH_VALUE, windows, FORMAT)
 }
 
 /// Adds the job's functions to `functions`.
@@ -126,10 +79,7 @@ struct HighValueByCustomer;
 
 impl RowFunction for HighValueByCustomer {
     fn apply(&self, row: Row, out: &mut Vec<Row>) {
-        if orders::validate(&row.value).is_err() {
-            return;
-        }
-        let Ok(order) = serde_json::from_slice::<OrderEvent>(&row.value) else {
+        let Some(order) = parse_valid::<OrderEvent, _>(orders::validate, &row.value) else {
             return;
         };
         let cents = to_cents(order.total_amount);
@@ -157,17 +107,8 @@ impl RowFunction for Format {
             count: w.count,
             total: w.sum as f64 / 100.0,
         };
-        let value = serde_json::to_vec(&aggregate).expect("aggregates serialize");
-        out.push(Row {
-            value: Bytes::from(value),
-            ..row
-        });
+        out.push(with_json(row, &aggregate));
     }
-}
-
-/// An amount in whole cents; amounts have at most two decimals.
-fn to_cents(amount: f64) -> i64 {
-    (amount * 100.0).round() as i64
 }
 
 /// What the oracle expects of one (customer, window end): count and total in cents.
@@ -193,10 +134,25 @@ pub fn oracle<'a>(input: impl IntoIterator<Item = (&'a [u8], i64)>) -> Expected 
         ) else {
             continue;
         };
-        let end = ts - ts.rem_euclid(WINDOW_MS) + WINDOW_MS;
+        let end = window_start(ts, WINDOW_MS) + WINDOW_MS;
         let entry = expected.entry((customer.to_string(), end)).or_default();
         entry.0 += 1;
         entry.1 += cents;
+    }
+    expected
+}
+
+/// The oracle's output as the records the job must commit.
+pub fn expected_records(input: &[Input<'_>]) -> ExpectedRecords {
+    let mut expected = ExpectedRecords::new();
+    for ((customer, end), (count, cents)) in oracle(input.iter().map(|i| (i.value, i.ts))) {
+        let value = serde_json::json!({
+            "customer_id": customer,
+            "window_end": end,
+            "count": count,
+            "total": cents as f64 / 100.0,
+        });
+        expect(&mut expected, customer.as_bytes(), &value);
     }
     expected
 }
@@ -211,6 +167,7 @@ pub fn decode(value: &[u8]) -> Option<(String, i64, u64, i64)> {
 mod tests {
     use super::*;
     use crate::generator::{GeneratorConfig, Workload};
+    use crate::jobs::row_of;
 
     #[test]
     fn the_functions_and_the_oracle_agree_on_generated_orders() {
@@ -230,12 +187,7 @@ mod tests {
         let mut sums: BTreeMap<(Bytes, i64), (u64, i64)> = BTreeMap::new();
         let mut rows = Vec::new();
         for e in &events {
-            let row = Row {
-                key: Bytes::from(e.key.clone()),
-                value: Bytes::from(e.value.clone()),
-                ts: e.timestamp_ms,
-            };
-            HighValueByCustomer.apply(row, &mut rows);
+            HighValueByCustomer.apply(row_of(e), &mut rows);
         }
         for r in rows {
             let end = r.ts - r.ts.rem_euclid(WINDOW_MS) + WINDOW_MS;
@@ -253,6 +205,8 @@ mod tests {
                 end,
                 count,
                 sum,
+                min: None,
+                max: None,
             };
             let mut out = Vec::new();
             let row = Row {

@@ -72,7 +72,7 @@ fn ms(d: Duration) -> i64 {
 }
 
 /// How records are assigned to windows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WindowAssigner {
     /// Fixed, non-overlapping windows of `size` ms, aligned to `offset`.
     Tumbling {
