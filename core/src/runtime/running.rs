@@ -91,7 +91,7 @@ impl KeyedRunning {
                 total.1 = total.1.wrapping_add(v);
                 let out = RunningTotal {
                     value: v,
-                    of: of.clone(),
+                    of: of.to_string(),
                     count: total.0,
                     sum: total.1,
                 };

@@ -12,6 +12,8 @@ use super::element::Row;
 use crate::stream::window::{TimeWindow, WindowAssigner};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
 /// The most windows one row may fall in (sliding windows' size over slide).
@@ -45,10 +47,7 @@ impl Stats {
         self.count += 1;
         let Some((value, of)) = value else { return };
         self.sum = self.sum.wrapping_add(value);
-        self.offer(&Extreme {
-            value,
-            of: of.to_string(),
-        });
+        self.offer(value, of);
     }
 
     /// Folds in another window's aggregate (sessions that merge).
@@ -56,26 +55,31 @@ impl Stats {
         self.count += other.count;
         self.sum = self.sum.wrapping_add(other.sum);
         for e in other.min.iter().chain(other.max.iter()) {
-            self.offer(e);
+            self.offer(e.value, &e.of);
         }
     }
 
-    /// Keeps `e` as the least or greatest value if it is; a tie goes to the smaller payload.
-    fn offer(&mut self, e: &Extreme) {
-        if self
+    /// Keeps `value` as the least or greatest value if it is; a tie goes to the smaller
+    /// payload. The payload is copied only when it is kept.
+    fn offer(&mut self, value: i64, of: &str) {
+        let kept = |e: &mut Option<Extreme>, better: bool| {
+            if better {
+                *e = Some(Extreme {
+                    value,
+                    of: of.to_string(),
+                });
+            }
+        };
+        let least = self
             .min
             .as_ref()
-            .is_none_or(|m| (e.value, &e.of) < (m.value, &m.of))
-        {
-            self.min = Some(e.clone());
-        }
-        if self
+            .is_none_or(|m| (value, of) < (m.value, m.of.as_str()));
+        kept(&mut self.min, least);
+        let greatest = self
             .max
             .as_ref()
-            .is_none_or(|m| (-i128::from(e.value), &e.of) < (-i128::from(m.value), &m.of))
-        {
-            self.max = Some(e.clone());
-        }
+            .is_none_or(|m| (Reverse(value), of) < (Reverse(m.value), m.of.as_str()));
+        kept(&mut self.max, greatest);
     }
 }
 
@@ -163,7 +167,7 @@ impl KeyedWindows {
         if parsed.is_none() {
             self.counters.malformed += 1;
         }
-        let value = parsed.as_ref().map(|(v, of)| (*v, of.as_ref()));
+        let value = parsed.as_ref().map(|(v, of)| (*v, &**of));
         if let WindowAssigner::Session { gap } = self.assigner {
             let window = self.merge_session(&row.key, TimeWindow::new(row.ts, row.ts + gap));
             self.stats(&row.key, window).add(value);
@@ -310,14 +314,15 @@ struct Saved {
     counters: WindowCounters,
 }
 
-/// A row value's integer and payload: `<integer>[ <payload>]`.
-pub(crate) fn parse_value(value: &[u8]) -> Option<(i64, String)> {
+/// A row value's integer and payload: `<integer>[ <payload>]`; the payload is borrowed unless
+/// it is not UTF-8.
+pub(crate) fn parse_value(value: &[u8]) -> Option<(i64, Cow<'_, str>)> {
     let (number, payload) = match value.iter().position(|b| *b == b' ') {
         Some(i) => (&value[..i], &value[i + 1..]),
         None => (value, &[][..]),
     };
     let v = std::str::from_utf8(number).ok()?.parse::<i64>().ok()?;
-    Some((v, String::from_utf8_lossy(payload).into_owned()))
+    Some((v, String::from_utf8_lossy(payload)))
 }
 
 #[cfg(test)]

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use weir_core::client::ConsumerRecord;
 
-/// Expected output records, (key, value) to how many times each must appear.
-pub type ExpectedRows = BTreeMap<(Vec<u8>, Vec<u8>), u64>;
+/// Expected output records, (key, value) to how many times each must appear: what a job's
+/// oracle computes.
+pub type ExpectedRows = weir_workloads::jobs::ExpectedRecords;
 
 /// A broken promise of the output.
 #[derive(Clone, Debug, PartialEq, Eq)]

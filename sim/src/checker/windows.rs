@@ -143,26 +143,15 @@ pub fn check_windows(
     expected: &Windows,
     output: &BTreeMap<i32, Vec<ConsumerRecord>>,
 ) -> Vec<WindowViolation> {
-    check_windows_with(expected, output, |r| {
+    let decode = |r: &ConsumerRecord| {
         let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
         let w: WindowResult = serde_json::from_slice(r.value.as_deref()?).ok()?;
-        Some((
-            (key, w.start),
-            Expected {
-                count: w.count,
-                sum: w.sum,
-            },
-        ))
-    })
-}
-
-/// Compares the committed output with the oracle's windows, reading each output record into
-/// its (key, window start) and aggregate with `decode` (`None`: not a window result).
-fn check_windows_with(
-    expected: &Windows,
-    output: &BTreeMap<i32, Vec<ConsumerRecord>>,
-    decode: impl Fn(&ConsumerRecord) -> Option<((String, i64), Expected)>,
-) -> Vec<WindowViolation> {
+        let aggregate = Expected {
+            count: w.count,
+            sum: w.sum,
+        };
+        Some(((key, w.start), aggregate))
+    };
     let mut violations = Vec::new();
     let mut found: BTreeMap<(String, i64), Vec<Expected>> = BTreeMap::new();
     for (partition, records) in output {

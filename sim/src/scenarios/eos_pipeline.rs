@@ -46,7 +46,8 @@ pub(crate) const EXCHANGE: ExchangeConfig = ExchangeConfig {
     idle_timeout_ms: 3_000,
 };
 
-const PIPELINE: Pipeline = Pipeline {
+/// The pipeline, which `savepoint` runs too, with an operator.
+pub(crate) const PIPELINE: Pipeline = Pipeline {
     name: "eos-pipeline",
     job: PipelineJob::OrderTotals,
     exchange: EXCHANGE,

@@ -8,8 +8,8 @@
 //! stopped and resumed from its savepoint, and, as in `eos-pipeline`, that the committed output
 //! holds every window exactly once.
 
-use super::eos_pipeline::{EXCHANGE, no_extra_faults};
-use super::pipeline::{self, Pipeline, PipelineJob};
+use super::eos_pipeline;
+use super::pipeline::{self, Pipeline};
 use crate::report::RunReport;
 use crate::scenario::RunSpec;
 
@@ -21,13 +21,8 @@ pub const MUTANTS: &[(&str, &str)] = &[(
 
 const PIPELINE: Pipeline = Pipeline {
     name: "savepoint",
-    job: PipelineJob::OrderTotals,
-    exchange: EXCHANGE,
-    input_gap_ms: 10,
-    inputs_min: pipeline::INPUTS_MIN,
-    extra_faults: no_extra_faults,
-    quiet_ms: None,
     stop_and_resume: true,
+    ..eos_pipeline::PIPELINE
 };
 
 /// Runs one seed.

@@ -28,10 +28,8 @@ use weir_core::runtime::element::Row;
 use weir_core::runtime::window::WindowResult;
 use weir_core::runtime::{Functions, JobGraph, RowFunction};
 
-/// The job's name.
+/// The job's name, and the topic it writes.
 pub const NAME: &str = "order-aggregates";
-/// The topic it writes.
-pub const OUTPUT_TOPIC: &str = "order-aggregates";
 /// Window length: five minutes.
 pub const WINDOW_MS: i64 = 5 * 60 * 1_000;
 /// Orders count when their total is above this, in cents.
@@ -157,17 +155,17 @@ pub fn expected_records(input: &[Input<'_>]) -> ExpectedRecords {
     expected
 }
 
-/// Reads one output value back: the customer, window end, count and total in cents.
-pub fn decode(value: &[u8]) -> Option<(String, i64, u64, i64)> {
-    let a: Aggregate = serde_json::from_slice(value).ok()?;
-    Some((a.customer_id, a.window_end, a.count, to_cents(a.total)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::generator::{GeneratorConfig, Workload};
     use crate::jobs::row_of;
+
+    /// Reads one output value back: the customer, window end, count and total in cents.
+    fn decode(value: &[u8]) -> Option<(String, i64, u64, i64)> {
+        let a: Aggregate = serde_json::from_slice(value).ok()?;
+        Some((a.customer_id, a.window_end, a.count, to_cents(a.total)))
+    }
 
     #[test]
     fn the_functions_and_the_oracle_agree_on_generated_orders() {
