@@ -1,7 +1,8 @@
 //! `weir job` against a real `weir broker`: `order-aggregates` is stopped with a savepoint
-//! part way, resumed from it, and finishes; `order-sessions` runs to the end of its input and
-//! writes two topics. Each committed output equals the job's oracle computed from the
-//! generated input, every record exactly once.
+//! part way, resumed from it, and finishes; `order-pipeline` does the same and also upserts
+//! into its SQLite table; `order-sessions` runs to the end of its input and writes two topics.
+//! Each committed output, and the table, equals the job's oracle computed from the generated
+//! input, every record (and every upsert) exactly once.
 
 mod support;
 
@@ -15,7 +16,12 @@ use weir_core::client::{
 };
 use weir_core::clock::Clock;
 use weir_core::net::Net;
+use weir_core::runtime::TableStore;
+use weir_core::runtime::table::TableContent;
+use weir_core::runtime::table::postgres::PostgresTable;
+use weir_core::runtime::table::sqlite::SqliteTable;
 use weir_workloads::generator::{GeneratorConfig, Skew, Workload};
+use weir_workloads::jobs::order_pipeline::{TABLE, found_table, table_oracle};
 use weir_workloads::jobs::{ExpectedRecords, Input, Job, canonical};
 
 const SEED: u64 = 11;
@@ -58,12 +64,17 @@ fn produce(addr: &str, keys: u64) {
     assert!(produced.status.success(), "{produced:?}");
 }
 
-/// What `job`'s oracle expects of the produced orders, per output topic.
-fn expected(job: Job, keys: u64) -> Vec<(&'static str, ExpectedRecords)> {
-    let events: Vec<_> = Workload::Orders
+/// The orders [`produce`] writes.
+fn orders(keys: u64) -> Vec<weir_workloads::generator::Event> {
+    Workload::Orders
         .events(SEED, &orders_config(keys), EVENTS)
         .unwrap()
-        .collect();
+        .collect()
+}
+
+/// What `job`'s oracle expects of the produced orders, per output topic.
+fn expected(job: Job, keys: u64) -> Vec<(&'static str, ExpectedRecords)> {
+    let events = orders(keys);
     let input: Vec<Input<'_>> = events.iter().map(Input::from).collect();
     job.oracle(&input)
 }
@@ -175,15 +186,15 @@ fn job_args(
     .collect()
 }
 
-#[test]
-fn order_aggregates_is_exactly_once_through_a_stop_with_savepoint_and_a_resume() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_broker, addr) = start_broker(&dir.path().join("broker"));
+/// Runs `job` on 20 customers' orders: stopped with a savepoint after its first checkpoint,
+/// then resumed from it to the end of its input. Returns the broker's address (and keeps the
+/// broker and the directory alive).
+fn stop_and_resume(job: Job, dir: &std::path::Path) -> (WeirProcess, String) {
+    let (broker, addr) = start_broker(&dir.join("broker"));
     produce(&addr, 20);
 
-    let checkpoints = dir.path().join("checkpoints");
+    let checkpoints = dir.join("checkpoints");
     let port = free_base_port(1);
-    let job = Job::OrderAggregates;
     let mut first = WeirProcess::start(&job_args(job, &addr, &checkpoints, port, &[]));
     first.wait_for_line("CheckpointCompleted");
     signal("INT", &[first.pid()]);
@@ -206,10 +217,87 @@ fn order_aggregates_is_exactly_once_through_a_stop_with_savepoint_and_a_resume()
     );
     second.wait_for_line("finished");
     assert!(second.wait().success());
+    (broker, addr)
+}
 
+#[test]
+fn order_aggregates_is_exactly_once_through_a_stop_with_savepoint_and_a_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::OrderAggregates;
+    let (_broker, addr) = stop_and_resume(job, dir.path());
     let expected = expected(job, 20);
     assert!(expected[0].1.len() > 50, "{} windows", expected[0].1.len());
     assert_output_is(&addr, &expected);
+}
+
+#[test]
+fn order_pipeline_upserts_its_table_and_writes_its_topics_exactly_once_through_a_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::OrderPipeline;
+    let (_broker, addr) = stop_and_resume(job, dir.path());
+    let expected = expected(job, 20);
+    let counts: Vec<usize> = expected.iter().map(|(_, e)| e.len()).collect();
+    assert!(counts[0] > 100 && counts[1] > 100, "{counts:?}");
+    assert_output_is(&addr, &expected);
+
+    let db = dir.path().join("checkpoints").join("tables.sqlite");
+    let table = SqliteTable::open(&db, TABLE).unwrap();
+    assert_table_is(&block_on(table.scan()).unwrap());
+}
+
+/// Requires the table's `content` to hold each order's latest accepted event, applied once
+/// per event.
+fn assert_table_is(content: &TableContent) {
+    let events = orders(20);
+    let input: Vec<Input<'_>> = events.iter().map(Input::from).collect();
+    let want = table_oracle(&input);
+    let found = found_table(content);
+    let writes: u64 = found.values().map(|(_, w)| w).sum();
+    assert!(want.len() > 1_000, "{} orders", want.len());
+    assert_eq!(found.len(), want.len());
+    assert_eq!(writes, want.values().map(|(_, w)| w).sum::<u64>());
+    assert!(found == want, "the table differs from the oracle's");
+}
+
+/// `order-pipeline` with `--table-url`, against the PostgreSQL server in `WEIR_POSTGRES_URL`
+/// (`.ci/run` starts one).
+#[test]
+fn order_pipeline_upserts_into_postgres_exactly_once() {
+    let Ok(url) = std::env::var("WEIR_POSTGRES_URL") else {
+        eprintln!("skipped: WEIR_POSTGRES_URL is not set (.ci/run starts a server and sets it)");
+        return;
+    };
+    block_on(async {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("the test database");
+        tokio::spawn(connection);
+        let reset = format!(
+            "DROP TABLE IF EXISTS {TABLE}; CREATE TABLE IF NOT EXISTS weir_commits (
+                 tbl TEXT NOT NULL, writer TEXT NOT NULL, checkpoint_id BIGINT NOT NULL,
+                 PRIMARY KEY (tbl, writer));
+             DELETE FROM weir_commits WHERE tbl = '{TABLE}';"
+        );
+        client.batch_execute(&reset).await.unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_broker(&dir.path().join("broker"));
+    produce(&addr, 20);
+    end_input(&addr);
+    let job = Job::OrderPipeline;
+    let args = ["--end-marker", END_MARKER, "--table-url", &url];
+    let checkpoints = dir.path().join("checkpoints");
+    let port = free_base_port(1);
+    let mut run = WeirProcess::start(&job_args(job, &addr, &checkpoints, port, &args));
+    run.wait_for_line("table orders: PostgreSQL");
+    run.wait_for_line("finished");
+    assert!(run.wait().success());
+    assert_output_is(&addr, &expected(job, 20));
+    let content = block_on(async {
+        let table = PostgresTable::connect(&url, TABLE).await.unwrap();
+        table.scan().await.unwrap()
+    });
+    assert_table_is(&content);
 }
 
 #[test]
@@ -246,7 +334,7 @@ fn an_unknown_job_is_refused_with_the_list_of_jobs() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(
-            "weir job: no job \"no-such-job\"; the jobs are: order-aggregates, order-sessions"
+            "weir job: no job \"no-such-job\"; the jobs are: order-aggregates, order-pipeline, order-sessions"
         ),
         "{stderr}"
     );

@@ -104,6 +104,12 @@ pub fn all() -> &'static [Scenario] {
             run: scenarios::jobs::order_aggregates,
         },
         Scenario {
+            name: "order-pipeline",
+            description: "the order-pipeline job (invalid orders to a dead-letter topic with the reason, valid ones enriched from the customer table, upserted into a table on a simulated table host with its own disk and crashes, and aggregated per customer over 1-hour windows sliding by 5 minutes) on the distributed runtime, under the eos-pipeline faults; both topics equal the oracle, each record exactly once, and every table row holds its order's latest event, written exactly once per event",
+            mutants: scenarios::jobs::MUTANTS,
+            run: scenarios::jobs::order_pipeline,
+        },
+        Scenario {
             name: "order-sessions",
             description: "the order-sessions job (per customer: 10-minute session windows, and running totals in event-time order written by a side output to a second topic) on the distributed runtime, fed generated orders from 200 skewed customers, under the eos-pipeline faults; read_committed output equals the job's oracle, each record exactly once",
             mutants: scenarios::jobs::MUTANTS,

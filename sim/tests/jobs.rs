@@ -5,7 +5,7 @@ mod common;
 
 use common::{
     every_seed_passes, figure, first_catch, generated_plans_pass, pipeline_topology,
-    same_seed_same_hash,
+    same_seed_same_hash, sweep,
 };
 
 /// Runs `scenario`'s first `seeds` seeds (more with `WEIR_SEEDS`), requires a completed
@@ -27,6 +27,11 @@ fn catches_early_commits(scenario: &str) {
 #[test]
 fn order_aggregates_commits_each_window_once() {
     passes("order-aggregates", 3, 7);
+}
+
+#[test]
+fn order_pipeline_commits_each_record_once_and_upserts_each_event_once() {
+    passes("order-pipeline", 2, 5);
 }
 
 #[test]
@@ -58,6 +63,24 @@ fn order_aggregates_catches_a_sink_that_commits_before_the_checkpoint_completes(
     catches_early_commits("order-aggregates");
 }
 
+/// The mutant commits the table's upserts at the barrier too; the table's own check (writes
+/// per key), not only the topics', must catch it.
+#[test]
+fn order_pipeline_catches_upserts_applied_before_the_checkpoint_completes() {
+    let caught = (0..40).step_by(2).find_map(|start| {
+        sweep(
+            "order-pipeline",
+            start..start + 2,
+            Some("commit-before-complete"),
+        )
+        .into_iter()
+        .find(|r| r.violations.iter().any(|v| v.starts_with("table orders:")))
+        .map(|r| r.seed)
+    });
+    eprintln!("order-pipeline: upserts applied twice caught at seed {caught:?}");
+    assert!(caught.is_some());
+}
+
 #[test]
 fn order_sessions_catches_a_sink_that_commits_before_the_checkpoint_completes() {
     catches_early_commits("order-sessions");
@@ -74,4 +97,7 @@ fn generated_fault_plans_pass() {
     generated_plans_pass("order-aggregates", &topo, 20_000, 2);
     generated_plans_pass("order-sessions", &topo, 20_000, 1);
     generated_plans_pass("nexmark-q0", &topo, 20_000, 1);
+    let mut topo = pipeline_topology(&["feeder", "observer"]);
+    topo.servers.push("table".into());
+    generated_plans_pass("order-pipeline", &topo, 20_000, 1);
 }

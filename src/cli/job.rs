@@ -6,12 +6,15 @@
 //! broker transactions). Ctrl-C stops it with a savepoint, whose name the command prints;
 //! `--from-savepoint` resumes from it. With `--end-marker`, the input is bounded: the job
 //! finishes once every input partition has delivered the marker and the last output is
-//! committed.
+//! committed. A job that upserts into a table (`order-pipeline`) writes it to an embedded SQLite
+//! database, `tables.sqlite` in the checkpoint directory unless `--table-db` names another, or
+//! to PostgreSQL when `--table-url` gives a `postgres://` URL.
 
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 use weir_core::client::{ClientConfig, Cluster, NewTopic};
 use weir_core::clock::Clock;
@@ -19,9 +22,11 @@ use weir_core::disk::Disk;
 use weir_core::net::Net;
 use weir_core::runtime::graph::Stage;
 use weir_core::runtime::rpc::{JOB_MANAGER_PORT, ask};
+use weir_core::runtime::table::postgres::PostgresTable;
+use weir_core::runtime::table::sqlite::SqliteTable;
 use weir_core::runtime::{
-    CheckpointConfig, JobConfig, JobEvent, JobManagerConfig, JobState, SinkMode, TaskManagerConfig,
-    Throttle, ToClient, ToJobManager, run_job_manager, run_task_manager,
+    CheckpointConfig, JobConfig, JobEvent, JobManagerConfig, JobState, SinkMode, Tables,
+    TaskManagerConfig, Throttle, ToClient, ToJobManager, run_job_manager, run_task_manager,
 };
 use weir_workloads::jobs::{self, Job, Settings};
 
@@ -35,8 +40,8 @@ const STOP_TIMEOUT_S: u64 = 120;
 /// Settings of `weir job`.
 #[derive(Args, Debug)]
 pub struct JobArgs {
-    /// The job: order-aggregates, order-sessions, click-analytics, or nexmark-q0, q1, q2,
-    /// q5, q7 or q8.
+    /// The job: order-aggregates, order-pipeline, order-sessions, click-analytics, or
+    /// nexmark-q0, q1, q2, q5, q7 or q8.
     pub name: String,
     /// Bootstrap brokers, HOST:PORT, comma-separated.
     #[arg(long, required = true, value_delimiter = ',')]
@@ -64,6 +69,14 @@ pub struct JobArgs {
     /// Time between checkpoints, in milliseconds; output is committed at each.
     #[arg(long, default_value_t = 2_000)]
     pub checkpoint_interval_ms: u64,
+    /// The SQLite database of the tables a job upserts into (order-pipeline's `orders`): by
+    /// default `tables.sqlite` in the checkpoint directory.
+    #[arg(long, conflicts_with = "table_url")]
+    pub table_db: Option<PathBuf>,
+    /// A PostgreSQL database for those tables instead, as
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE`.
+    #[arg(long)]
+    pub table_url: Option<String>,
     /// Port the job manager listens on (127.0.0.1).
     #[arg(long, default_value_t = JOB_MANAGER_PORT)]
     pub job_manager_port: u16,
@@ -114,6 +127,7 @@ async fn run_job(args: JobArgs) -> Result<(), String> {
         let output = NewTopic::new(topic, -1, -1);
         super::produce::ensure_topic(&cluster, &args.bootstrap, &output).await?;
     }
+    let tables = tables(job, &args).await?;
     let job = JobConfig {
         checkpoint: CheckpointConfig {
             interval_ms: args.checkpoint_interval_ms,
@@ -146,6 +160,7 @@ async fn run_job(args: JobArgs) -> Result<(), String> {
             control_frame_bytes_max: limit,
             throttle: Throttle::default(),
             functions: jobs::functions(),
+            tables,
         },
         None,
     );
@@ -154,6 +169,31 @@ async fn run_job(args: JobArgs) -> Result<(), String> {
         () = task_manager => Err("the task manager stopped".into()),
         r = supervise(&jm_addr, limit) => r,
     }
+}
+
+/// The tables `job` upserts into: in PostgreSQL with `--table-url`, else in the SQLite
+/// database of `--table-db`.
+async fn tables(job: Job, args: &JobArgs) -> Result<Tables, String> {
+    let Some(name) = job.table() else {
+        return Ok(Tables::default());
+    };
+    if let Some(url) = &args.table_url {
+        let table = PostgresTable::connect(url, name)
+            .await
+            .map_err(|e| format!("--table-url: {e}"))?;
+        println!("table {name}: PostgreSQL");
+        return Ok(Tables::default().with(name, Arc::new(table)));
+    }
+    let path = args
+        .table_db
+        .clone()
+        .unwrap_or_else(|| args.checkpoint_dir.join("tables.sqlite"));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let table = SqliteTable::open(&path, name).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("table {name}: SQLite database {}", path.display());
+    Ok(Tables::default().with(name, Arc::new(table)))
 }
 
 /// The catalog job called `name`, or an error listing them all.

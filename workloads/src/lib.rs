@@ -2,6 +2,7 @@
 //! jobs must output. Every generator is a pure function of its seed.
 
 pub mod clicks;
+pub mod customers;
 pub mod generator;
 pub mod jobs;
 pub mod keys;

@@ -65,6 +65,15 @@ pub enum OperatorSpec {
         /// Delivery guarantee.
         mode: SinkMode,
     },
+    /// Upserts what the function `function` makes of each row into the task managers' table
+    /// `table` (see [`super::table`]): key to value, applied exactly once when each checkpoint
+    /// completes; passes the row on unchanged.
+    Upsert {
+        /// The function's name in the registry.
+        function: String,
+        /// The table's name in the task managers' registry.
+        table: String,
+    },
     /// Writes rows to a broker topic, keyed, partitioned by key.
     Sink {
         /// The topic.
@@ -125,11 +134,13 @@ pub struct Stage {
 }
 
 impl OperatorSpec {
-    /// Whether the operator writes to a topic, and so commits with the checkpoints.
+    /// Whether the operator writes to a topic or a table, and so commits with the checkpoints.
     pub fn writes(&self) -> bool {
         matches!(
             self,
-            OperatorSpec::Sink { .. } | OperatorSpec::SideOutput { .. }
+            OperatorSpec::Sink { .. }
+                | OperatorSpec::SideOutput { .. }
+                | OperatorSpec::Upsert { .. }
         )
     }
 }

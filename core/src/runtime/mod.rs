@@ -15,7 +15,8 @@
 //! - [`exchange`]: the data plane between stages, bounded by credit.
 //! - [`snapshot`]: what a checkpoint holds and how it is stored.
 //! - [`source`], [`window`], [`sink`]: the operators; the sink's two-phase commit is what
-//!   makes the output exactly-once. [`function`]: the user functions a graph names.
+//!   makes the output exactly-once; [`table`] holds the tables upsert operators write.
+//!   [`function`]: the user functions a graph names.
 
 pub mod config;
 pub mod element;
@@ -29,6 +30,7 @@ pub mod running;
 pub mod sink;
 pub mod snapshot;
 mod source;
+pub mod table;
 mod task;
 pub mod taskmanager;
 mod throttle;
@@ -39,5 +41,6 @@ pub use function::{Functions, RowFunction};
 pub use graph::{Edge, JobGraph, OperatorSpec, SinkMode, Vertex};
 pub use jobmanager::{JobEvent, JobManagerConfig, run_job_manager};
 pub use rpc::{JobState, ToClient, ToJobManager};
+pub use table::{TableStore, Tables};
 pub use taskmanager::{TaskManagerConfig, run_task_manager};
 pub use throttle::Throttle;

@@ -20,6 +20,7 @@ use super::running::KeyedRunning;
 use super::sink::{BrokerSink, SinkIdentity};
 use super::snapshot::{TaskId, TaskSnapshot};
 use super::source::{BrokerSource, Positions, lag_probe};
+use super::table::{TableSink, Tables};
 use super::throttle::{Slowdown, Throttle};
 use super::window::KeyedWindows;
 use crate::client::{ClientConfig, Cluster, partition_for_key};
@@ -63,6 +64,7 @@ pub(crate) struct TaskLinks {
     pub sample: Arc<Mutex<TaskSample>>,
     pub throttle: Throttle,
     pub functions: Functions,
+    pub tables: Tables,
 }
 
 type TaskResult = Result<(), String>;
@@ -124,6 +126,7 @@ pub(crate) async fn run(deployment: TaskDeployment, mut links: TaskLinks) -> Tas
             state_of(uid).map(|(c, b)| (c, b, deployment.restore_savepoint)),
         )
         .await
+        .map(Writer::Topic)
         .map_err(|e| format!("{uid}: {e}"))
     };
     let mut head = None;
@@ -175,6 +178,19 @@ pub(crate) async fn run(deployment: TaskDeployment, mut links: TaskLinks) -> Tas
                 let f = function_of(function)?;
                 let sink = open_sink(&uid, topic, *mode).await?;
                 chain.ops.push(ChainOp::Side(f, uid, sink));
+            }
+            OperatorSpec::Upsert { function, table } => {
+                let f = function_of(function)?;
+                let store = links
+                    .tables
+                    .get(table)
+                    .ok_or_else(|| format!("this task manager has no table {table:?}"))?;
+                let writer = format!("{}-{uid}-{}", graph.name, id.subtask);
+                let restored = state_of(&uid);
+                let sink = TableSink::open(store, writer, config.mutation, restored)
+                    .await
+                    .map_err(|e| format!("{uid}: {e}"))?;
+                chain.ops.push(ChainOp::Side(f, uid, Writer::Table(sink)));
             }
             OperatorSpec::Sink { topic, mode } => {
                 chain.sink = Some((uid.clone(), open_sink(&uid, topic, *mode).await?));
@@ -252,14 +268,61 @@ enum ChainOp {
     Map(Arc<dyn RowFunction>),
     Window(String, KeyedWindows),
     Running(String, KeyedRunning),
-    /// The function making the side output's rows, the operator's uid, and its writer.
-    Side(Arc<dyn RowFunction>, String, BrokerSink),
+    /// The function making the side output's (or upsert's) rows, the operator's uid, and its
+    /// writer.
+    Side(Arc<dyn RowFunction>, String, Writer),
+}
+
+/// Where a chain writes: a topic (side outputs and the sink) or a table (upserts). Both commit
+/// with the checkpoints.
+enum Writer {
+    Topic(BrokerSink),
+    Table(TableSink),
+}
+
+impl Writer {
+    async fn write(&mut self, row: Row) -> TaskResult {
+        match self {
+            Writer::Topic(sink) => sink.write(row).await.map_err(|e| e.to_string()),
+            Writer::Table(sink) => sink.write(row),
+        }
+    }
+
+    /// Pre-commits at the barrier; returns the writer's snapshot.
+    async fn pre_commit(&mut self, checkpoint_id: u64) -> Result<Vec<u8>, String> {
+        match self {
+            Writer::Topic(sink) => sink
+                .pre_commit(checkpoint_id)
+                .await
+                .map_err(|e| e.to_string()),
+            Writer::Table(sink) => sink.pre_commit(checkpoint_id).await,
+        }
+    }
+
+    async fn on_complete(&mut self, checkpoint_id: u64) -> TaskResult {
+        match self {
+            Writer::Topic(sink) => sink
+                .on_complete(checkpoint_id)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Writer::Table(sink) => sink.on_complete(checkpoint_id).await,
+        }
+    }
+
+    /// Time from a row's event time to its commit (topics written exactly-once only).
+    fn latency(&self) -> LatencyStats {
+        match self {
+            Writer::Topic(sink) => sink.latency(),
+            Writer::Table(_) => LatencyStats::default(),
+        }
+    }
 }
 
 /// The operators after the head, and where their output goes.
 struct Chain {
     ops: Vec<ChainOp>,
-    sink: Option<(String, BrokerSink)>,
+    sink: Option<(String, Writer)>,
     output: Option<Output>,
     rows_out: u64,
     write_latency: LatencyStats,
@@ -310,7 +373,7 @@ impl Chain {
                         f.apply(row.clone(), &mut side);
                     }
                     for row in side {
-                        sink.write(row).await.map_err(|e| e.to_string())?;
+                        sink.write(row).await?;
                     }
                 }
             }
@@ -330,8 +393,8 @@ impl Chain {
         })
     }
 
-    /// The chain's topic writers: side outputs first, then the sink.
-    fn writers(&mut self) -> impl Iterator<Item = (&String, &mut BrokerSink)> {
+    /// The chain's writers: side outputs and upserts first, then the sink.
+    fn writers(&mut self) -> impl Iterator<Item = (&String, &mut Writer)> {
         let sides = self.ops.iter_mut().filter_map(|op| match op {
             ChainOp::Side(_, uid, sink) => Some((&*uid, sink)),
             _ => None,
@@ -365,7 +428,7 @@ impl Chain {
         if let Some((_, sink)) = &mut self.sink {
             let age = self.clock.now_ms().saturating_sub(row.ts);
             self.write_latency.record(u64::try_from(age).unwrap_or(0));
-            return sink.write(row).await.map_err(|e| e.to_string());
+            return sink.write(row).await;
         }
         let out = self
             .output
@@ -396,10 +459,7 @@ impl Chain {
             };
         }
         for (uid, sink) in self.writers() {
-            let bytes = sink
-                .pre_commit(checkpoint_id)
-                .await
-                .map_err(|e| e.to_string())?;
+            let bytes = sink.pre_commit(checkpoint_id).await?;
             operators.insert(uid.clone(), bytes);
         }
         if let Some(out) = &self.output {
@@ -447,9 +507,7 @@ impl Task<'_> {
     async fn complete(&mut self, checkpoint_id: u64) -> TaskResult {
         let mut writes = false;
         for (_, sink) in self.chain.writers() {
-            sink.on_complete(checkpoint_id)
-                .await
-                .map_err(|e| e.to_string())?;
+            sink.on_complete(checkpoint_id).await?;
             writes = true;
         }
         if !writes {

@@ -9,6 +9,7 @@ use super::function::Functions;
 use super::metrics::TaskSample;
 use super::rpc::{RpcError, ToJobManager, ToTaskManager, read_message, write_message};
 use super::snapshot::TaskId;
+use super::table::Tables;
 use super::task::{self, TaskCommand, TaskLinks};
 use super::throttle::Throttle;
 use crate::clock::Clock;
@@ -53,6 +54,8 @@ pub struct TaskManagerConfig {
     pub throttle: Throttle,
     /// The user functions its subtasks can run.
     pub functions: Functions,
+    /// The tables its subtasks can upsert into.
+    pub tables: Tables,
 }
 
 /// Receives every heartbeat's samples (the simulator records them on its timeline).
@@ -140,6 +143,7 @@ async fn session(config: &TaskManagerConfig, hook: Option<&SampleHook>) -> Resul
                                 sample: Arc::clone(&sample),
                                 throttle: config.throttle.clone(),
                                 functions: config.functions.clone(),
+                                tables: config.tables.clone(),
                             };
                             let report = outbox_tx.clone();
                             let abort = set.spawn(async move {

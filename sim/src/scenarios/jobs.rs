@@ -48,6 +48,11 @@ pub fn order_aggregates(spec: &RunSpec) -> RunReport {
     run_job(Job::OrderAggregates, spec)
 }
 
+/// Runs one seed of `order-pipeline`.
+pub fn order_pipeline(spec: &RunSpec) -> RunReport {
+    run_job(Job::OrderPipeline, spec)
+}
+
 /// Runs one seed of `order-sessions`.
 pub fn order_sessions(spec: &RunSpec) -> RunReport {
     run_job(Job::OrderSessions, spec)

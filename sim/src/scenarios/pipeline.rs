@@ -18,7 +18,7 @@ use super::common::{
     create_topic, faults_and_world, note, producer_config, read_records_to_end, report, sleep_ms,
     wait_for_topic,
 };
-use crate::checker::{check_rows, check_windows, oracle};
+use crate::checker::{check_rows, check_table, check_windows, oracle};
 use crate::env::{EPOCH_MS, Env, Rec, now_ms};
 use crate::fault::{FaultPlan, TimedFault, Topology};
 use crate::report::RunReport;
@@ -38,6 +38,10 @@ use weir_core::runtime::exchange::ExchangeConfig;
 use weir_core::runtime::metrics::{CheckpointStats, LatencyStats, TaskSample};
 use weir_core::runtime::rpc::{JOB_MANAGER_PORT, ask};
 use weir_core::runtime::snapshot::TaskId;
+use weir_core::runtime::table::server::{
+    TABLE_PORT, TableClient, TableServerConfig, run_table_server,
+};
+use weir_core::runtime::table::{TableContent, TableStore, Tables};
 use weir_core::runtime::{
     Alignment, CheckpointConfig, Edge, JobConfig, JobEvent, JobGraph, JobManagerConfig, JobState,
     OperatorSpec, RestartStrategy, RuntimeMutation, SinkMode, TaskManagerConfig, ToClient,
@@ -46,6 +50,7 @@ use weir_core::runtime::{
 use weir_core::stream::window::WindowAssigner;
 use weir_workloads::generator::{GeneratorConfig, Skew, Workload};
 use weir_workloads::jobs::nexmark_windows::WindowQuery;
+use weir_workloads::jobs::order_pipeline;
 use weir_workloads::jobs::{self, Input, Job, Settings, canonical};
 
 const INPUT_PARTITIONS: i32 = 4;
@@ -62,6 +67,8 @@ pub(crate) const INPUTS_MIN: u64 = 300;
 const TASK_MANAGERS: usize = 3;
 const SLOTS: u32 = 2;
 const JOB_MANAGER: &str = "jm";
+/// The host of the table that upsert operators write, for jobs that have one.
+const TABLE_HOST: &str = "table";
 /// Faults strike during this phase, in simulated milliseconds.
 pub(crate) const WORKLOAD_MS: u64 = 20_000;
 /// After the heal the job must have finished within this bound.
@@ -100,6 +107,23 @@ impl PipelineJob {
         }
     }
 
+    /// The table the job upserts into, if any.
+    fn table(self) -> Option<&'static str> {
+        match self {
+            PipelineJob::OrderTotals => None,
+            PipelineJob::Catalog(job) => job.table(),
+        }
+    }
+
+    /// The tables its task managers can write: the table host's, reached over the network.
+    fn tables(self) -> Tables {
+        let Some(table) = self.table() else {
+            return Tables::default();
+        };
+        let client = TableClient::new(Net::Sim, &format!("{TABLE_HOST}:{TABLE_PORT}"), table);
+        Tables::default().with(table, Arc::new(client))
+    }
+
     /// The generator that feeds the job, if the feeder does not make its own input.
     fn generator(self) -> Option<(Workload, GeneratorConfig)> {
         match self {
@@ -128,8 +152,8 @@ fn generator_config(job: Job) -> GeneratorConfig {
         ..base
     };
     match job {
-        // Five-minute windows: few customers.
-        Job::OrderAggregates => orders,
+        // Five-minute windows (one-hour ones sliding by five minutes): few customers.
+        Job::OrderAggregates | Job::OrderPipeline => orders,
         // Ten-minute sessions: many customers, so that the rare ones' orders are far enough
         // apart to end sessions.
         Job::OrderSessions => GeneratorConfig {
@@ -161,7 +185,7 @@ fn generator_config(job: Job) -> GeneratorConfig {
 /// disorder, except for the order jobs, whose default of 5 s is below it.
 fn out_of_orderness_ms(job: Job) -> i64 {
     match job {
-        Job::OrderAggregates | Job::OrderSessions => 15_000,
+        Job::OrderAggregates | Job::OrderPipeline | Job::OrderSessions => 15_000,
         _ => job.out_of_orderness_ms(),
     }
 }
@@ -348,7 +372,7 @@ struct Shared {
     /// The operator is done (or there is none): the feeder may end the input.
     operator_done: Cell<bool>,
     feeder_done: Cell<bool>,
-    drained: RefCell<Option<Result<(RecordsRead, Outputs), String>>>,
+    drained: RefCell<Option<Result<Drained, String>>>,
     observed: RefCell<Observed>,
 }
 
@@ -607,7 +631,7 @@ async fn drain(
     shared: &Shared,
     control_limit: usize,
     deadline: u64,
-) -> Result<(RecordsRead, Outputs), String> {
+) -> Result<Drained, String> {
     let name = "observer";
     while !shared.feeder_done.get() {
         if now_ms() >= deadline {
@@ -658,6 +682,10 @@ async fn drain(
             .map_err(|(_, why)| why)
     };
     let input = read(shared.job.input_topic(), INPUT_PARTITIONS).await?;
+    let table = match shared.job.table().and_then(|t| shared.job.tables().get(t)) {
+        Some(store) => Some(scan_table(rec, store.as_ref(), deadline).await?),
+        None => None,
+    };
     let mut outputs = Outputs::new();
     for topic in shared.job.outputs() {
         let output = read(topic, OUTPUT_PARTITIONS).await?;
@@ -669,11 +697,47 @@ async fn drain(
         );
         outputs.push((topic, output));
     }
-    Ok((input, outputs))
+    Ok(Drained {
+        input,
+        outputs,
+        table,
+    })
+}
+
+/// Reads the whole table, retrying while its host is unreachable.
+async fn scan_table(
+    rec: &Rec,
+    store: &dyn TableStore,
+    deadline: u64,
+) -> Result<TableContent, String> {
+    loop {
+        match store.scan().await {
+            Ok(content) => {
+                note(
+                    rec,
+                    "observer",
+                    format!("read {} table rows", content.len()),
+                );
+                return Ok(content);
+            }
+            Err(e) if now_ms() >= deadline => return Err(format!("table: {e}")),
+            Err(_) => sleep_ms(RETRY_MS).await,
+        }
+    }
 }
 
 /// The committed records of each output topic.
 type Outputs = Vec<(&'static str, RecordsRead)>;
+
+/// What the observer read once the job finished.
+struct Drained {
+    /// The input, committed.
+    input: RecordsRead,
+    /// Each output topic, committed.
+    outputs: Outputs,
+    /// The table the job upserts into, if it has one.
+    table: Option<TableContent>,
+}
 
 /// The runtime a mutant of a pipeline scenario runs (the command line has checked the name
 /// against the scenario's list).
@@ -689,7 +753,12 @@ pub(crate) fn mutation(spec: &RunSpec) -> Option<RuntimeMutation> {
 
 /// Checks the committed output against the job's oracle; returns how many records (windows,
 /// for order-totals) the oracle expects, and every violation.
-fn check_output(job: PipelineJob, input: &RecordsRead, outputs: &Outputs) -> (usize, Vec<String>) {
+fn check_output(job: PipelineJob, drained: &Drained) -> (usize, Vec<String>) {
+    let Drained {
+        input,
+        outputs,
+        table,
+    } = drained;
     let output = |topic: &str| {
         outputs
             .iter()
@@ -726,6 +795,12 @@ fn check_output(job: PipelineJob, input: &RecordsRead, outputs: &Outputs) -> (us
                 found.extend(broken.iter().map(|v| format!("{topic}: {v}")));
                 records += expected.values().sum::<u64>() as usize;
             }
+            if let (Some(name), Some(content)) = (job.table(), table) {
+                let expected = order_pipeline::table_oracle(&input);
+                let broken = check_table(&expected, &order_pipeline::found_table(content));
+                found.extend(broken.iter().map(|v| format!("table {name}: {v}")));
+                records += expected.len();
+            }
             (records, found)
         }
     }
@@ -755,10 +830,12 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
     let mut rng = rng::derive(seed, pipeline.name);
     let brokers = broker_names(3);
     let tms: Vec<String> = (0..TASK_MANAGERS).map(|i| format!("tm-{i}")).collect();
+    let table_host = pipeline.job.table().map(|_| TABLE_HOST.to_string());
     let servers: Vec<String> = brokers
         .iter()
         .chain([&JOB_MANAGER.to_string()])
         .chain(&tms)
+        .chain(&table_host)
         .cloned()
         .collect();
     let topo = Topology {
@@ -859,6 +936,24 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
             }
         });
     }
+    if table_host.is_some() {
+        let faults = env.disk(TABLE_HOST);
+        env.sim.host(TABLE_HOST, move || {
+            let faults = faults.clone();
+            async move {
+                loop {
+                    let config = TableServerConfig::new(format!("0.0.0.0:{TABLE_PORT}"), Net::Sim);
+                    let disk = Disk::sim("/table", faults.clone());
+                    if let Err(e) = run_table_server(config, disk).await {
+                        // A disk fault stopped it: start again from its log, as a supervisor
+                        // would.
+                        tracing::warn!(error = %e, "table host stopped; restarting");
+                        sleep_ms(500).await;
+                    }
+                }
+            }
+        });
+    }
     for name in &tms {
         let throttle = env.throttle(name);
         let (rec, sh) = (Rc::clone(&env.rec), Rc::clone(&shared));
@@ -877,6 +972,7 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
                 control_frame_bytes_max: job.control_frame_bytes_max,
                 throttle: throttle.clone(),
                 functions: jobs::functions(),
+                tables: sh.job.tables(),
             };
             let (rec, sh) = (Rc::clone(&rec), Rc::clone(&sh));
             let hook = Rc::new(move |_: &str, samples: &[TaskSample]| {
@@ -908,8 +1004,8 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
     let mut violations = Vec::new();
     let mut expected_records = None;
     match shared.drained.borrow_mut().take() {
-        Some(Ok((input, output))) => {
-            let (windows, found) = check_output(pipeline.job, &input, &output);
+        Some(Ok(drained)) => {
+            let (windows, found) = check_output(pipeline.job, &drained);
             expected_records = Some(windows);
             if windows == 0 {
                 violations.push("liveness: the input holds no rows".into());

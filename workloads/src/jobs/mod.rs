@@ -9,6 +9,7 @@ pub mod click_analytics;
 pub mod nexmark_queries;
 pub mod nexmark_windows;
 pub mod order_aggregates;
+pub mod order_pipeline;
 pub mod order_sessions;
 
 use crate::generator::Event;
@@ -16,8 +17,8 @@ use crate::generator::Workload;
 use bytes::Bytes;
 use nexmark_queries::Query;
 use nexmark_windows::WindowQuery;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use weir_core::runtime::element::Row;
@@ -28,6 +29,7 @@ use weir_core::stream::window::WindowAssigner;
 pub fn functions() -> Functions {
     let f = order_aggregates::register(Functions::default());
     let f = order_sessions::register(f);
+    let f = order_pipeline::register(f);
     let f = click_analytics::register(f);
     let f = nexmark_queries::register(f);
     nexmark_windows::register(f)
@@ -85,11 +87,29 @@ fn row_of(e: &Event) -> Row {
     }
 }
 
+/// Generated orders for the jobs' unit tests: the first `count` of seed 3, 5% invalid, from
+/// 20 customers at `rate_per_s`.
+#[cfg(test)]
+fn test_orders(rate_per_s: f64, count: u64) -> Vec<Event> {
+    let config = crate::generator::GeneratorConfig {
+        rate_per_s,
+        keys: 20,
+        invalid_fraction: 0.05,
+        ..Default::default()
+    };
+    Workload::Orders
+        .events(3, &config, count)
+        .unwrap()
+        .collect()
+}
+
 /// A job of the catalog.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Job {
     /// High-value orders per customer in 5-minute windows.
     OrderAggregates,
+    /// Orders validated, enriched, upserted into a table and aggregated per customer.
+    OrderPipeline,
     /// Ordering sessions per customer, and running totals in event-time order.
     OrderSessions,
     /// Transactions per user in 1-minute windows: count, sum, avg, min, max.
@@ -105,6 +125,7 @@ impl Job {
     pub fn all() -> Vec<Job> {
         let mut jobs = vec![
             Job::OrderAggregates,
+            Job::OrderPipeline,
             Job::OrderSessions,
             Job::ClickAnalytics,
         ];
@@ -113,10 +134,12 @@ impl Job {
         jobs
     }
 
-    /// The job's name, which is also the topic it writes (its first, if it writes several).
+    /// The job's name, which is also the topic it writes (its first, if it writes several),
+    /// except for `order-pipeline`, which writes `order-metrics`.
     pub fn name(self) -> &'static str {
         match self {
             Job::OrderAggregates => order_aggregates::NAME,
+            Job::OrderPipeline => order_pipeline::NAME,
             Job::OrderSessions => order_sessions::NAME,
             Job::ClickAnalytics => click_analytics::NAME,
             Job::Nexmark(q) => q.name(),
@@ -132,7 +155,7 @@ impl Job {
     /// The workload that feeds it.
     pub fn workload(self) -> Workload {
         match self {
-            Job::OrderAggregates | Job::OrderSessions => Workload::Orders,
+            Job::OrderAggregates | Job::OrderPipeline | Job::OrderSessions => Workload::Orders,
             Job::ClickAnalytics => Workload::Clicks,
             Job::Nexmark(_) | Job::NexmarkWindows(_) => Workload::Nexmark,
         }
@@ -155,6 +178,7 @@ impl Job {
     pub fn graph(self, settings: &Settings) -> JobGraph {
         match self {
             Job::OrderAggregates => order_aggregates::graph(settings),
+            Job::OrderPipeline => order_pipeline::graph(settings),
             Job::OrderSessions => order_sessions::graph(settings),
             Job::ClickAnalytics => click_analytics::graph(settings),
             Job::Nexmark(q) => nexmark_queries::graph(q, settings),
@@ -165,9 +189,15 @@ impl Job {
     /// The topics the job writes.
     pub fn outputs(self) -> Vec<&'static str> {
         match self {
+            Job::OrderPipeline => vec![order_pipeline::METRICS_TOPIC, order_pipeline::DLQ_TOPIC],
             Job::OrderSessions => vec![order_sessions::NAME, order_sessions::RUNNING_TOPIC],
             _ => vec![self.name()],
         }
+    }
+
+    /// The table the job upserts into, if any: its name in the task managers' registry.
+    pub fn table(self) -> Option<&'static str> {
+        (self == Job::OrderPipeline).then_some(order_pipeline::TABLE)
     }
 
     /// The exact output for `input`, computed without the engine, per topic of
@@ -178,6 +208,13 @@ impl Job {
         let only = |expected| vec![(self.name(), expected)];
         match self {
             Job::OrderAggregates => only(order_aggregates::expected_records(input)),
+            Job::OrderPipeline => {
+                let (dead, metrics) = order_pipeline::oracle(input);
+                vec![
+                    (order_pipeline::METRICS_TOPIC, metrics),
+                    (order_pipeline::DLQ_TOPIC, dead),
+                ]
+            }
             Job::OrderSessions => {
                 let (sessions, running) = order_sessions::oracle(input);
                 vec![
@@ -211,6 +248,11 @@ type Step = (&'static str, Edge, OperatorSpec);
 /// The graph `source -> steps -> sink`, every operator at the settings' parallelism, writing
 /// to the topic named after the job.
 fn linear(name: &str, settings: &Settings, steps: Vec<Step>) -> JobGraph {
+    linear_to((name, name), settings, steps)
+}
+
+/// [`linear`], for a job (`.0`) whose sink writes a topic (`.1`) of another name.
+fn linear_to((name, topic): (&str, &str), settings: &Settings, steps: Vec<Step>) -> JobGraph {
     let vertex = |uid: &str, op| Vertex {
         uid: uid.into(),
         op,
@@ -233,7 +275,7 @@ fn linear(name: &str, settings: &Settings, steps: Vec<Step>) -> JobGraph {
     vertices.push(vertex(
         "sink",
         OperatorSpec::Sink {
-            topic: name.into(),
+            topic: topic.into(),
             mode: settings.sink_mode,
         },
     ));
@@ -289,6 +331,29 @@ fn with_json<T: Serialize>(row: Row, value: &T) -> Row {
         value: Bytes::from(value),
         ..row
     }
+}
+
+/// The fields of an order event that jobs keying orders by customer read.
+#[derive(Deserialize)]
+struct OrderFields {
+    event_type: String,
+    order_id: u64,
+    customer_id: String,
+    total_amount: f64,
+}
+
+/// An order's creation as a row keyed by its customer and valued `<cents> <order id>`, so that
+/// a window's extremes name their order; other events make none.
+fn creation_by_customer(order: OrderFields, ts: i64) -> Option<Row> {
+    (order.event_type == "order_created").then(|| Row {
+        key: Bytes::from(order.customer_id),
+        value: Bytes::from(format!(
+            "{} {}",
+            to_cents(order.total_amount),
+            order.order_id
+        )),
+        ts,
+    })
 }
 
 /// A step that runs the registered function `function`.

@@ -158,8 +158,8 @@ pub fn expected_records(input: &[Input<'_>]) -> ExpectedRecords {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generator::{GeneratorConfig, Workload};
     use crate::jobs::row_of;
+    use crate::jobs::test_orders;
 
     /// Reads one output value back: the customer, window end, count and total in cents.
     fn decode(value: &[u8]) -> Option<(String, i64, u64, i64)> {
@@ -169,16 +169,7 @@ mod tests {
 
     #[test]
     fn the_functions_and_the_oracle_agree_on_generated_orders() {
-        let config = GeneratorConfig {
-            rate_per_s: 2.0,
-            keys: 20,
-            invalid_fraction: 0.05,
-            ..GeneratorConfig::default()
-        };
-        let events: Vec<_> = Workload::Orders
-            .events(3, &config, 2_000)
-            .unwrap()
-            .collect();
+        let events = test_orders(2.0, 2_000);
         let expected = oracle(events.iter().map(|e| (e.value.as_slice(), e.timestamp_ms)));
         assert!(expected.len() > 20, "{} windows", expected.len());
         // The engine's path: filter, sum cents per window, format, read back.

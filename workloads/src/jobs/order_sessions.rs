@@ -21,8 +21,8 @@
 //! window only on a hash edge.
 
 use super::{
-    ExpectedRecords, Input, Settings, expect, linear, map, parse_valid, to_cents, windows,
-    with_json,
+    ExpectedRecords, Input, OrderFields, Settings, creation_by_customer, expect, linear, map,
+    parse_valid, to_cents, windows, with_json,
 };
 use crate::orders;
 use bytes::Bytes;
@@ -113,31 +113,13 @@ pub fn register(functions: Functions) -> Functions {
         .with(FORMAT, Arc::new(Format))
 }
 
-/// The fields of an order event the job reads.
-#[derive(Deserialize)]
-struct OrderEvent {
-    event_type: String,
-    order_id: u64,
-    customer_id: String,
-    total_amount: f64,
-}
-
 /// Keeps valid creations, keyed by customer, valued `<cents> <order id>`.
 struct OrdersByCustomer;
 
 impl RowFunction for OrdersByCustomer {
     fn apply(&self, row: Row, out: &mut Vec<Row>) {
-        let Some(order) = parse_valid::<OrderEvent, _>(orders::validate, &row.value) else {
-            return;
-        };
-        if order.event_type == "order_created" {
-            let value = format!("{} {}", to_cents(order.total_amount), order.order_id);
-            out.push(Row {
-                key: Bytes::from(order.customer_id),
-                value: Bytes::from(value),
-                ts: row.ts,
-            });
-        }
+        let order = parse_valid::<OrderFields, _>(orders::validate, &row.value);
+        out.extend(order.and_then(|o| creation_by_customer(o, row.ts)));
     }
 }
 
