@@ -14,6 +14,7 @@ use super::{TableContent, TableError, TableFuture, TableRow, TableState, TableSt
 use crate::disk::{Disk, DiskFile};
 use crate::net::Net;
 use crate::runtime::rpc::{RpcError, read_message, write_message};
+use crate::wire::frame::write_frame;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io;
@@ -187,7 +188,7 @@ async fn serve(
             ));
             write_message(&mut stream, &Reply::Failed(too_big)).await?;
         } else {
-            write_message(&mut stream, &reply).await?;
+            write_frame(&mut stream, &bytes).await?;
         }
     }
 }
