@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use weir_core::clock::Clock;
 use weir_core::stream::StreamEnv;
-use weir_core::stream::sink::{BoxFutureSink, Sink};
+use weir_core::stream::sink::Blackhole;
 use weir_core::stream::source::BoundedSource;
-use weir_core::stream::state::AggregateFunction;
+use weir_core::stream::state::CountSum;
 use weir_core::stream::watermark::WatermarkStrategy;
 use weir_core::stream::window::WindowAssigner;
 
@@ -22,42 +22,6 @@ struct Order {
     customer: u64,
     ts: i64,
     total: f64,
-}
-
-struct CountSum;
-
-impl AggregateFunction<Order> for CountSum {
-    type Acc = (u64, f64);
-    type Out = (u64, f64);
-    fn create_accumulator(&self) -> (u64, f64) {
-        (0, 0.0)
-    }
-    fn add(&self, o: &Order, acc: &mut (u64, f64)) {
-        acc.0 += 1;
-        acc.1 += o.total;
-    }
-    fn get_result(&self, acc: &(u64, f64)) -> (u64, f64) {
-        *acc
-    }
-    fn merge(&self, into: &mut (u64, f64), other: (u64, f64)) {
-        into.0 += other.0;
-        into.1 += other.1;
-    }
-}
-
-/// Counts what reaches it, so the bench does not measure collecting results.
-struct Count(std::rc::Rc<std::cell::Cell<u64>>);
-
-impl<T> Sink<T> for Count {
-    fn write(&mut self, _: T, _: Option<i64>) {
-        self.0.set(self.0.get() + 1);
-    }
-    fn flush(&mut self) -> BoxFutureSink<'_> {
-        Box::pin(async { Ok(()) })
-    }
-    fn finish(&mut self) -> BoxFutureSink<'_> {
-        Box::pin(async { Ok(()) })
-    }
 }
 
 fn orders() -> Vec<Order> {
@@ -80,17 +44,17 @@ fn run(rt: &tokio::runtime::Runtime, events: &[Order], assigner: WindowAssigner)
         let env = StreamEnv::with_clock(Clock::starting_at(0));
         let strategy = WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(100))
             .with_timestamp_assigner(|o: &Order, _| o.ts);
-        let fired = std::rc::Rc::new(std::cell::Cell::new(0));
+        let fired = Blackhole::default();
         env.from_source(
             BoundedSource::new(events.to_vec()).with_batch(1024),
             strategy,
         )
         .key_by(|o: &Order| o.customer)
         .window(assigner)
-        .aggregate(CountSum)
-        .sink(Count(fired.clone()));
+        .aggregate(CountSum::new(|o: &Order| o.total))
+        .sink(fired.clone());
         env.execute().await.expect("the job runs");
-        fired.get()
+        fired.count()
     })
 }
 

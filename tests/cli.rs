@@ -1,13 +1,8 @@
 //! The `weir` command line, run as a user would run it.
 
-use std::process::Command;
+mod support;
 
-fn weir(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .output()
-        .expect("weir runs")
-}
+use support::weir;
 
 #[test]
 fn scenarios_lists_one_per_line_with_a_description() {

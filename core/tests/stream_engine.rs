@@ -5,7 +5,7 @@ use std::time::Duration;
 use weir_core::clock::Clock;
 use weir_core::stream::process::{KeyedContext, KeyedProcessFunction};
 use weir_core::stream::source::{BoundedSource, SourceRecord};
-use weir_core::stream::state::{AggregateFunction, StateError, ValueStateDescriptor};
+use weir_core::stream::state::{CountSum, StateError, ValueStateDescriptor};
 use weir_core::stream::timers::TimeDomain;
 use weir_core::stream::watermark::WatermarkStrategy;
 use weir_core::stream::window::{TimeWindow, Trigger, WindowAssigner, Windowed};
@@ -31,25 +31,8 @@ fn env() -> StreamEnv {
 }
 
 /// Count and sum, the aggregate most tests use.
-struct CountSum;
-
-impl AggregateFunction<Ev> for CountSum {
-    type Acc = (u64, i64);
-    type Out = (u64, i64);
-    fn create_accumulator(&self) -> (u64, i64) {
-        (0, 0)
-    }
-    fn add(&self, v: &Ev, acc: &mut (u64, i64)) {
-        acc.0 += 1;
-        acc.1 += v.amount;
-    }
-    fn get_result(&self, acc: &(u64, i64)) -> (u64, i64) {
-        *acc
-    }
-    fn merge(&self, into: &mut (u64, i64), other: (u64, i64)) {
-        into.0 += other.0;
-        into.1 += other.1;
-    }
+fn count_sum() -> CountSum<Ev, i64> {
+    CountSum::new(|v: &Ev| v.amount)
 }
 
 fn strategy(bound_ms: u64) -> WatermarkStrategy<Ev> {
@@ -113,7 +96,7 @@ async fn tumbling_windows_fire_at_the_watermark_with_start_inclusive_and_end_exc
         .from_source(source(events), strategy(0))
         .key_by(|e: &Ev| e.key.clone())
         .window(WindowAssigner::tumbling(Duration::from_millis(10)))
-        .aggregate(CountSum)
+        .aggregate(count_sum())
         .collect();
     let report = env.execute().await.unwrap();
     let got = summary(&out.values());
@@ -155,7 +138,7 @@ async fn late_records_refire_within_the_lateness_and_go_to_the_side_output_beyon
         .window(WindowAssigner::tumbling(Duration::from_millis(10)))
         .allowed_lateness(Duration::from_millis(5))
         .side_output_late_data(&LATE)
-        .aggregate(CountSum);
+        .aggregate(count_sum());
     let out = windowed.collect();
     let late = windowed.side_output(&LATE).collect();
     let report = env.execute().await.unwrap();
@@ -252,7 +235,7 @@ async fn session_windows_merge_when_a_record_bridges_them() {
         .from_source(source(events), strategy(20))
         .key_by(|e: &Ev| e.key.clone())
         .window(WindowAssigner::session(Duration::from_millis(10)))
-        .aggregate(CountSum)
+        .aggregate(count_sum())
         .collect();
     env.execute().await.unwrap();
     let got = summary(&out.values());
@@ -277,7 +260,7 @@ async fn global_windows_fire_every_n_records_with_a_count_trigger() {
         .key_by(|e: &Ev| e.key.clone())
         .window(WindowAssigner::global())
         .trigger(Trigger::Count(2))
-        .aggregate(CountSum)
+        .aggregate(count_sum())
         .collect();
     env.execute().await.unwrap();
     let got: Vec<(String, u64, i64)> = out
@@ -300,7 +283,7 @@ async fn the_watermark_after_a_union_is_the_minimum_of_its_inputs() {
         .union(&[&slow])
         .key_by(|e: &Ev| e.key.clone())
         .window(WindowAssigner::tumbling(Duration::from_millis(10)))
-        .aggregate(CountSum)
+        .aggregate(count_sum())
         .collect();
     env.execute().await.unwrap();
     // With the minimum, ts 5 is not late when it arrives after ts 100 on the other input.
@@ -339,7 +322,7 @@ async fn per_split_watermarks_hold_back_for_the_slowest_split() {
         )
         .key_by(|e: &Ev| e.key.clone())
         .window(WindowAssigner::tumbling(Duration::from_millis(10)))
-        .aggregate(CountSum)
+        .aggregate(count_sum())
         .collect();
     env.execute().await.unwrap();
     assert_eq!(
@@ -430,7 +413,7 @@ async fn a_restored_job_continues_as_if_never_stopped() {
             .key_by(|e: &Ev| e.key.clone())
             .window(WindowAssigner::tumbling(Duration::from_millis(100)))
             .allowed_lateness(Duration::from_millis(50))
-            .aggregate(CountSum)
+            .aggregate(count_sum())
             .collect()
     };
     let whole = env();
@@ -544,7 +527,7 @@ async fn window_state_is_freed_once_the_watermark_passes_end_plus_lateness() {
         .key_by(|e: &Ev| e.key.clone())
         .window(WindowAssigner::tumbling(Duration::from_millis(10)))
         .allowed_lateness(Duration::from_millis(5))
-        .aggregate(CountSum)
+        .aggregate(count_sum())
         .collect();
     let mut sizes = Vec::new();
     loop {

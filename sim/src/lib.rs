@@ -4,6 +4,7 @@
 //! hash. A failing run prints the `weir replay` line that reproduces it.
 
 pub mod checker;
+pub mod compare;
 pub mod env;
 pub mod fault;
 pub mod history;

@@ -86,6 +86,12 @@ pub fn all() -> &'static [Scenario] {
             run: scenarios::eos_pipeline::run,
         },
         Scenario {
+            name: "microbatch",
+            description: "the eos-pipeline job under the micro-batch model (each trigger fixes the batch's end offsets in the job manager's offset log before any of it is read; the batch's checkpoint is its commit), amid the same faults; read_committed output equals the oracle, and every batch re-run after a failure reads exactly its logged range",
+            mutants: scenarios::microbatch::MUTANTS,
+            run: scenarios::microbatch::run,
+        },
+        Scenario {
             name: "backpressure",
             description: "the eos-pipeline job with its window subtasks slowed for ten seconds while the sources are not; the sources' output waits for credit, exchange buffers stay within their bound, the backlog waits in the broker as source lag, the job catches up, and the output is exactly-once",
             mutants: scenarios::backpressure::MUTANTS,

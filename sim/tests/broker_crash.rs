@@ -5,10 +5,10 @@
 mod common;
 
 use common::{
-    every_seed_passes_with_progress, first_catch, generated_plans_pass, queue_topology, run,
-    same_seed_same_hash,
+    every_seed_passes_with_progress, first_catch, generated_plans_pass, plan_runner,
+    queue_topology, run, same_seed_same_hash,
 };
-use proptest::test_runner::{Config, TestError, TestRunner};
+use proptest::test_runner::TestError;
 use weir_sim::fault::FaultPlan;
 use weir_sim::scenario::RunSpec;
 
@@ -52,12 +52,7 @@ fn generated_fault_plans_pass() {
 
 #[test]
 fn a_failing_plan_shrinks_to_a_few_faults() {
-    let mut runner = TestRunner::new(Config {
-        cases: 16,
-        max_shrink_iters: 64,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let mut runner = plan_runner(16, 64);
     let result = runner.run(
         &FaultPlan::strategy(&queue_topology(1), 20_000, 12),
         |plan| {

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{
-    every_seed_passes, figure, first_catch, generated_plans_pass, pipeline_topology,
+    assert_caught, every_seed_passes, figure, generated_plans_pass, pipeline_topology,
     same_seed_same_hash,
 };
 
@@ -30,16 +30,12 @@ fn the_same_seed_gives_the_same_trace_hash() {
 
 #[test]
 fn a_sink_that_commits_before_the_checkpoint_completes_is_caught() {
-    let caught = first_catch(SCENARIO, "commit-before-complete", 40);
-    eprintln!("commit-before-complete caught at seed {caught:?}");
-    assert!(caught.is_some());
+    assert_caught(SCENARIO, "commit-before-complete", 40);
 }
 
 #[test]
 fn sources_that_save_offsets_after_the_barrier_are_caught() {
-    let caught = first_catch(SCENARIO, "offsets-after-barrier", 40);
-    eprintln!("offsets-after-barrier caught at seed {caught:?}");
-    assert!(caught.is_some());
+    assert_caught(SCENARIO, "offsets-after-barrier", 40);
 }
 
 #[test]

@@ -1,11 +1,14 @@
 //! Subcommands.
 
+mod bench;
 mod broker;
 mod check;
 mod cluster;
 mod job;
+mod plot;
 mod produce;
 mod replay;
+mod report;
 mod sim;
 mod sweep;
 
@@ -41,6 +44,11 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Run a job on a local job manager and task manager against any Kafka-protocol cluster.
     Job(job::JobArgs),
+    /// Benchmarks run from the command line: execution models compared, input files shared
+    /// with peer engines.
+    Bench(bench::BenchArgs),
+    /// Write reports/framework-comparison.md from scratch.
+    Report(report::ReportArgs),
 }
 
 impl Cli {
@@ -94,6 +102,17 @@ fn wall_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Today's date (UTC) as YYYY-MM-DD, for reports, as the system's `date` gives it.
+fn today() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%F"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map_or_else(|| "(date unknown)".into(), |d| d.trim().to_string())
+}
+
 /// Runs `work` to completion on `runtime` (or reports why the runtime could not start), and
 /// turns its result into an exit code, printing the error under `command`'s name.
 fn block_on<F>(
@@ -134,5 +153,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Check(args)) => check::run(args),
         Some(Command::Produce(args)) => produce::run(args),
         Some(Command::Job(args)) => job::run(args),
+        Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::Report(args)) => report::run(args),
     }
 }

@@ -13,6 +13,14 @@ use std::time::{Duration, Instant};
 /// How long a broker or cluster may take to print that it listens, in seconds.
 const START_TIMEOUT_S: u64 = 120;
 
+/// Runs `weir ARGS` to its end and returns what it printed.
+pub fn weir(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .output()
+        .expect("weir runs")
+}
+
 /// A `weir` child process, killed when dropped, with its stdout lines.
 pub struct WeirProcess {
     child: Child,

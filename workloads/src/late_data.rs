@@ -15,7 +15,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use weir_core::stream::state::AggregateFunction;
+use weir_core::stream::state::CountSum;
 use weir_core::stream::window::{WindowAssigner, Windowed};
 use weir_core::stream::{DataStream, OutputTag};
 
@@ -64,28 +64,6 @@ pub type Firings = BTreeMap<(u32, i64), Vec<(u64, i64)>>;
 /// The side output for events beyond the allowed lateness.
 pub const LATE: OutputTag<Event> = OutputTag::new("late-events");
 
-/// Count and sum per window.
-pub struct CountSum;
-
-impl AggregateFunction<Event> for CountSum {
-    type Acc = (u64, i64);
-    type Out = (u64, i64);
-    fn create_accumulator(&self) -> (u64, i64) {
-        (0, 0)
-    }
-    fn add(&self, e: &Event, acc: &mut (u64, i64)) {
-        acc.0 += 1;
-        acc.1 += e.amount;
-    }
-    fn get_result(&self, acc: &(u64, i64)) -> (u64, i64) {
-        *acc
-    }
-    fn merge(&self, into: &mut (u64, i64), other: (u64, i64)) {
-        into.0 += other.0;
-        into.1 += other.1;
-    }
-}
-
 /// The job: key by `key`, tumbling windows with allowed lateness, count and sum, late events to
 /// [`LATE`]. Returns the window results and the late events.
 pub fn job(events: &DataStream<Event>, t: Timing) -> (DataStream<WindowResult>, DataStream<Event>) {
@@ -97,7 +75,7 @@ pub fn job(events: &DataStream<Event>, t: Timing) -> (DataStream<WindowResult>, 
         )))
         .allowed_lateness(Duration::from_millis(t.lateness_ms as u64))
         .side_output_late_data(&LATE)
-        .aggregate(CountSum);
+        .aggregate(CountSum::new(|e: &Event| e.amount));
     let late = windows.side_output(&LATE);
     (windows, late)
 }

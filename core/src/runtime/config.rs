@@ -15,6 +15,24 @@ pub enum Alignment {
     Unaligned,
 }
 
+/// How the job moves records from its sources to its sinks, and when it commits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExecutionModel {
+    /// Sources read continuously; a checkpoint barrier every `checkpoint.interval_ms` cuts the
+    /// stream, and the sinks commit when it completes (the model of Flink).
+    #[default]
+    Pipelined,
+    /// Micro-batches, one per trigger (the model of Spark Structured Streaming). At each trigger
+    /// the sources fix the batch's end offsets, the job manager writes them to its offset log,
+    /// and only then do the sources read up to them and end the batch with a barrier; the
+    /// batch's completed checkpoint is its commit. A batch re-run after a failure reads the
+    /// logged range again. Watermarks advance once per batch, from the batch before.
+    MicroBatch {
+        /// Time from one batch's start to the next one's, at least.
+        trigger_ms: u64,
+    },
+}
+
 /// Checkpointing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointConfig {
@@ -84,6 +102,9 @@ pub enum RuntimeMutation {
     CommitBeforeComplete,
     /// Sources forward the barrier, read on, and only then save their offsets.
     OffsetsAfterBarrier,
+    /// Micro-batch: a batch re-run after a failure is planned afresh instead of reading the
+    /// range the offset log holds for it.
+    OffsetLogIgnored,
     /// Result partitions queue without limit instead of waiting for credit-freed buffers.
     UnboundedBuffers,
     /// A job manager resuming a stopped job from a savepoint drops the stopped run's
@@ -98,6 +119,9 @@ pub struct JobConfig {
     pub graph: JobGraph,
     /// Broker bootstrap addresses ("host:port").
     pub bootstrap: Vec<String>,
+    /// Pipelined or micro-batch.
+    #[serde(default)]
+    pub model: ExecutionModel,
     /// Checkpoints.
     pub checkpoint: CheckpointConfig,
     /// Restarts.
@@ -127,6 +151,7 @@ impl JobConfig {
         Self {
             graph,
             bootstrap,
+            model: ExecutionModel::default(),
             checkpoint: CheckpointConfig::default(),
             restart: RestartStrategy::default(),
             exchange: ExchangeConfig::default(),

@@ -18,7 +18,7 @@
 //! each deployment, so a restarted job manager never reuses one: subtasks, their ports and
 //! their messages are all told apart by it.
 
-use super::config::{JobConfig, RuntimeMutation};
+use super::config::{ExecutionModel, JobConfig, RuntimeMutation};
 use super::exchange::ChannelSource;
 use super::graph::Stage;
 use super::metrics::{CheckpointStats, TaskSample};
@@ -26,7 +26,9 @@ use super::rpc::{
     JobState, RpcError, TaskDeployment, ToClient, ToJobManager, ToTaskManager, read_message,
     write_message,
 };
-use super::snapshot::{CheckpointStore, CompletedCheckpoint, JobMeta, TaskId, TaskSnapshot};
+use super::snapshot::{
+    BatchPlan, CheckpointStore, CompletedCheckpoint, JobMeta, TaskId, TaskSnapshot,
+};
 use crate::disk::Disk;
 use crate::net::Net;
 use serde::Serialize;
@@ -77,6 +79,17 @@ pub enum JobEvent {
     },
     /// A checkpoint completed.
     CheckpointCompleted(CheckpointStats),
+    /// Micro-batch: a batch started, its range logged (or, re-run, read from the log).
+    BatchStarted {
+        /// The checkpoint that ends it.
+        checkpoint_id: u64,
+        /// The completed checkpoint it starts from.
+        after: Option<u64>,
+        /// Each source subtask's end offset per partition.
+        ends: BTreeMap<String, BTreeMap<i32, i64>>,
+        /// It re-runs a logged batch.
+        replayed: bool,
+    },
     /// A checkpoint was given up.
     CheckpointAbandoned {
         /// Its id.
@@ -128,6 +141,10 @@ struct Tm {
 struct Pending {
     id: u64,
     started: Instant,
+    /// Micro-batch: where each source subtask's share of the batch ends, as reported.
+    plans: BTreeMap<TaskId, BTreeMap<i32, i64>>,
+    /// Micro-batch: the batch is logged and its sources read.
+    running: bool,
     acks: BTreeMap<TaskId, TaskSnapshot>,
     savepoint_for: Vec<u64>,
     /// Clients that asked to stop once this checkpoint, a savepoint, is committed.
@@ -169,6 +186,13 @@ struct JobManager {
     committed: BTreeSet<TaskId>,
     last_complete_sent: Instant,
     samples: BTreeMap<TaskId, TaskSample>,
+    /// Task managers dropped while they ran subtasks, and the time by which their own
+    /// heartbeat timeout has stopped those subtasks. No attempt deploys before then (unless
+    /// the task manager registers again, which ends its old session): a subtask left running
+    /// would be a zombie that fences the new attempt's transactions.
+    lost: BTreeMap<String, Instant>,
+    /// Micro-batch: the offset log's last batch.
+    batch_plan: Option<BatchPlan>,
 }
 
 /// Runs the job manager for `config.job`, keeping its checkpoints on `disk`, until the
@@ -214,6 +238,8 @@ pub async fn run_job_manager(
         committed: BTreeSet::new(),
         last_complete_sent: Instant::now(),
         samples: BTreeMap::new(),
+        lost: BTreeMap::new(),
+        batch_plan: None,
     };
     if meta.stopped.is_some() {
         if config.savepoint.is_some() {
@@ -243,6 +269,10 @@ pub async fn run_job_manager(
                 }
             }
         }
+        Err(e) => jm.fail(e.to_string()),
+    }
+    match jm.store.batch_plan() {
+        Ok(plan) => jm.batch_plan = plan,
         Err(e) => jm.fail(e.to_string()),
     }
     if let Some(c) = &jm.latest {
@@ -359,6 +389,7 @@ impl JobManager {
         }
         match message {
             ToJobManager::Register { name, host, slots } => {
+                self.lost.remove(&name);
                 let replaced = self.tms.insert(
                     name.clone(),
                     Tm {
@@ -414,6 +445,24 @@ impl JobManager {
                     self.check_finished().await;
                 }
             }
+            ToJobManager::Planned {
+                attempt,
+                checkpoint_id,
+                task,
+                ends,
+            } => {
+                if attempt == self.meta.attempt
+                    && let Some(p) = &mut self.pending
+                    && p.id == checkpoint_id
+                    && !p.running
+                {
+                    p.plans.insert(task, ends);
+                    let sources = self.placement.keys().filter(|t| t.stage == 0).count();
+                    if p.plans.len() == sources {
+                        self.log_batch().await;
+                    }
+                }
+            }
             ToJobManager::Failed {
                 attempt,
                 task,
@@ -458,10 +507,7 @@ impl JobManager {
             .map(|(n, _)| n.clone())
             .collect();
         for name in lost {
-            self.tms.remove(&name);
-            if self.busy_tms().contains(&name) {
-                self.failover(format!("lost task manager {name}"));
-            }
+            self.drop_tm(&name, format!("lost task manager {name}"));
         }
     }
 
@@ -475,12 +521,7 @@ impl JobManager {
             .map(|(n, _)| n.clone())
             .collect();
         for name in silent {
-            if let Some(t) = self.tms.remove(&name) {
-                self.conns.remove(&t.conn);
-            }
-            if self.busy_tms().contains(&name) {
-                self.failover(format!("task manager {name} missed its heartbeats"));
-            }
+            self.drop_tm(&name, format!("task manager {name} missed its heartbeats"));
         }
         match self.state {
             JobState::Scheduling | JobState::Restarting => {
@@ -544,10 +585,16 @@ impl JobManager {
             self.pending = Some(Pending {
                 id,
                 started: now,
+                plans: BTreeMap::new(),
+                running: false,
                 acks: BTreeMap::new(),
                 savepoint_for: std::mem::take(&mut self.savepoint_waiters),
                 stop_for: std::mem::take(&mut self.stop_waiters),
             });
+            if let Some(plan) = self.logged_batch() {
+                self.run_batch(id, plan.ends, true);
+                return;
+            }
             let attempt = self.meta.attempt;
             for (task, tm) in &self.placement {
                 if task.stage == 0 {
@@ -560,6 +607,84 @@ impl JobManager {
                         },
                     );
                 }
+            }
+        }
+    }
+
+    /// Micro-batch: the logged batch that starts from the latest checkpoint, if there is one
+    /// (the job failed, or the checkpoint was abandoned, after it was logged): the next batch
+    /// must read the same range.
+    fn logged_batch(&self) -> Option<BatchPlan> {
+        let after = self.latest.as_ref().map(|c| c.id);
+        self.batch_plan
+            .clone()
+            .filter(|p| p.after == after)
+            .filter(|_| self.job.mutation != Some(RuntimeMutation::OffsetLogIgnored))
+    }
+
+    /// Micro-batch: every source reported where the pending batch ends; logs the batch
+    /// durably, then lets the sources read it.
+    async fn log_batch(&mut self) {
+        let Some(p) = &self.pending else { return };
+        let plan = BatchPlan {
+            after: self.latest.as_ref().map(|c| c.id),
+            checkpoint_id: p.id,
+            ends: p
+                .plans
+                .iter()
+                .map(|(t, ends)| (t.to_string(), ends.clone()))
+                .collect(),
+        };
+        if let Err(e) = self.store.save_batch_plan(&plan).await {
+            self.failover(format!("the offset log could not be written: {e}"));
+            return;
+        }
+        let id = plan.checkpoint_id;
+        let ends = plan.ends.clone();
+        self.batch_plan = Some(plan);
+        self.run_batch(id, ends, false);
+    }
+
+    /// Micro-batch: tells each source where its share of batch `checkpoint_id` ends.
+    fn run_batch(
+        &mut self,
+        checkpoint_id: u64,
+        ends: BTreeMap<String, BTreeMap<i32, i64>>,
+        replayed: bool,
+    ) {
+        let Some(p) = &mut self.pending else { return };
+        p.running = true;
+        let attempt = self.meta.attempt;
+        for (task, tm) in &self.placement {
+            if task.stage == 0 {
+                let mine = ends.get(&task.to_string()).cloned().unwrap_or_default();
+                self.send_tm(
+                    tm,
+                    ToTaskManager::RunBatch {
+                        attempt,
+                        checkpoint_id,
+                        task: *task,
+                        ends: mine,
+                    },
+                );
+            }
+        }
+        self.event(JobEvent::BatchStarted {
+            checkpoint_id,
+            after: self.latest.as_ref().map(|c| c.id),
+            ends,
+            replayed,
+        });
+    }
+
+    /// When the checkpoint after one that started at `started` and ends `now` is due.
+    fn next_trigger_after(&self, started: Instant, now: Instant) -> Instant {
+        match self.job.model {
+            ExecutionModel::Pipelined => {
+                now + Duration::from_millis(self.job.checkpoint.interval_ms)
+            }
+            ExecutionModel::MicroBatch { trigger_ms } => {
+                (started + Duration::from_millis(trigger_ms)).max(now)
             }
         }
     }
@@ -581,7 +706,7 @@ impl JobManager {
             .save_checkpoint(&checkpoint, self.job.checkpoint.retained_max)
             .await;
         let now = Instant::now();
-        self.next_trigger = now + Duration::from_millis(self.job.checkpoint.interval_ms);
+        self.next_trigger = self.next_trigger_after(p.started, now);
         if let Err(e) = saved {
             let why = format!("checkpoint {}: {e}", p.id);
             self.refuse(p.savepoint_for, &why);
@@ -704,6 +829,32 @@ impl JobManager {
         }
     }
 
+    /// Forgets task manager `name`. If it ran subtasks of the current attempt, it is told to
+    /// cancel them (if the link still works), the job fails over, and the next attempt waits
+    /// out the task manager's own heartbeat timeout, after which it has stopped them itself.
+    fn drop_tm(&mut self, name: &str, reason: String) {
+        let busy = self.busy_tms().contains(name);
+        if busy {
+            self.send_tm(
+                name,
+                ToTaskManager::Cancel {
+                    attempt: self.meta.attempt,
+                },
+            );
+            let lease_ms = self.job.heartbeat_timeout_ms + 2 * self.job.heartbeat_interval_ms;
+            self.lost.insert(
+                name.to_string(),
+                Instant::now() + Duration::from_millis(lease_ms),
+            );
+        }
+        if let Some(t) = self.tms.remove(name) {
+            self.conns.remove(&t.conn);
+        }
+        if busy {
+            self.failover(reason);
+        }
+    }
+
     fn failover(&mut self, reason: String) {
         if self.state != JobState::Running && self.state != JobState::Scheduling {
             return;
@@ -742,8 +893,14 @@ impl JobManager {
         self.restart_at = Some(Instant::now() + Duration::from_millis(wait));
     }
 
-    /// Deploys the next attempt if the live task managers have slots for every subtask.
+    /// Deploys the next attempt if the live task managers have slots for every subtask and no
+    /// lost one may still run subtasks of an earlier attempt.
     async fn try_deploy(&mut self) {
+        let now = Instant::now();
+        self.lost.retain(|_, stopped_by| *stopped_by > now);
+        if !self.lost.is_empty() {
+            return;
+        }
         let tasks: Vec<TaskId> = self
             .stages
             .iter()
@@ -837,8 +994,7 @@ impl JobManager {
         self.state = JobState::Running;
         self.restart_at = None;
         self.running_since = Instant::now();
-        self.next_trigger =
-            self.running_since + Duration::from_millis(self.job.checkpoint.interval_ms);
+        self.next_trigger = self.next_trigger_after(self.running_since, self.running_since);
         self.event(JobEvent::Deployed {
             attempt,
             restored: restore.map(|c| c.id),

@@ -36,7 +36,9 @@ pub mod taskmanager;
 mod throttle;
 pub mod window;
 
-pub use config::{Alignment, CheckpointConfig, JobConfig, RestartStrategy, RuntimeMutation};
+pub use config::{
+    Alignment, CheckpointConfig, ExecutionModel, JobConfig, RestartStrategy, RuntimeMutation,
+};
 pub use function::{Functions, RowFunction};
 pub use graph::{Edge, JobGraph, OperatorSpec, SinkMode, Vertex};
 pub use jobmanager::{JobEvent, JobManagerConfig, run_job_manager};

@@ -8,6 +8,7 @@ use super::metrics::TaskSample;
 use super::snapshot::{TaskId, TaskSnapshot};
 use crate::wire::frame::{FrameError, read_frame, write_frame};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::collections::BTreeMap;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The job manager's port.
@@ -70,6 +71,17 @@ pub enum ToJobManager {
         /// Subtask.
         task: TaskId,
     },
+    /// Micro-batch: a source subtask fixed where its share of a batch ends.
+    Planned {
+        /// Attempt.
+        attempt: u64,
+        /// The batch's checkpoint.
+        checkpoint_id: u64,
+        /// The source subtask.
+        task: TaskId,
+        /// Each partition's end offset (exclusive); an ended partition has none.
+        ends: BTreeMap<i32, i64>,
+    },
     /// A subtask failed.
     Failed {
         /// Attempt.
@@ -109,7 +121,20 @@ pub enum ToTaskManager {
         /// Attempt.
         attempt: u64,
     },
-    /// Source subtask `task`: inject the barrier of `checkpoint_id`.
+    /// Micro-batch: source subtask `task` reads up to `ends` (from the offset log), then
+    /// injects the barrier of `checkpoint_id`.
+    RunBatch {
+        /// Attempt.
+        attempt: u64,
+        /// The batch's checkpoint.
+        checkpoint_id: u64,
+        /// The source subtask.
+        task: TaskId,
+        /// Each partition's end offset (exclusive).
+        ends: BTreeMap<i32, i64>,
+    },
+    /// Source subtask `task`: inject the barrier of `checkpoint_id` (micro-batch: fix where
+    /// the batch ends and report it).
     Trigger {
         /// Attempt.
         attempt: u64,

@@ -108,6 +108,19 @@ pub enum StoreError {
 const CHECKPOINTS: &str = "checkpoints";
 const SAVEPOINTS: &str = "savepoints";
 const META: &str = "job.json";
+const OFFSET_LOG: &str = "offsets.json";
+
+/// Micro-batch: the offset log's record of the batch planned last, written before any of
+/// the batch is read. A batch re-run after a failure reads the same range.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchPlan {
+    /// The completed checkpoint the batch starts from (none: from the start).
+    pub after: Option<u64>,
+    /// The checkpoint that first ran the batch.
+    pub checkpoint_id: u64,
+    /// Each source subtask's end offset per partition (exclusive).
+    pub ends: BTreeMap<String, BTreeMap<i32, i64>>,
+}
 
 /// Checkpoints, savepoints and job bookkeeping on one disk.
 pub struct CheckpointStore {
@@ -135,6 +148,16 @@ impl CheckpointStore {
     /// Saves the job's bookkeeping durably.
     pub async fn save_meta(&self, meta: &JobMeta) -> Result<(), StoreError> {
         self.write(META, meta).await
+    }
+
+    /// Micro-batch: the batch the offset log holds, if any.
+    pub fn batch_plan(&self) -> Result<Option<BatchPlan>, StoreError> {
+        self.read(OFFSET_LOG)
+    }
+
+    /// Micro-batch: logs a batch durably before it runs (replacing the one before).
+    pub async fn save_batch_plan(&self, plan: &BatchPlan) -> Result<(), StoreError> {
+        self.write(OFFSET_LOG, plan).await
     }
 
     /// Saves a completed checkpoint durably, then deletes all but the newest `retained_max`.

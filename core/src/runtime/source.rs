@@ -3,7 +3,9 @@
 
 use super::element::Row;
 use super::metrics::TaskSample;
-use crate::client::{ClientError, Cluster, Consumer, ConsumerConfig, Isolation, OffsetReset};
+use crate::client::{
+    ClientError, Cluster, Consumer, ConsumerConfig, ConsumerRecord, Isolation, OffsetReset,
+};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -37,6 +39,7 @@ pub(crate) struct Polled {
 /// A source subtask's reader.
 pub(crate) struct BrokerSource {
     consumer: Consumer,
+    topic: String,
     progress: BTreeMap<i32, Progress>,
     out_of_orderness_ms: i64,
     end_marker: Option<Bytes>,
@@ -98,6 +101,7 @@ impl BrokerSource {
         }
         Ok(Self {
             consumer,
+            topic: topic.to_string(),
             progress,
             out_of_orderness_ms,
             end_marker: end_marker.map(|m| Bytes::from(m.to_string())),
@@ -119,36 +123,123 @@ impl BrokerSource {
                 .consumer
                 .poll(Duration::from_millis(POLL_WAIT_MS))
                 .await?;
-            for r in records {
-                let Some(prog) = self.progress.get_mut(&r.partition) else {
-                    continue;
-                };
-                if prog.ended || r.offset < prog.next_offset {
-                    continue;
-                }
-                prog.next_offset = r.offset + 1;
-                let value = r.value.unwrap_or_default();
-                if self.end_marker.as_ref() == Some(&value) {
-                    prog.ended = true;
-                    continue;
-                }
-                prog.max_ts = Some(prog.max_ts.map_or(r.timestamp, |m| m.max(r.timestamp)));
-                rows.push(Row {
-                    key: r.key.unwrap_or_default(),
-                    value,
-                    ts: r.timestamp,
-                });
-            }
+            rows = self.take(records, None);
         } else {
             tokio::time::sleep(Duration::from_millis(POLL_WAIT_MS)).await;
         }
+        Ok(Polled {
+            rows,
+            watermark: self.advance_watermark(),
+        })
+    }
+
+    /// Keeps the records this subtask has not read yet (and, in a batch, those before their
+    /// partition's end), noting each partition's progress.
+    fn take(
+        &mut self,
+        records: Vec<ConsumerRecord>,
+        ends: Option<&BTreeMap<i32, i64>>,
+    ) -> Vec<Row> {
+        let mut rows = Vec::new();
+        for r in records {
+            let Some(prog) = self.progress.get_mut(&r.partition) else {
+                continue;
+            };
+            let past_end =
+                ends.is_some_and(|e| e.get(&r.partition).is_none_or(|end| r.offset >= *end));
+            if prog.ended || r.offset < prog.next_offset || past_end {
+                continue;
+            }
+            prog.next_offset = r.offset + 1;
+            let value = r.value.unwrap_or_default();
+            if self.end_marker.as_ref() == Some(&value) {
+                prog.ended = true;
+                continue;
+            }
+            prog.max_ts = Some(prog.max_ts.map_or(r.timestamp, |m| m.max(r.timestamp)));
+            rows.push(Row {
+                key: r.key.unwrap_or_default(),
+                value,
+                ts: r.timestamp,
+            });
+        }
+        rows
+    }
+
+    /// The subtask's watermark, if it advanced since the last call.
+    pub fn advance_watermark(&mut self) -> Option<i64> {
         let watermark = self.current_watermark();
         let advanced = (watermark > self.watermark).then_some(watermark);
         self.watermark = self.watermark.max(watermark);
-        Ok(Polled {
-            rows,
-            watermark: advanced,
-        })
+        advanced
+    }
+
+    /// Micro-batch: where each partition of this subtask that has not ended ends now (its
+    /// last stable offset, as a read_committed reader sees it).
+    pub async fn plan(&self) -> Result<BTreeMap<i32, i64>, ClientError> {
+        let mut ends = BTreeMap::new();
+        for (p, prog) in self.progress.iter().filter(|(_, prog)| !prog.ended) {
+            let end = self
+                .consumer
+                .list_offset(&(self.topic.clone(), *p), -1)
+                .await?;
+            ends.insert(*p, end.max(prog.next_offset));
+        }
+        Ok(ends)
+    }
+
+    /// Micro-batch: starts a batch ending at `ends`, reading each partition on from its saved
+    /// position (the reader may have fetched past the last batch's end).
+    pub fn start_batch(&mut self, ends: &BTreeMap<i32, i64>) -> Result<(), String> {
+        if let Some(p) = ends.keys().find(|p| !self.progress.contains_key(p)) {
+            return Err(format!(
+                "the batch names partition {p}, which this subtask does not read"
+            ));
+        }
+        for (p, prog) in &self.progress {
+            if !prog.ended {
+                self.consumer
+                    .seek((self.topic.clone(), *p), prog.next_offset)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Micro-batch: reads what is there before the batch's ends, waiting briefly.
+    pub async fn poll_batch(&mut self, ends: &BTreeMap<i32, i64>) -> Result<Vec<Row>, ClientError> {
+        let records = self
+            .consumer
+            .poll(Duration::from_millis(POLL_WAIT_MS))
+            .await?;
+        Ok(self.take(records, Some(ends)))
+    }
+
+    /// Micro-batch: whether every partition has read up to its end (or ended). Once it has,
+    /// each position is the end: what lies between (aborted records, transaction markers) was
+    /// skipped by the reader.
+    pub fn batch_read(&mut self, ends: &BTreeMap<i32, i64>) -> bool {
+        let read = self.progress.iter().all(|(p, prog)| {
+            let Some(end) = ends.get(p) else {
+                return true;
+            };
+            prog.ended
+                || prog.next_offset >= *end
+                || self
+                    .consumer
+                    .position(&(self.topic.clone(), *p))
+                    .is_some_and(|at| at >= *end)
+        });
+        if read {
+            for (p, prog) in &mut self.progress {
+                if let Some(end) = ends.get(p)
+                    && !prog.ended
+                {
+                    prog.next_offset = prog.next_offset.max(*end);
+                }
+            }
+        }
+        read
     }
 
     /// The least per-partition watermark; a partition that has read nothing holds it back,

@@ -9,7 +9,7 @@
 //! and saves, with the snapshot, the rows the other channels deliver before their barriers.
 //! The barrier then goes out on every output channel, in order with the data before it.
 
-use super::config::{Alignment, JobConfig, RuntimeMutation};
+use super::config::{Alignment, ExecutionModel, JobConfig, RuntimeMutation};
 use super::element::{Element, Row};
 use super::exchange::{Delivery, Event, ExchangeConfig, InputGate, ResultPartition};
 use super::function::{Functions, RowFunction};
@@ -23,7 +23,7 @@ use super::source::{BrokerSource, Positions, lag_probe};
 use super::table::{TableSink, Tables};
 use super::throttle::{Slowdown, Throttle};
 use super::window::KeyedWindows;
-use crate::client::{ClientConfig, Cluster, partition_for_key};
+use crate::client::{ClientConfig, ClientError, Cluster, partition_for_key};
 use crate::clock::Clock;
 use crate::net::Net;
 use bytes::Bytes;
@@ -44,11 +44,42 @@ const SOURCE_RETRY_MS: u64 = 10_000;
 /// checkpoint is abandoned (the job manager's timeout ends it) rather than memory growing.
 const IN_FLIGHT_BYTES_MAX: usize = 16 * 1024 * 1024;
 
+/// How a source rides out a failing broker: it retries what may pass for
+/// [`SOURCE_RETRY_MS`], then fails the task.
+#[derive(Default)]
+struct BrokerRetry {
+    failing_since: Option<Instant>,
+}
+
+impl BrokerRetry {
+    fn succeeded(&mut self) {
+        self.failing_since = None;
+    }
+
+    /// Waits before the next try, or fails the task.
+    async fn failed(&mut self, e: ClientError) -> TaskResult {
+        if !e.is_retriable() {
+            return Err(format!("source: {e}"));
+        }
+        let since = *self.failing_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= Duration::from_millis(SOURCE_RETRY_MS) {
+            return Err(format!(
+                "source: broker failing for {SOURCE_RETRY_MS} ms: {e}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(())
+    }
+}
+
 /// What the task manager tells a running task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum TaskCommand {
-    /// Inject the barrier of this checkpoint (sources only).
+    /// Inject the barrier of this checkpoint (sources only); micro-batch: fix where the
+    /// batch ends and report it.
     Trigger(u64),
+    /// Micro-batch: read up to these end offsets, then inject this checkpoint's barrier.
+    RunBatch(u64, BTreeMap<i32, i64>),
     /// This checkpoint completed.
     Complete(u64),
 }
@@ -577,8 +608,11 @@ impl Task<'_> {
         mut source: BrokerSource,
         positions: Positions,
     ) -> TaskResult {
+        if let ExecutionModel::MicroBatch { .. } = self.links.config.model {
+            return self.run_batches(uid, source, positions).await;
+        }
         let mut watermark = i64::MIN;
-        let mut failing_since: Option<Instant> = None;
+        let mut retry = BrokerRetry::default();
         loop {
             loop {
                 match self.links.commands.try_recv() {
@@ -586,31 +620,88 @@ impl Task<'_> {
                         self.source_checkpoint(&uid, &mut source, id).await?;
                     }
                     Ok(TaskCommand::Complete(id)) => self.complete(id).await?,
+                    // Only the micro-batch model runs batches.
+                    Ok(TaskCommand::RunBatch(..)) => {}
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
                 }
             }
             match source.poll().await {
                 Ok(polled) => {
-                    failing_since = None;
+                    retry.succeeded();
                     self.push(polled.rows, polled.watermark).await?;
                     if let Some(w) = polled.watermark {
                         watermark = w;
                     }
                 }
-                Err(e) if e.is_retriable() => {
-                    let since = *failing_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= Duration::from_millis(SOURCE_RETRY_MS) {
-                        return Err(format!(
-                            "source: broker failing for {SOURCE_RETRY_MS} ms: {e}"
-                        ));
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(format!("source: {e}")),
+                Err(e) => retry.failed(e).await?,
             }
             *positions.lock().unwrap_or_else(|e| e.into_inner()) = source.positions();
             self.sample(watermark, None, false);
+        }
+    }
+
+    /// A micro-batch source: idle between batches; at a trigger it fixes and reports where
+    /// its share of the batch ends, and once the job manager has logged the batch it reads up
+    /// to there and ends the batch with the barrier. The watermark moves at the start of a
+    /// batch, to what the batches before it read.
+    async fn run_batches(
+        &mut self,
+        uid: String,
+        mut source: BrokerSource,
+        positions: Positions,
+    ) -> TaskResult {
+        let mut watermark = i64::MIN;
+        // The watermark as of the end of the last batch read, sent at the next one's start.
+        let mut held = source.advance_watermark();
+        loop {
+            self.sample(watermark, None, false);
+            let Some(command) = self.links.commands.recv().await else {
+                return Ok(());
+            };
+            match command {
+                TaskCommand::Trigger(id) => {
+                    let mut retry = BrokerRetry::default();
+                    let ends = loop {
+                        match source.plan().await {
+                            Ok(ends) => break ends,
+                            Err(e) => retry.failed(e).await?,
+                        }
+                    };
+                    let planned = ToJobManager::Planned {
+                        attempt: self.links.attempt,
+                        checkpoint_id: id,
+                        task: self.id,
+                        ends,
+                    };
+                    self.links
+                        .to_job_manager
+                        .send(planned)
+                        .await
+                        .map_err(|_| "the task manager is gone".to_string())?;
+                }
+                TaskCommand::RunBatch(id, ends) => {
+                    if let Some(w) = held.take() {
+                        self.chain.watermark(w).await?;
+                        watermark = w;
+                    }
+                    source.start_batch(&ends)?;
+                    let mut retry = BrokerRetry::default();
+                    while !source.batch_read(&ends) {
+                        match source.poll_batch(&ends).await {
+                            Ok(rows) => {
+                                retry.succeeded();
+                                self.push(rows, None).await?;
+                            }
+                            Err(e) => retry.failed(e).await?,
+                        }
+                        *positions.lock().unwrap_or_else(|e| e.into_inner()) = source.positions();
+                    }
+                    held = source.advance_watermark();
+                    self.source_checkpoint(&uid, &mut source, id).await?;
+                }
+                TaskCommand::Complete(id) => self.complete(id).await?,
+            }
         }
     }
 
@@ -679,7 +770,7 @@ impl Task<'_> {
                         self.sample(watermark, Some(&gate), true);
                         continue;
                     }
-                    Some(TaskCommand::Trigger(_)) => continue,
+                    Some(TaskCommand::Trigger(_) | TaskCommand::RunBatch(..)) => continue,
                 },
                 d = gate.next() => d.map_err(|e| format!("input: {e}"))?,
             };

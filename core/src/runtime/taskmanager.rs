@@ -161,6 +161,11 @@ async fn session(config: &TaskManagerConfig, hook: Option<&SampleHook>) -> Resul
                             let _ = r.commands.try_send(TaskCommand::Trigger(checkpoint_id));
                         }
                     }
+                    ToTaskManager::RunBatch { attempt, checkpoint_id, task, ends } => {
+                        if let Some(r) = tasks.get(&task).filter(|r| r.attempt == attempt) {
+                            let _ = r.commands.try_send(TaskCommand::RunBatch(checkpoint_id, ends));
+                        }
+                    }
                     ToTaskManager::Complete { attempt, checkpoint_id } => {
                         for r in tasks.values().filter(|r| r.attempt == attempt) {
                             let _ = r.commands.try_send(TaskCommand::Complete(checkpoint_id));

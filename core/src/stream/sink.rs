@@ -29,6 +29,30 @@ pub trait Sink<T> {
     fn finish(&mut self) -> BoxFutureSink<'_>;
 }
 
+/// Counts what reaches it and keeps nothing, as a blackhole sink does: what benchmarks end
+/// a job with, so that they do not measure collecting results.
+#[derive(Clone, Default)]
+pub struct Blackhole(Rc<std::cell::Cell<u64>>);
+
+impl Blackhole {
+    /// Records written so far (shared by every clone).
+    pub fn count(&self) -> u64 {
+        self.0.get()
+    }
+}
+
+impl<T> Sink<T> for Blackhole {
+    fn write(&mut self, _: T, _: Option<i64>) {
+        self.0.set(self.0.get() + 1);
+    }
+    fn flush(&mut self) -> BoxFutureSink<'_> {
+        Box::pin(async { Ok(()) })
+    }
+    fn finish(&mut self) -> BoxFutureSink<'_> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
 /// Records a sink collected, shared with whoever reads them.
 pub struct Collected<T>(Rc<RefCell<Vec<StreamRecord<T>>>>);
 

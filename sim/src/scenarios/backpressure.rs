@@ -15,6 +15,7 @@ use crate::report::RunReport;
 use crate::scenario::RunSpec;
 use rand::Rng;
 use weir_core::rng::WeirRng;
+use weir_core::runtime::ExecutionModel;
 use weir_core::runtime::exchange::ExchangeConfig;
 
 /// Deliberately broken runtimes this scenario must catch.
@@ -100,6 +101,8 @@ const PIPELINE: Pipeline = Pipeline {
     extra_faults: slowdown,
     quiet_ms: Some(SLOW_FROM_MS..SLOW_FROM_MS + SLOW_FOR_MS + CATCH_UP_MS),
     stop_and_resume: false,
+    model: ExecutionModel::Pipelined,
+    probe: false,
 };
 
 /// Runs one seed.

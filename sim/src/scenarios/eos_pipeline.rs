@@ -11,6 +11,7 @@ use crate::fault::TimedFault;
 use crate::report::RunReport;
 use crate::scenario::RunSpec;
 use weir_core::rng::WeirRng;
+use weir_core::runtime::ExecutionModel;
 use weir_core::runtime::exchange::ExchangeConfig;
 
 /// The mutant every exactly-once pipeline scenario must catch.
@@ -56,6 +57,8 @@ pub(crate) const PIPELINE: Pipeline = Pipeline {
     extra_faults: no_extra_faults,
     quiet_ms: None,
     stop_and_resume: false,
+    model: ExecutionModel::Pipelined,
+    probe: false,
 };
 
 /// Runs one seed.

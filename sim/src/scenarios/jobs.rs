@@ -10,6 +10,7 @@ use super::eos_pipeline::{COMMIT_BEFORE_COMPLETE, EXCHANGE, no_extra_faults};
 use super::pipeline::{self, Pipeline, PipelineJob};
 use crate::report::RunReport;
 use crate::scenario::RunSpec;
+use weir_core::runtime::ExecutionModel;
 use weir_workloads::jobs::Job;
 use weir_workloads::jobs::nexmark_queries::Query;
 use weir_workloads::jobs::nexmark_windows::WindowQuery;
@@ -39,6 +40,8 @@ fn run_job(job: Job, spec: &RunSpec) -> RunReport {
         extra_faults: no_extra_faults,
         quiet_ms: None,
         stop_and_resume: false,
+        model: ExecutionModel::Pipelined,
+        probe: false,
     };
     pipeline::run(&pipeline, spec).0
 }

@@ -29,7 +29,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use weir_core::client::{Cluster, ConsumerConfig, ConsumerRecord, Isolation, Producer, Record};
+use weir_core::client::{
+    Cluster, Consumer, ConsumerConfig, ConsumerRecord, Isolation, OffsetReset, Producer, Record,
+};
 use weir_core::clock::Clock;
 use weir_core::disk::Disk;
 use weir_core::net::Net;
@@ -43,9 +45,9 @@ use weir_core::runtime::table::server::{
 };
 use weir_core::runtime::table::{TableContent, TableStore, Tables};
 use weir_core::runtime::{
-    Alignment, CheckpointConfig, Edge, JobConfig, JobEvent, JobGraph, JobManagerConfig, JobState,
-    OperatorSpec, RestartStrategy, RuntimeMutation, SinkMode, TaskManagerConfig, ToClient,
-    ToJobManager, Vertex, run_job_manager, run_task_manager,
+    Alignment, CheckpointConfig, Edge, ExecutionModel, JobConfig, JobEvent, JobGraph,
+    JobManagerConfig, JobState, OperatorSpec, RestartStrategy, RuntimeMutation, SinkMode,
+    TaskManagerConfig, ToClient, ToJobManager, Vertex, run_job_manager, run_task_manager,
 };
 use weir_core::stream::window::WindowAssigner;
 use weir_workloads::generator::{GeneratorConfig, Skew, Workload};
@@ -212,6 +214,12 @@ pub(crate) struct Pipeline {
     /// An operator stops the job with a savepoint during the workload and, after a pause,
     /// starts the job manager again from that savepoint.
     pub stop_and_resume: bool,
+    /// Pipelined or micro-batch.
+    pub model: ExecutionModel,
+    /// A read_committed reader outside the faults' reach follows the output from the start
+    /// and records how long after its window's end each result became visible (for
+    /// `weir bench compare`; the scenarios leave it out).
+    pub probe: bool,
 }
 
 /// What the run's samples and job events showed, for the scenarios' own checks.
@@ -230,7 +238,27 @@ pub(crate) struct Observed {
     pub stopped_with: Vec<(String, u64)>,
     /// Attempts deployed from a savepoint the job had stopped with.
     pub resumed_from_savepoint: u64,
+    /// Micro-batch: each batch started, as (checkpoint it starts from, its ranges).
+    pub batches: Vec<(Option<u64>, BatchRanges)>,
+    /// Micro-batch: batches re-run from the offset log.
+    pub batches_replayed: u64,
+    /// With the probe: ms from each result's event time to when a read_committed reader
+    /// first saw it.
+    pub visible_after_ms: Vec<u64>,
+    /// When the failover not yet followed by a completed checkpoint happened, in sim ms.
+    failed_at_ms: Option<u64>,
+    /// Ms from each failover to the next completed checkpoint.
+    pub recoveries_ms: Vec<u64>,
+    /// Each completed checkpoint's duration, in ms.
+    pub checkpoint_ms: Vec<u64>,
+    /// Input records the feeder wrote (as the observer read them back).
+    pub inputs: u64,
+    /// When the observer saw the job finished, in sim ms.
+    pub finished_at_ms: Option<u64>,
 }
+
+/// Each source subtask's end offset per partition of one batch.
+pub(crate) type BatchRanges = BTreeMap<String, BTreeMap<i32, i64>>;
 
 impl Observed {
     fn on_samples(&mut self, rec: &Rec, samples: &[TaskSample]) {
@@ -626,6 +654,46 @@ async fn observer(rec: Rec, shared: Rc<Shared>, control_limit: usize) -> turmoil
     Ok(())
 }
 
+/// Follows the output topics under read_committed until the observer is done, noting when
+/// each record first became visible, relative to its event time.
+async fn probe(shared: Rc<Shared>) -> turmoil::Result {
+    let cluster = Cluster::new(client_config("probe", &shared.brokers));
+    let deadline = WORKLOAD_MS + FINISH_BOUND_MS;
+    let mut consumer = Consumer::new(
+        Arc::clone(&cluster),
+        ConsumerConfig {
+            fetch_max_wait_ms: 50,
+            isolation: Isolation::ReadCommitted,
+            auto_offset_reset: OffsetReset::Earliest,
+            ..ConsumerConfig::default()
+        },
+    );
+    for topic in shared.job.outputs() {
+        wait_for_topic(&cluster, topic, deadline).await;
+    }
+    consumer.assign(
+        shared
+            .job
+            .outputs()
+            .iter()
+            .flat_map(|t| (0..OUTPUT_PARTITIONS).map(move |p| (t.to_string(), p))),
+    );
+    while shared.drained.borrow().is_none() {
+        match consumer.poll(std::time::Duration::from_millis(50)).await {
+            Ok(records) => {
+                let now = EPOCH_MS + now_ms() as i64;
+                let mut o = shared.observed.borrow_mut();
+                for r in records {
+                    o.visible_after_ms
+                        .push(u64::try_from(now - r.timestamp).unwrap_or(0));
+                }
+            }
+            Err(_) => sleep_ms(RETRY_MS).await,
+        }
+    }
+    Ok(())
+}
+
 async fn drain(
     rec: &Rec,
     shared: &Shared,
@@ -665,6 +733,7 @@ async fn drain(
         sleep_ms(500).await;
     }
     note(rec, name, "the job finished".into());
+    shared.observed.borrow_mut().finished_at_ms = Some(now_ms());
     let cluster = Cluster::new(client_config(name, &shared.brokers));
     for topic in shared.job.outputs() {
         wait_for_topic(&cluster, topic, deadline).await;
@@ -747,6 +816,7 @@ pub(crate) fn mutation(spec: &RunSpec) -> Option<RuntimeMutation> {
         "offsets-after-barrier" => RuntimeMutation::OffsetsAfterBarrier,
         "unbounded-buffers" => RuntimeMutation::UnboundedBuffers,
         "savepoint-ignored" => RuntimeMutation::SavepointIgnored,
+        "offset-log-ignored" => RuntimeMutation::OffsetLogIgnored,
         m => panic!("unknown mutant {m:?}"),
     })
 }
@@ -824,28 +894,32 @@ fn canonical_record(r: &ConsumerRecord) -> ConsumerRecord {
 }
 
 /// Runs one seed of `pipeline`; returns its report (window checks done) and what it observed.
-pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) {
-    let mutation = mutation(spec);
-    let seed = spec.seed;
-    let mut rng = rng::derive(seed, pipeline.name);
-    let brokers = broker_names(3);
-    let tms: Vec<String> = (0..TASK_MANAGERS).map(|i| format!("tm-{i}")).collect();
-    let table_host = pipeline.job.table().map(|_| TABLE_HOST.to_string());
-    let servers: Vec<String> = brokers
-        .iter()
-        .chain([&JOB_MANAGER.to_string()])
-        .chain(&tms)
-        .chain(&table_host)
-        .cloned()
+/// The hosts a pipeline's faults can reach: brokers, job manager, task managers, the table
+/// host if the job has a table, and the clients.
+pub(crate) fn topology(pipeline: &Pipeline) -> Topology {
+    let servers: Vec<String> = broker_names(3)
+        .into_iter()
+        .chain([JOB_MANAGER.to_string()])
+        .chain((0..TASK_MANAGERS).map(|i| format!("tm-{i}")))
+        .chain(pipeline.job.table().map(|_| TABLE_HOST.to_string()))
         .collect();
-    let topo = Topology {
+    Topology {
         servers,
         clients: ["feeder", "observer"]
             .into_iter()
             .chain(pipeline.stop_and_resume.then_some("operator"))
             .map(String::from)
             .collect(),
-    };
+    }
+}
+
+pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) {
+    let mutation = mutation(spec);
+    let seed = spec.seed;
+    let mut rng = rng::derive(seed, pipeline.name);
+    let brokers = broker_names(3);
+    let tms: Vec<String> = (0..TASK_MANAGERS).map(|i| format!("tm-{i}")).collect();
+    let topo = topology(pipeline);
     let (mut plan, mix, world) = faults_and_world(
         spec,
         &mut rng,
@@ -877,6 +951,7 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
     });
     add_brokers(&mut env, &brokers, broker_config_min_isr(2));
     let mut job = job_config(pipeline.job, &brokers, pipeline.exchange.clone(), mutation);
+    job.model = pipeline.model;
     // Half the seeds take unaligned checkpoints, which save in-flight rows with the snapshot.
     if rng.random_bool(0.5) {
         job.checkpoint.alignment = Alignment::Unaligned;
@@ -901,8 +976,26 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
                 note(&rec, "job", format!("{e:?}"));
                 let mut o = observed.observed.borrow_mut();
                 match e {
-                    JobEvent::CheckpointCompleted(c) => o.checkpoints.push(*c),
-                    JobEvent::Failover { .. } => o.failovers += 1,
+                    JobEvent::CheckpointCompleted(c) => {
+                        o.checkpoints.push(*c);
+                        o.checkpoint_ms.push(c.duration_ms);
+                        if let Some(at) = o.failed_at_ms.take() {
+                            o.recoveries_ms.push(now_ms() - at);
+                        }
+                    }
+                    JobEvent::Failover { .. } => {
+                        o.failovers += 1;
+                        o.failed_at_ms.get_or_insert(now_ms());
+                    }
+                    JobEvent::BatchStarted {
+                        after,
+                        ends,
+                        replayed,
+                        ..
+                    } => {
+                        o.batches.push((*after, ends.clone()));
+                        o.batches_replayed += u64::from(*replayed);
+                    }
                     JobEvent::Stopped { savepoint } => {
                         let id = o.checkpoints.last().map_or(0, |c| c.id);
                         o.stopped_with.push((savepoint.clone(), id));
@@ -936,7 +1029,7 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
             }
         });
     }
-    if table_host.is_some() {
+    if pipeline.job.table().is_some() {
         let faults = env.disk(TABLE_HOST);
         env.sim.host(TABLE_HOST, move || {
             let faults = faults.clone();
@@ -991,6 +1084,10 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
     );
     let (rec, sh) = (Rc::clone(&env.rec), Rc::clone(&shared));
     env.sim.client("observer", observer(rec, sh, control_limit));
+    if pipeline.probe {
+        // Not in the topology, so no fault reaches it.
+        env.sim.client("probe", probe(Rc::clone(&shared)));
+    }
     if pipeline.stop_and_resume {
         let stop_at_ms = rng.random_range(STOP_AT_MS);
         let pause_ms = rng.random_range(0..=STOPPED_FOR_MS_MAX);
@@ -1005,6 +1102,8 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
     let mut expected_records = None;
     match shared.drained.borrow_mut().take() {
         Some(Ok(drained)) => {
+            shared.observed.borrow_mut().inputs =
+                drained.input.values().map(|r| r.len() as u64).sum();
             let (windows, found) = check_output(pipeline.job, &drained);
             expected_records = Some(windows);
             if windows == 0 {

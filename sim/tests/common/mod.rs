@@ -1,7 +1,7 @@
 //! Helpers the scenario tests share: sweeping seeds on two threads, finding the first seed that
 //! catches a mutant, and checking that generated fault plans pass.
 
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use weir_sim::fault::{FaultPlan, Topology};
 use weir_sim::report::RunReport;
 use weir_sim::scenario::{RunSpec, find};
@@ -166,6 +166,17 @@ pub fn same_seed_same_hash(scenario: &str, seed: u64) {
     );
 }
 
+/// Asserts that `mutant` of `scenario` is caught within seeds `0..limit`, and prints where.
+#[allow(dead_code)]
+pub fn assert_caught(scenario: &str, mutant: &str, limit: u64) {
+    let caught = first_catch(scenario, mutant, limit);
+    eprintln!("{mutant} caught at seed {caught:?}");
+    assert!(
+        caught.is_some(),
+        "{scenario}: {mutant} passed seeds 0..{limit}"
+    );
+}
+
 /// The first seed in `0..limit` at which `mutant` is caught.
 pub fn first_catch(scenario: &str, mutant: &str, limit: u64) -> Option<u64> {
     (0..limit).step_by(2).find_map(|start| {
@@ -176,14 +187,27 @@ pub fn first_catch(scenario: &str, mutant: &str, limit: u64) -> Option<u64> {
     })
 }
 
+/// A proptest runner for `cases` generated fault plans. Its generator is seeded from
+/// `WEIR_PROPTEST_SEED` (default 0), so a run generates the same plans on every machine; set
+/// another seed to explore other plans.
+pub fn plan_runner(cases: u32, max_shrink_iters: u32) -> TestRunner {
+    let seed = env_u64("WEIR_PROPTEST_SEED", 0);
+    eprintln!("fault plans from WEIR_PROPTEST_SEED={seed}");
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let config = Config {
+        cases,
+        max_shrink_iters,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
+}
+
 /// Runs `WEIR_PROPTEST_CASES` (default `default`) generated fault plans; each must pass.
 pub fn generated_plans_pass(scenario: &str, topo: &Topology, duration_ms: u64, default: u64) {
     let cases = env_u64("WEIR_PROPTEST_CASES", default) as u32;
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let mut runner = plan_runner(cases, Config::default().max_shrink_iters);
     let result = runner.run(&FaultPlan::strategy(topo, duration_ms, 12), |plan| {
         let r = run(
             scenario,

@@ -5,9 +5,11 @@
 //! entries hold list positions and map keys. The key group lets a snapshot be split by key
 //! range when a job is rescaled.
 
+mod aggregates;
 mod backend;
 mod handles;
 
+pub use aggregates::CountSum;
 pub use backend::{Entry, HeapBackend, SavedEntry, StateBackend};
 pub use handles::{
     AggregateFunction, AggregatingState, AggregatingStateDescriptor, ListState,

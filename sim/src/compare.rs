@@ -1,0 +1,193 @@
+//! Execution models side by side in the simulator: the `eos-pipeline` job (a keyed 1-second
+//! tumbling count and sum, broker topic to broker topic, exactly-once) run under each model on
+//! the same seeds, once without faults and once under one fault plan per seed that every
+//! model shares.
+//!
+//! The cost model is the simulator's: CPU is free, so time goes to the network (1 to 5 ms per
+//! message, more under latency faults), disk syncs (up to 8 ms), the models' own waits
+//! (checkpoint intervals, triggers, transaction commits) and recovery. Latency is measured
+//! outside the job, by a read_committed reader that no fault reaches: the time from a result's
+//! event time (its window's end) to the moment the reader first sees it.
+
+use crate::fault::FaultPlan;
+use crate::scenario::RunSpec;
+use crate::scenarios::eos_pipeline;
+use crate::scenarios::pipeline::{self, Pipeline};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use std::ops::Range;
+use weir_core::rng;
+use weir_core::runtime::ExecutionModel;
+
+/// Batch trigger of the micro-batch model, in ms: the pipelined model's checkpoint interval,
+/// so that both commit equally often.
+const TRIGGER_MS: u64 = 1_000;
+
+/// The models compared, with the engine each stands for.
+pub fn models() -> Vec<(&'static str, &'static str, ExecutionModel)> {
+    vec![
+        (
+            "pipelined",
+            "Flink: pipelined, aligned checkpoints, two-phase-commit sink",
+            ExecutionModel::Pipelined,
+        ),
+        (
+            "micro-batch",
+            "Spark Structured Streaming: micro-batches, offset log, transactional sink",
+            ExecutionModel::MicroBatch {
+                trigger_ms: TRIGGER_MS,
+            },
+        ),
+    ]
+}
+
+/// Percentiles of a set of durations, in ms.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl Percentiles {
+    fn of(samples: &[u64]) -> Self {
+        // Three significant digits up to an hour: more than any simulated run spans.
+        let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000, 3)
+            .expect("the histogram bounds are valid");
+        for s in samples {
+            h.saturating_record(*s);
+        }
+        Self {
+            count: h.len(),
+            p50: h.value_at_quantile(0.5),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+/// What one model did on one fault schedule, over all seeds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelFigures {
+    /// The model's short name.
+    pub model: String,
+    /// The engine whose model it is.
+    pub stands_for: String,
+    /// "none" or "shared faults".
+    pub schedule: String,
+    /// Seeds run.
+    pub seeds: u64,
+    /// Seeds whose output the checker accepted.
+    pub passed: u64,
+    /// Input records written.
+    pub inputs: u64,
+    /// Input records per simulated second, from the first input to the job's end.
+    pub inputs_per_s: f64,
+    /// From a result's event time to a read_committed reader seeing it.
+    pub latency_ms: Percentiles,
+    /// Results the reader saw more than once, over all seeds.
+    pub duplicates: u64,
+    /// Results the oracle expects that were never committed, over all seeds.
+    pub losses: u64,
+    /// From each failover to the next completed checkpoint.
+    pub recovery_ms: Percentiles,
+    /// Each checkpoint's (micro-batch: batch's) duration from trigger to completion.
+    pub checkpoint_ms: Percentiles,
+}
+
+/// The fault schedules: none, and the plan the seed draws for the pipelined job's topology.
+fn schedules(seed: u64) -> [(&'static str, FaultPlan); 2] {
+    let topo = pipeline::topology(&eos_pipeline::PIPELINE);
+    let mut rng = rng::derive(seed, "compare");
+    let (plan, _) = FaultPlan::swarm(&mut rng, &topo, pipeline::WORKLOAD_MS);
+    [("none", FaultPlan::default()), ("shared faults", plan)]
+}
+
+/// Runs every model on `seeds` under both schedules; `progress` hears each finished run.
+pub fn compare(seeds: Range<u64>, progress: &dyn Fn(&str)) -> Vec<ModelFigures> {
+    let mut figures = Vec::new();
+    for (name, stands_for, model) in models() {
+        let p = Pipeline {
+            name: "compare",
+            model,
+            probe: true,
+            ..eos_pipeline::PIPELINE
+        };
+        for schedule in 0..2 {
+            let mut acc = Accumulated::default();
+            for seed in seeds.clone() {
+                let (label, plan) = schedules(seed)[schedule].clone();
+                let spec = RunSpec {
+                    seed,
+                    plan: Some(plan),
+                    mutant: None,
+                };
+                let (report, observed) = pipeline::run(&p, &spec);
+                acc.add(&report, &observed);
+                acc.label = label;
+                progress(&format!(
+                    "{name} / {label} / seed {seed}: {}",
+                    if report.passed { "passed" } else { "FAILED" }
+                ));
+            }
+            figures.push(acc.figures(name, stands_for, seeds.end - seeds.start));
+        }
+    }
+    figures
+}
+
+#[derive(Default)]
+struct Accumulated {
+    label: &'static str,
+    passed: u64,
+    inputs: u64,
+    busy_ms: u64,
+    latency: Vec<u64>,
+    duplicates: u64,
+    losses: u64,
+    recoveries: Vec<u64>,
+    checkpoints: Vec<u64>,
+}
+
+impl Accumulated {
+    fn add(&mut self, report: &crate::report::RunReport, observed: &pipeline::Observed) {
+        self.passed += u64::from(report.passed);
+        self.inputs += observed.inputs;
+        self.busy_ms += observed.finished_at_ms.unwrap_or(report.sim_ms);
+        self.latency.extend(&observed.visible_after_ms);
+        for v in &report.violations {
+            if v.starts_with("duplicate") {
+                self.duplicates += 1;
+            } else if v.starts_with("lost") {
+                self.losses += 1;
+            }
+        }
+        self.recoveries.extend(&observed.recoveries_ms);
+        self.checkpoints.extend(&observed.checkpoint_ms);
+    }
+
+    fn figures(&self, model: &str, stands_for: &str, seeds: u64) -> ModelFigures {
+        ModelFigures {
+            model: model.into(),
+            stands_for: stands_for.into(),
+            schedule: self.label.into(),
+            seeds,
+            passed: self.passed,
+            inputs: self.inputs,
+            inputs_per_s: self.inputs as f64 * 1_000.0 / self.busy_ms.max(1) as f64,
+            latency_ms: Percentiles::of(&self.latency),
+            duplicates: self.duplicates,
+            losses: self.losses,
+            recovery_ms: Percentiles::of(&self.recoveries),
+            checkpoint_ms: Percentiles::of(&self.checkpoints),
+        }
+    }
+}

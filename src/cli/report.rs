@@ -1,0 +1,379 @@
+//! `weir report`: writes `reports/framework-comparison.md` from scratch. It runs the execution
+//! models' comparison in the simulator (deterministic: the same seeds give the same figures),
+//! draws its charts as SVG, and adds what the Flink peer run and `cargo bench` left behind, if
+//! they ran, saying so when they did not.
+
+use super::bench::{CompareArgs, compare};
+use super::plot;
+use clap::Args;
+use serde::Deserialize;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use weir_sim::compare::ModelFigures;
+
+/// Files under the criterion directory read at most: one per bench, and there are dozens.
+const CRITERION_FILES_MAX: usize = 10_000;
+
+/// Settings of `weir report`.
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Seeds of the simulated comparison, as START..END.
+    #[arg(long, default_value = "0..20")]
+    seeds: String,
+    /// Directory the report and its charts go to.
+    #[arg(long, default_value = "reports")]
+    out: PathBuf,
+    /// Where the Flink peer run left `flink-peer.json`.
+    #[arg(long, default_value = "target/peers")]
+    peers: PathBuf,
+    /// Where `cargo bench` left criterion's results.
+    #[arg(long, default_value = "target/criterion")]
+    criterion: PathBuf,
+}
+
+/// Runs `weir report`.
+pub fn run(args: ReportArgs) -> ExitCode {
+    match write_report(&args) {
+        Ok(path) => {
+            eprintln!("wrote {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weir report: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_report(args: &ReportArgs) -> Result<PathBuf, String> {
+    let figures = compare(&CompareArgs {
+        seeds: args.seeds.clone(),
+        json: None,
+    })?;
+    let charts = args.out.join("figures");
+    std::fs::create_dir_all(&charts)
+        .map_err(|e| format!("cannot create {}: {e}", charts.display()))?;
+    plot::latency(&figures, &charts.join("models-latency.svg"))?;
+    plot::bars(
+        &figures,
+        "Time from a failover to the next completed checkpoint, p50 (simulated ms)",
+        "ms",
+        |f| f.recovery_ms.p50 as f64,
+        &charts.join("models-recovery.svg"),
+    )?;
+    plot::bars(
+        &figures,
+        "Checkpoint (micro-batch: batch) duration, p50 (simulated ms)",
+        "ms",
+        |f| f.checkpoint_ms.p50 as f64,
+        &charts.join("models-checkpoint.svg"),
+    )?;
+    let mut md = String::new();
+    header(&mut md, &args.seeds);
+    md.push_str(&models_table(&figures));
+    discussion(&mut md, &figures);
+    flink_peer(&mut md, &args.peers.join("flink-peer.json"));
+    criterion_summary(&mut md, &args.criterion)?;
+    let path = args.out.join("framework-comparison.md");
+    std::fs::write(&path, md).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name")?.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores, {cpu}, {}", std::env::consts::OS)
+}
+
+fn header(md: &mut String, seeds: &str) {
+    let today = super::today();
+    let _ = write!(
+        md,
+        "# Execution models compared\n\n\
+         Regenerate with `weir report --seeds {seeds}` (then `benches/peers/flink.sh` and \
+         `cargo bench` add their sections when run first). Date: {today}. Machine: {}.\n\n\
+         ## The folklore, and what Weir measures instead\n\n\
+         The table usually quoted:\n\n\
+         | Framework | Latency | Throughput |\n| --- | --- | --- |\n\
+         | Kafka Streams | Low | High |\n| Flink | Very Low | Very High |\n\
+         | Spark Streaming | Medium | Very High |\n| Storm | Low | Medium |\n\n\
+         Weir runs one job under each engine's execution model, with the same input and the \
+         same faults. The job is `eos-pipeline`'s: a keyed 1-second tumbling count and sum, from \
+         a broker topic to a broker topic, exactly-once. Its windows are short, so that a \
+         20-second run closes many of them and latency has many samples; `order-aggregates` \
+         (5-minute windows) is not compared yet. Below are the models built so far. The \
+         Storm model (per-tuple acking, at-least-once) and the Kafka Streams model (a broker \
+         transaction per commit interval, changelog state) are not built yet, so they have no \
+         figures.\n\n\
+         ### In the simulator\n\n\
+         Each model runs seeds `{seeds}` twice: once with no faults, and once under the fault \
+         plan each seed draws. The plan strikes every model alike: crashes, partitions, pauses, \
+         latency and disk faults, then a heal at 20 s. Time is simulated. CPU is free; the \
+         network takes 1–5 ms per message (more under latency faults) and a disk sync up to \
+         8 ms. Input: about 100 records per simulated second for 20 s, 16 keys, up to 200 ms \
+         out of order, with the watermark 500 ms behind. Both models commit once per simulated second: a 1 s checkpoint \
+         interval for the pipelined model, a 1 s trigger for the micro-batch one.\n\n\
+         - **latency**: from a result's event time (its window's end) to the moment a \
+         read_committed reader outside the faults first sees it, in an hdrhistogram over every \
+         result of every seed;\n\
+         - **dup / lost**: windows the checker found committed twice, or never;\n\
+         - **recovery**: from a failover to the next completed checkpoint;\n\
+         - **checkpoint**: from trigger to completion (micro-batch: the batch's whole run);\n\
+         - **inputs/s**: input records over the simulated time to the job's end. The feeder \
+         paces the input, so this shows how long faults delay the finish, not a peak rate.\n\n",
+        machine()
+    );
+}
+
+/// The comparison as a markdown table.
+pub fn models_table(figures: &[ModelFigures]) -> String {
+    let mut md = String::from(
+        "| model | stands for | faults | seeds passed | latency p50 / p99 / p99.9 / max (ms) | dup / lost | recovery p50 / max (ms), count | checkpoint p50 / max (ms) | inputs/s |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for f in figures {
+        let l = &f.latency_ms;
+        let r = &f.recovery_ms;
+        let c = &f.checkpoint_ms;
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {}/{} | {} / {} / {} / {} | {} / {} | {} / {}, {} | {} / {} | {:.1} |",
+            f.model,
+            f.stands_for,
+            f.schedule,
+            f.passed,
+            f.seeds,
+            l.p50,
+            l.p99,
+            l.p999,
+            l.max,
+            f.duplicates,
+            f.losses,
+            r.p50,
+            r.max,
+            r.count,
+            c.p50,
+            c.max,
+            f.inputs_per_s
+        );
+    }
+    md.push('\n');
+    md
+}
+
+fn discussion(md: &mut String, figures: &[ModelFigures]) {
+    md.push_str(
+        "![latency](figures/models-latency.svg)\n\n\
+         ![recovery](figures/models-recovery.svg)\n\n\
+         ![checkpoint](figures/models-checkpoint.svg)\n\n\
+         ### What the simulated figures show\n\n",
+    );
+    let find = |model: &str, schedule: &str| {
+        figures
+            .iter()
+            .find(|f| f.model == model && f.schedule == schedule)
+    };
+    for schedule in ["none", "shared faults"] {
+        if let (Some(p), Some(m)) = (find("pipelined", schedule), find("micro-batch", schedule)) {
+            let _ = writeln!(
+                md,
+                "- Faults: {schedule}. Micro-batch median latency is {} ms against {} ms \
+                 pipelined (×{:.2}); p99 {} ms against {} ms (×{:.2}).",
+                m.latency_ms.p50,
+                p.latency_ms.p50,
+                ratio(m.latency_ms.p50, p.latency_ms.p50),
+                m.latency_ms.p99,
+                p.latency_ms.p99,
+                ratio(m.latency_ms.p99, p.latency_ms.p99),
+            );
+        }
+    }
+    let exact = figures
+        .iter()
+        .all(|f| f.duplicates == 0 && f.losses == 0 && f.passed == f.seeds);
+    md.push_str(if exact {
+        "- Every run of both models was exactly-once: no window was lost or duplicated, with \
+         or without faults.\n"
+    } else {
+        "- Some runs lost or duplicated windows, or failed their checks; the table counts them.\n"
+    });
+    md.push_str(
+        "- With exactly-once output, no result can become visible before the commit that \
+         covers it. The floor on latency is therefore the commit interval plus the time the \
+         watermark trails the events (500 ms here), not the processing time. Both models \
+         commit every second. The micro-batch model also waits for its trigger before it reads \
+         a record, and it advances the watermark once per batch, from the batch before. A \
+         window can close only in the batch after the one that passed its end.\n\
+         - The tails under faults come from recovery. A result whose transaction was aborted \
+         appears only after the job restarts and commits it again.\n\n",
+    );
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    a as f64 / b.max(1) as f64
+}
+
+#[derive(Deserialize)]
+struct PeerEngine {
+    events: u64,
+    windows: u64,
+    job_s: f64,
+    events_per_s: f64,
+}
+
+#[derive(Deserialize)]
+struct PeerRun {
+    flink: PeerEngine,
+    weir: PeerEngine,
+    weir_over_flink: f64,
+}
+
+fn flink_peer(md: &mut String, path: &Path) {
+    md.push_str("## Against Apache Flink, on this machine\n\n");
+    let run: Option<PeerRun> = std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    match run {
+        Some(r) => {
+            let _ = write!(
+                md,
+                "From `benches/peers/flink.sh` (details and caveats in \
+                 [flink-peer.md](flink-peer.md)). Both engines ran the same keyed 5-minute \
+                 tumbling count and sum over the same CSV file, at parallelism 1.\n\n\
+                 | engine | events | windows | job runtime | events/s |\n| --- | --- | --- | --- | --- |\n\
+                 | Flink | {} | {} | {:.2} s | {:.0} |\n| Weir | {} | {} | {:.2} s | {:.0} |\n\n\
+                 **Weir / Flink throughput: {:.2}**, measured in the same run.\n\n",
+                r.flink.events,
+                r.flink.windows,
+                r.flink.job_s,
+                r.flink.events_per_s,
+                r.weir.events,
+                r.weir.windows,
+                r.weir.job_s,
+                r.weir.events_per_s,
+                r.weir_over_flink
+            );
+        }
+        None => {
+            let _ = write!(
+                md,
+                "Not run here: no {} (run `benches/peers/flink.sh` first).\n\n",
+                path.display()
+            );
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct BenchId {
+    full_id: String,
+    throughput: Option<Throughput>,
+}
+
+#[derive(Deserialize)]
+enum Throughput {
+    Elements(u64),
+    Bytes(u64),
+    BytesDecimal(u64),
+    ElementsAndBytes { elements: u64 },
+}
+
+#[derive(Deserialize)]
+struct Estimates {
+    mean: Estimate,
+}
+
+#[derive(Deserialize)]
+struct Estimate {
+    point_estimate: f64,
+}
+
+/// Every `new/benchmark.json` under `dir`, with its estimates, sorted by bench id.
+fn criterion_results(dir: &Path) -> Result<Vec<(BenchId, f64)>, String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    let mut seen = 0usize;
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            seen += 1;
+            if seen > CRITERION_FILES_MAX {
+                return Err(format!(
+                    "more than {CRITERION_FILES_MAX} files under {}",
+                    dir.display()
+                ));
+            }
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.ends_with("new/benchmark.json") {
+                let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+                let id: BenchId = serde_json::from_slice(&read(&path)?)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let estimates_path = path.with_file_name("estimates.json");
+                let est: Estimates = serde_json::from_slice(&read(&estimates_path)?)
+                    .map_err(|e| format!("{}: {e}", estimates_path.display()))?;
+                found.push((id, est.mean.point_estimate));
+            }
+        }
+    }
+    found.sort_by(|a, b| a.0.full_id.cmp(&b.0.full_id));
+    Ok(found)
+}
+
+fn criterion_summary(md: &mut String, dir: &Path) -> Result<(), String> {
+    md.push_str("## Hot paths (`cargo bench`)\n\n");
+    let results = criterion_results(dir)?;
+    if results.is_empty() {
+        let _ = writeln!(
+            md,
+            "Not run here: nothing under {} (run `cargo bench` first).",
+            dir.display()
+        );
+        return Ok(());
+    }
+    let _ = write!(
+        md,
+        "Criterion's mean time per iteration, from the results under `{}` (its HTML reports \
+         are there too). These figures come from separate runs on a shared machine, so compare \
+         them only within a row's own bench.\n\n\
+         | bench | mean per iteration | throughput |\n| --- | --- | --- |\n",
+        dir.display()
+    );
+    for (id, ns) in results {
+        let per_s = 1e9 / ns.max(f64::MIN_POSITIVE);
+        let throughput = match id.throughput {
+            Some(Throughput::Elements(n) | Throughput::ElementsAndBytes { elements: n }) => {
+                format!("{:.0} elements/s", n as f64 * per_s)
+            }
+            Some(Throughput::Bytes(n) | Throughput::BytesDecimal(n)) => {
+                format!("{:.1} MiB/s", n as f64 * per_s / (1024.0 * 1024.0))
+            }
+            None => String::new(),
+        };
+        let _ = writeln!(md, "| `{}` | {} | {throughput} |", id.full_id, duration(ns));
+    }
+    Ok(())
+}
+
+fn duration(ns: f64) -> String {
+    if ns >= 1e9 {
+        format!("{:.2} s", ns / 1e9)
+    } else if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
