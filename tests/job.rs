@@ -189,13 +189,13 @@ fn job_args(
 /// Runs `job` on 20 customers' orders: stopped with a savepoint after its first checkpoint,
 /// then resumed from it to the end of its input. Returns the broker's address (and keeps the
 /// broker and the directory alive).
-fn stop_and_resume(job: Job, dir: &std::path::Path) -> (WeirProcess, String) {
+fn stop_and_resume(job: Job, dir: &std::path::Path, model: &[&str]) -> (WeirProcess, String) {
     let (broker, addr) = start_broker(&dir.join("broker"));
     produce(&addr, 20);
 
     let checkpoints = dir.join("checkpoints");
     let port = free_base_port(1);
-    let mut first = WeirProcess::start(&job_args(job, &addr, &checkpoints, port, &[]));
+    let mut first = WeirProcess::start(&job_args(job, &addr, &checkpoints, port, model));
     first.wait_for_line("CheckpointCompleted");
     signal("INT", &[first.pid()]);
     let line = first.wait_for_line("stopped with savepoint ");
@@ -208,7 +208,11 @@ fn stop_and_resume(job: Job, dir: &std::path::Path) -> (WeirProcess, String) {
         &addr,
         &checkpoints,
         port,
-        &["--from-savepoint", &savepoint, "--end-marker", END_MARKER],
+        &[
+            &["--from-savepoint", &savepoint, "--end-marker", END_MARKER],
+            model,
+        ]
+        .concat(),
     ));
     let deployed = second.wait_for_line("Deployed");
     assert!(
@@ -224,17 +228,28 @@ fn stop_and_resume(job: Job, dir: &std::path::Path) -> (WeirProcess, String) {
 fn order_aggregates_is_exactly_once_through_a_stop_with_savepoint_and_a_resume() {
     let dir = tempfile::tempdir().unwrap();
     let job = Job::OrderAggregates;
-    let (_broker, addr) = stop_and_resume(job, dir.path());
+    let (_broker, addr) = stop_and_resume(job, dir.path(), &[]);
     let expected = expected(job, 20);
     assert!(expected[0].1.len() > 50, "{} windows", expected[0].1.len());
     assert_output_is(&addr, &expected);
 }
 
 #[test]
+fn order_aggregates_in_micro_batches_is_exactly_once_through_a_stop_and_a_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::OrderAggregates;
+    let model = ["--model", "micro-batch", "--trigger-ms", "300"];
+    let (_broker, addr) = stop_and_resume(job, dir.path(), &model);
+    let log = dir.path().join("checkpoints").join("offsets.json");
+    assert!(log.exists(), "the offset log is written");
+    assert_output_is(&addr, &expected(job, 20));
+}
+
+#[test]
 fn order_pipeline_upserts_its_table_and_writes_its_topics_exactly_once_through_a_resume() {
     let dir = tempfile::tempdir().unwrap();
     let job = Job::OrderPipeline;
-    let (_broker, addr) = stop_and_resume(job, dir.path());
+    let (_broker, addr) = stop_and_resume(job, dir.path(), &[]);
     let expected = expected(job, 20);
     let counts: Vec<usize> = expected.iter().map(|(_, e)| e.len()).collect();
     assert!(counts[0] > 100 && counts[1] > 100, "{counts:?}");

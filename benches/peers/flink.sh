@@ -94,6 +94,9 @@ lines = [
     "",
     f"**Weir / Flink throughput: {ratio:.2f}** (job runtimes only, measured in the same run).",
     "",
+    f"Counting Weir's read of the file as well, it ran at {m(weir['events'] / (weir['job_s'] + weir['read_s']))}"
+    f" events/s, {weir['events'] / (weir['job_s'] + weir['read_s']) / flink['events_per_s']:.2f} times Flink's job rate.",
+    "",
     ("Both engines emitted the same number of windows over the same number of events." if same else
      "The engines disagree on the windows or events counted: the ratio compares unequal work."),
     "",

@@ -10,7 +10,7 @@
 //! database, `tables.sqlite` in the checkpoint directory unless `--table-db` names another, or
 //! to PostgreSQL when `--table-url` gives a `postgres://` URL.
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -25,8 +25,8 @@ use weir_core::runtime::rpc::{JOB_MANAGER_PORT, ask};
 use weir_core::runtime::table::postgres::PostgresTable;
 use weir_core::runtime::table::sqlite::SqliteTable;
 use weir_core::runtime::{
-    CheckpointConfig, JobConfig, JobEvent, JobManagerConfig, JobState, SinkMode, Tables,
-    TaskManagerConfig, Throttle, ToClient, ToJobManager, run_job_manager, run_task_manager,
+    CheckpointConfig, ExecutionModel, JobConfig, JobEvent, JobManagerConfig, JobState, SinkMode,
+    Tables, TaskManagerConfig, Throttle, ToClient, ToJobManager, run_job_manager, run_task_manager,
 };
 use weir_workloads::jobs::{self, Job, Settings};
 
@@ -80,6 +80,22 @@ pub struct JobArgs {
     /// Port the job manager listens on (127.0.0.1).
     #[arg(long, default_value_t = JOB_MANAGER_PORT)]
     pub job_manager_port: u16,
+    /// Execution model: pipelined (checkpoint barriers through a running job) or micro-batch
+    /// (a batch per trigger, its offsets logged before it is read).
+    #[arg(long, value_enum, default_value_t = ModelArg::Pipelined)]
+    pub model: ModelArg,
+    /// Micro-batch: time from one batch's start to the next one's, in milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    pub trigger_ms: u64,
+}
+
+/// The execution models `weir job` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModelArg {
+    /// Sources read continuously; checkpoint barriers cut the stream.
+    Pipelined,
+    /// A batch per trigger; the batch's checkpoint commits it.
+    MicroBatch,
 }
 
 /// Runs `weir job` until the job finishes, stops or fails.
@@ -128,7 +144,16 @@ async fn run_job(args: JobArgs) -> Result<(), String> {
         super::produce::ensure_topic(&cluster, &args.bootstrap, &output).await?;
     }
     let tables = tables(job, &args).await?;
+    if args.model == ModelArg::MicroBatch && args.trigger_ms == 0 {
+        return Err("--trigger-ms must be at least 1".into());
+    }
     let job = JobConfig {
+        model: match args.model {
+            ModelArg::Pipelined => ExecutionModel::Pipelined,
+            ModelArg::MicroBatch => ExecutionModel::MicroBatch {
+                trigger_ms: args.trigger_ms,
+            },
+        },
         checkpoint: CheckpointConfig {
             interval_ms: args.checkpoint_interval_ms,
             ..CheckpointConfig::default()

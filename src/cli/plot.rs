@@ -35,6 +35,11 @@ pub fn latency(figures: &[ModelFigures], path: &Path) -> Result<(), String> {
         .map(|f| f.latency_ms.max.max(1))
         .max()
         .unwrap_or(1) as f64;
+    let bottom = figures
+        .iter()
+        .map(|f| f.latency_ms.p50.max(1))
+        .min()
+        .unwrap_or(1) as f64;
     let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut chart = ChartBuilder::on(&root)
@@ -45,7 +50,7 @@ pub fn latency(figures: &[ModelFigures], path: &Path) -> Result<(), String> {
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(64)
-        .build_cartesian_2d(-0.2f64..3.2f64, (1f64..top * 2.0).log_scale())
+        .build_cartesian_2d(-0.2f64..3.2f64, (bottom / 2.0..top * 2.0).log_scale())
         .map_err(|e| e.to_string())?;
     chart
         .configure_mesh()
@@ -82,7 +87,7 @@ pub fn latency(figures: &[ModelFigures], path: &Path) -> Result<(), String> {
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::LowerRight)
         .draw()
         .map_err(|e| e.to_string())?;
     root.present().map_err(|e| e.to_string())
@@ -98,6 +103,7 @@ pub fn bars(
 ) -> Result<(), String> {
     let top = figures.iter().map(&value).fold(1.0f64, f64::max);
     let n = figures.len().max(1) as i32;
+    // The last segment of a segmented range is the end value's own: stop one short of it.
     let root = SVGBackend::new(path, (WIDTH, 60 + 44 * n as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut chart = ChartBuilder::on(&root)
@@ -105,7 +111,7 @@ pub fn bars(
         .margin(12)
         .x_label_area_size(32)
         .y_label_area_size(220)
-        .build_cartesian_2d(0f64..top * 1.15, (0..n).into_segmented())
+        .build_cartesian_2d(0f64..top * 1.15, (0..n - 1).into_segmented())
         .map_err(|e| e.to_string())?;
     let names: Vec<String> = figures.iter().map(label).collect();
     chart
