@@ -40,44 +40,52 @@ const LAG_CAUGHT_UP_RECORDS: u64 = 20;
 /// slowdown lasts ten seconds, and only backpressure slows the sources.
 const BACKPRESSURE_MIN_MS: u64 = 1_000;
 
-/// Slows the downstream tasks of every task manager. Swarm faults that would strike during the
-/// slowdown or the catch-up after it are dropped (`quiet_ms`), and the network is healed and
-/// its latency restored when the slowdown starts, so that the slowdown alone decides what
-/// happens then: a latency raised before it would otherwise cap the exchange's throughput
-/// below the input rate for good.
+/// Slows the downstream tasks of every task manager. Faults that would strike during the
+/// slowdown or the catch-up after it are dropped (`quiet_ms`), and everything is healed when
+/// the slowdown starts (crashed servers restarted, disk errors ended, the network healed, its
+/// latency restored), so that the slowdown alone decides what happens then. A latency raised
+/// before it would otherwise cap the exchange's throughput below the input rate for good, and
+/// a broker crashed for good before it (a generated plan found one) would keep the input out.
 fn slowdown(rng: &mut WeirRng) -> Vec<TimedFault> {
     let row_delay_us = rng.random_range(30_000..=60_000);
-    let calm = [
-        Fault::HealNetwork,
-        Fault::Latency {
-            max_ms: BASE_LATENCY_MAX_MS,
-        },
-    ]
-    .map(|fault| TimedFault {
-        at_ms: SLOW_FROM_MS,
-        fault,
+    let servers = pipeline::topology(&PIPELINE).servers;
+    let repairs = servers.into_iter().flat_map(|node| {
+        [
+            Fault::Restart { node: node.clone() },
+            Fault::DiskErrors { node, on: false },
+        ]
     });
-    calm.into_iter()
-        .chain((0..3).flat_map(|i| {
-            let node = format!("tm-{i}");
-            [
-                TimedFault {
-                    at_ms: SLOW_FROM_MS,
-                    fault: Fault::Slow {
-                        node: node.clone(),
-                        row_delay_us,
-                    },
+    let calm = repairs
+        .chain([
+            Fault::HealNetwork,
+            Fault::Latency {
+                max_ms: BASE_LATENCY_MAX_MS,
+            },
+        ])
+        .map(|fault| TimedFault {
+            at_ms: SLOW_FROM_MS,
+            fault,
+        });
+    calm.chain((0..3).flat_map(|i| {
+        let node = format!("tm-{i}");
+        [
+            TimedFault {
+                at_ms: SLOW_FROM_MS,
+                fault: Fault::Slow {
+                    node: node.clone(),
+                    row_delay_us,
                 },
-                TimedFault {
-                    at_ms: SLOW_FROM_MS + SLOW_FOR_MS,
-                    fault: Fault::Slow {
-                        node,
-                        row_delay_us: 0,
-                    },
+            },
+            TimedFault {
+                at_ms: SLOW_FROM_MS + SLOW_FOR_MS,
+                fault: Fault::Slow {
+                    node,
+                    row_delay_us: 0,
                 },
-            ]
-        }))
-        .collect()
+            },
+        ]
+    }))
+    .collect()
 }
 
 const PIPELINE: Pipeline = Pipeline {
