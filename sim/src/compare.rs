@@ -1,7 +1,5 @@
-//! Execution models side by side in the simulator: the `eos-pipeline` job (a keyed 1-second
-//! tumbling count and sum, broker topic to broker topic, exactly-once) run under each model on
-//! the same seeds, once without faults and once under one fault plan per seed that every
-//! model shares.
+//! Execution models side by side in the simulator: jobs run under each model on the same
+//! seeds, once without faults and once under one fault plan per seed that every model shares.
 //!
 //! The cost model is the simulator's: CPU is free, so time goes to the network (1 to 5 ms per
 //! message, more under latency faults), disk syncs (up to 8 ms), the models' own waits
@@ -11,13 +9,14 @@
 
 use crate::fault::FaultPlan;
 use crate::scenario::RunSpec;
-use crate::scenarios::eos_pipeline;
 use crate::scenarios::pipeline::{self, Pipeline};
+use crate::scenarios::{eos_pipeline, jobs};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 use weir_core::rng;
 use weir_core::runtime::ExecutionModel;
+use weir_workloads::jobs::Job;
 
 /// Batch trigger of the micro-batch model, in ms: the pipelined model's checkpoint interval,
 /// so that both commit equally often.
@@ -74,9 +73,31 @@ impl Percentiles {
     }
 }
 
+/// The jobs compared: `order-totals` (the `eos-pipeline` job: 1-second windows, event time
+/// is simulated time, so its results' latency is measured) and `order-aggregates` (5-minute
+/// windows over generated orders whose event time runs far ahead of simulated time, so only
+/// its correctness, recoveries and checkpoints compare).
+fn jobs() -> [(&'static str, Pipeline, bool); 2] {
+    [
+        ("order-totals", eos_pipeline::PIPELINE, true),
+        (
+            "order-aggregates",
+            jobs::pipeline(Job::OrderAggregates),
+            false,
+        ),
+    ]
+}
+
+/// Simulated runs per seed: every job under every model on both schedules.
+pub fn runs_per_seed() -> u64 {
+    (jobs().len() * models().len() * 2) as u64
+}
+
 /// What one model did on one fault schedule, over all seeds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelFigures {
+    /// The job.
+    pub job: String,
     /// The model's short name.
     pub model: String,
     /// The engine whose model it is.
@@ -91,8 +112,9 @@ pub struct ModelFigures {
     pub inputs: u64,
     /// Input records per simulated second, from the first input to the job's end.
     pub inputs_per_s: f64,
-    /// From a result's event time to a read_committed reader seeing it.
-    pub latency_ms: Percentiles,
+    /// From a result's event time to a read_committed reader seeing it, for a job whose event
+    /// time is simulated time.
+    pub latency_ms: Option<Percentiles>,
     /// Results the reader saw more than once, over all seeds.
     pub duplicates: u64,
     /// Results the oracle expects that were never committed, over all seeds.
@@ -103,45 +125,61 @@ pub struct ModelFigures {
     pub checkpoint_ms: Percentiles,
 }
 
-/// The fault schedules: none, and the plan the seed draws for the pipelined job's topology.
-fn schedules(seed: u64) -> [(&'static str, FaultPlan); 2] {
-    let topo = pipeline::topology(&eos_pipeline::PIPELINE);
+/// The fault schedules: none, and the plan the seed draws for the topology of `p`.
+fn schedules(p: &Pipeline, seed: u64) -> [(&'static str, FaultPlan); 2] {
+    let topo = pipeline::topology(p);
     let mut rng = rng::derive(seed, "compare");
     let (plan, _) = FaultPlan::swarm(&mut rng, &topo, pipeline::WORKLOAD_MS);
     [("none", FaultPlan::default()), ("shared faults", plan)]
 }
 
-/// Runs every model on `seeds` under both schedules; `progress` hears each finished run.
+/// Runs every job under every model on `seeds` under both schedules; `progress` hears each
+/// finished run.
 pub fn compare(seeds: Range<u64>, progress: &dyn Fn(&str)) -> Vec<ModelFigures> {
     let mut figures = Vec::new();
-    for (name, stands_for, model) in models() {
-        let p = Pipeline {
-            name: "compare",
-            model,
-            probe: true,
-            ..eos_pipeline::PIPELINE
-        };
-        for schedule in 0..2 {
-            let mut acc = Accumulated::default();
-            for seed in seeds.clone() {
-                let (label, plan) = schedules(seed)[schedule].clone();
-                let spec = RunSpec {
-                    seed,
-                    plan: Some(plan),
-                    mutant: None,
-                };
-                let (report, observed) = pipeline::run(&p, &spec);
-                acc.add(&report, &observed);
-                acc.label = label;
-                progress(&format!(
-                    "{name} / {label} / seed {seed}: {}",
-                    if report.passed { "passed" } else { "FAILED" }
-                ));
+    for (job, base, probe) in jobs() {
+        for (name, stands_for, model) in models() {
+            let p = Pipeline {
+                name: "compare",
+                model,
+                probe,
+                ..base.clone()
+            };
+            for schedule in 0..2 {
+                let acc = run_schedule(&p, schedule, seeds.clone(), &|seed, passed| {
+                    progress(&format!(
+                        "{job} / {name} / seed {seed}: {}",
+                        if passed { "passed" } else { "FAILED" }
+                    ))
+                });
+                figures.push(acc.figures((job, name, stands_for), probe, seeds.end - seeds.start));
             }
-            figures.push(acc.figures(name, stands_for, seeds.end - seeds.start));
         }
     }
     figures
+}
+
+/// Runs `p` on `seeds` under schedule number `schedule`.
+fn run_schedule(
+    p: &Pipeline,
+    schedule: usize,
+    seeds: Range<u64>,
+    progress: &dyn Fn(u64, bool),
+) -> Accumulated {
+    let mut acc = Accumulated::default();
+    for seed in seeds {
+        let (label, plan) = schedules(p, seed)[schedule].clone();
+        let spec = RunSpec {
+            seed,
+            plan: Some(plan),
+            mutant: None,
+        };
+        let (report, observed) = pipeline::run(p, &spec);
+        acc.add(&report, &observed);
+        acc.label = label;
+        progress(seed, report.passed);
+    }
+    acc
 }
 
 #[derive(Default)]
@@ -174,8 +212,14 @@ impl Accumulated {
         self.checkpoints.extend(&observed.checkpoint_ms);
     }
 
-    fn figures(&self, model: &str, stands_for: &str, seeds: u64) -> ModelFigures {
+    fn figures(
+        &self,
+        (job, model, stands_for): (&str, &str, &str),
+        latency: bool,
+        seeds: u64,
+    ) -> ModelFigures {
         ModelFigures {
+            job: job.into(),
             model: model.into(),
             stands_for: stands_for.into(),
             schedule: self.label.into(),
@@ -183,7 +227,7 @@ impl Accumulated {
             passed: self.passed,
             inputs: self.inputs,
             inputs_per_s: self.inputs as f64 * 1_000.0 / self.busy_ms.max(1) as f64,
-            latency_ms: Percentiles::of(&self.latency),
+            latency_ms: latency.then(|| Percentiles::of(&self.latency)),
             duplicates: self.duplicates,
             losses: self.losses,
             recovery_ms: Percentiles::of(&self.recoveries),

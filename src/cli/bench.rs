@@ -133,7 +133,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
 /// file if asked.
 pub fn compare(a: &CompareArgs) -> Result<Vec<ModelFigures>, String> {
     let seeds = super::sim::parse_seeds(&a.seeds)?;
-    let runs = (seeds.end - seeds.start) * 2 * weir_sim::compare::models().len() as u64;
+    let runs = (seeds.end - seeds.start) * weir_sim::compare::runs_per_seed();
     let bar = ProgressBar::new(runs).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} runs {msg} [{elapsed_precise}]")
             .map_err(|e| e.to_string())?,

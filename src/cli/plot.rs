@@ -2,42 +2,47 @@
 
 use plotters::prelude::*;
 use std::path::Path;
-use weir_sim::compare::ModelFigures;
+use weir_sim::compare::{ModelFigures, Percentiles};
 
-const WIDTH: u32 = 720;
+const WIDTH: u32 = 820;
 const HEIGHT: u32 = 420;
-const COLORS: [RGBColor; 6] = [
+const COLORS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
 ];
 
 fn label(f: &ModelFigures) -> String {
-    format!("{} ({})", f.model, f.schedule)
+    format!("{}: {} ({})", f.job, f.model, f.schedule)
 }
 
 /// Latency percentiles (p50, p99, p99.9, max) of each model and schedule, one line each, on a
 /// logarithmic axis.
 pub fn latency(figures: &[ModelFigures], path: &Path) -> Result<(), String> {
-    let points = |f: &ModelFigures| {
-        let l = &f.latency_ms;
+    let measured: Vec<(&ModelFigures, &Percentiles)> = figures
+        .iter()
+        .filter_map(|f| Some((f, f.latency_ms.as_ref()?)))
+        .collect();
+    let points = |l: &Percentiles| {
         [l.p50, l.p99, l.p999, l.max]
             .into_iter()
             .enumerate()
             .map(|(i, v)| (i as f64, v.max(1) as f64))
             .collect::<Vec<_>>()
     };
-    let top = figures
+    let top = measured
         .iter()
-        .map(|f| f.latency_ms.max.max(1))
+        .map(|(_, l)| l.max.max(1))
         .max()
         .unwrap_or(1) as f64;
-    let bottom = figures
+    let bottom = measured
         .iter()
-        .map(|f| f.latency_ms.p50.max(1))
+        .map(|(_, l)| l.p50.max(1))
         .min()
         .unwrap_or(1) as f64;
     let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
@@ -68,16 +73,16 @@ pub fn latency(figures: &[ModelFigures], path: &Path) -> Result<(), String> {
         .y_desc("ms")
         .draw()
         .map_err(|e| e.to_string())?;
-    for (i, f) in figures.iter().enumerate() {
+    for (i, (f, l)) in measured.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
-            .draw_series(LineSeries::new(points(f), color.stroke_width(2)))
+            .draw_series(LineSeries::new(points(l), color.stroke_width(2)))
             .map_err(|e| e.to_string())?
             .label(label(f))
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
         chart
             .draw_series(
-                points(f)
+                points(l)
                     .into_iter()
                     .map(|p| Circle::new(p, 3, color.filled())),
             )
@@ -110,7 +115,7 @@ pub fn bars(
         .caption(title, ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(32)
-        .y_label_area_size(220)
+        .y_label_area_size(330)
         .build_cartesian_2d(0f64..top * 1.15, (0..n - 1).into_segmented())
         .map_err(|e| e.to_string())?;
     let names: Vec<String> = figures.iter().map(label).collect();

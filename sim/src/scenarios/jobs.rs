@@ -18,8 +18,9 @@ use weir_workloads::jobs::nexmark_windows::WindowQuery;
 /// Deliberately broken runtimes these scenarios must catch.
 pub const MUTANTS: &[(&str, &str)] = &[COMMIT_BEFORE_COMPLETE];
 
-fn run_job(job: Job, spec: &RunSpec) -> RunReport {
-    let pipeline = Pipeline {
+/// The pipeline of `job`'s scenario.
+pub(crate) fn pipeline(job: Job) -> Pipeline {
+    Pipeline {
         name: job.name(),
         job: PipelineJob::Catalog(job),
         exchange: EXCHANGE,
@@ -42,8 +43,11 @@ fn run_job(job: Job, spec: &RunSpec) -> RunReport {
         stop_and_resume: false,
         model: ExecutionModel::Pipelined,
         probe: false,
-    };
-    pipeline::run(&pipeline, spec).0
+    }
+}
+
+fn run_job(job: Job, spec: &RunSpec) -> RunReport {
+    pipeline::run(&pipeline(job), spec).0
 }
 
 /// Runs one seed of `order-aggregates`.

@@ -196,6 +196,7 @@ fn out_of_orderness_ms(job: Job) -> i64 {
 const GENERATED_MAX: u64 = 1_000_000;
 
 /// One of the scenarios on this pipeline.
+#[derive(Clone)]
 pub(crate) struct Pipeline {
     pub name: &'static str,
     /// The job.
