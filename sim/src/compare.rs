@@ -10,7 +10,7 @@
 use crate::fault::FaultPlan;
 use crate::scenario::RunSpec;
 use crate::scenarios::pipeline::{self, Pipeline};
-use crate::scenarios::{eos_pipeline, jobs};
+use crate::scenarios::{eos_pipeline, jobs, microbatch};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -18,23 +18,20 @@ use weir_core::rng;
 use weir_core::runtime::ExecutionModel;
 use weir_workloads::jobs::Job;
 
-/// Batch trigger of the micro-batch model, in ms: the pipelined model's checkpoint interval,
-/// so that both commit equally often.
-const TRIGGER_MS: u64 = 1_000;
-
 /// The models compared, with the engine each stands for.
 pub fn models() -> Vec<(&'static str, &'static str, ExecutionModel)> {
     vec![
         (
             "pipelined",
-            "Flink: pipelined, aligned checkpoints, two-phase-commit sink",
+            "Flink: pipelined, checkpoint barriers (aligned on half the seeds, unaligned on the others), two-phase-commit sink",
             ExecutionModel::Pipelined,
         ),
         (
             "micro-batch",
             "Spark Structured Streaming: micro-batches, offset log, transactional sink",
+            // The pipelined model's checkpoint interval: both commit equally often.
             ExecutionModel::MicroBatch {
-                trigger_ms: TRIGGER_MS,
+                trigger_ms: microbatch::TRIGGER_MS,
             },
         ),
     ]

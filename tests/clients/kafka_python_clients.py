@@ -101,9 +101,16 @@ def consumer_checks(sent):
     b = KafkaConsumer("kp-orders", **common)
     seen = {}
     # A second member's first rebalance has taken 10 to 32 s here with kafka-python's 3 s
-    # heartbeat interval, so this waits for the split for up to 90 s.
+    # heartbeat interval, so this waits for the split for up to 90 s. Until both members have
+    # synced the new generation, one may still hold the old assignment (all four partitions
+    # while the other already has two), so it waits for a split, not for two assignments.
+    def split():
+        pa = {tp.partition for tp in a.assignment()}
+        pb = {tp.partition for tp in b.assignment()}
+        return pa and pb and not (pa & pb) and pa | pb == {0, 1, 2, 3}
+
     deadline = time.time() + 9 * TIMEOUT_S
-    while time.time() < deadline and (len(seen) < total or not (a.assignment() and b.assignment())):
+    while time.time() < deadline and (len(seen) < total or not split()):
         for c in (a, b):
             for tp, msgs in c.poll(timeout_ms=200).items():
                 for m in msgs:
