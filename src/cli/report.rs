@@ -105,7 +105,7 @@ fn header(md: &mut String, seeds: &str) {
          | Framework | Latency | Throughput |\n| --- | --- | --- |\n\
          | Kafka Streams | Low | High |\n| Flink | Very Low | Very High |\n\
          | Spark Streaming | Medium | Very High |\n| Storm | Low | Medium |\n\n\
-         Weir runs one job under each engine's execution model, with the same input and the \
+         Weir runs the same jobs under each engine's execution model, with the same input and the \
          same faults. Two jobs run, both exactly-once from a broker topic to a broker topic. \
          `order-totals` is `eos-pipeline`'s job: a keyed 1-second tumbling count and sum. Its \
          event time is simulated time and its windows are short, so a 20-second run closes many \
