@@ -122,12 +122,34 @@ pub struct ModelFigures {
     pub checkpoint_ms: Percentiles,
 }
 
-/// The fault schedules: none, and the plan the seed draws for the topology of `p`.
-fn schedules(p: &Pipeline, seed: u64) -> [(&'static str, FaultPlan); 2] {
-    let topo = pipeline::topology(p);
-    let mut rng = rng::derive(seed, "compare");
-    let (plan, _) = FaultPlan::swarm(&mut rng, &topo, pipeline::WORKLOAD_MS);
-    [("none", FaultPlan::default()), ("shared faults", plan)]
+/// The fault schedules every model runs.
+#[derive(Clone, Copy)]
+enum Schedule {
+    /// No faults.
+    Calm,
+    /// The plan each seed draws for the job's topology, the same for every model.
+    SharedFaults,
+}
+
+impl Schedule {
+    const ALL: [Schedule; 2] = [Schedule::Calm, Schedule::SharedFaults];
+
+    fn label(self) -> &'static str {
+        match self {
+            Schedule::Calm => "none",
+            Schedule::SharedFaults => "shared faults",
+        }
+    }
+
+    fn plan(self, p: &Pipeline, seed: u64) -> FaultPlan {
+        match self {
+            Schedule::Calm => FaultPlan::default(),
+            Schedule::SharedFaults => {
+                let mut rng = rng::derive(seed, "compare");
+                FaultPlan::swarm(&mut rng, &pipeline::topology(p), pipeline::WORKLOAD_MS).0
+            }
+        }
+    }
 }
 
 /// Runs every job under every model on `seeds` under both schedules; `progress` hears each
@@ -142,38 +164,41 @@ pub fn compare(seeds: Range<u64>, progress: &dyn Fn(&str)) -> Vec<ModelFigures> 
                 probe,
                 ..base.clone()
             };
-            for schedule in 0..2 {
+            for schedule in Schedule::ALL {
                 let acc = run_schedule(&p, schedule, seeds.clone(), &|seed, passed| {
                     progress(&format!(
                         "{job} / {name} / seed {seed}: {}",
                         if passed { "passed" } else { "FAILED" }
                     ))
                 });
-                figures.push(acc.figures((job, name, stands_for), probe, seeds.end - seeds.start));
+                figures.push(acc.figures(
+                    (job, name, stands_for),
+                    schedule,
+                    probe,
+                    seeds.end - seeds.start,
+                ));
             }
         }
     }
     figures
 }
 
-/// Runs `p` on `seeds` under schedule number `schedule`.
+/// Runs `p` on `seeds` under `schedule`.
 fn run_schedule(
     p: &Pipeline,
-    schedule: usize,
+    schedule: Schedule,
     seeds: Range<u64>,
     progress: &dyn Fn(u64, bool),
 ) -> Accumulated {
     let mut acc = Accumulated::default();
     for seed in seeds {
-        let (label, plan) = schedules(p, seed)[schedule].clone();
         let spec = RunSpec {
             seed,
-            plan: Some(plan),
+            plan: Some(schedule.plan(p, seed)),
             mutant: None,
         };
         let (report, observed) = pipeline::run(p, &spec);
         acc.add(&report, &observed);
-        acc.label = label;
         progress(seed, report.passed);
     }
     acc
@@ -181,7 +206,6 @@ fn run_schedule(
 
 #[derive(Default)]
 struct Accumulated {
-    label: &'static str,
     passed: u64,
     inputs: u64,
     busy_ms: u64,
@@ -206,12 +230,14 @@ impl Accumulated {
             }
         }
         self.recoveries.extend(&observed.recoveries_ms);
-        self.checkpoints.extend(&observed.checkpoint_ms);
+        self.checkpoints
+            .extend(observed.checkpoints.iter().map(|c| c.duration_ms));
     }
 
     fn figures(
         &self,
         (job, model, stands_for): (&str, &str, &str),
+        schedule: Schedule,
         latency: bool,
         seeds: u64,
     ) -> ModelFigures {
@@ -219,7 +245,7 @@ impl Accumulated {
             job: job.into(),
             model: model.into(),
             stands_for: stands_for.into(),
-            schedule: self.label.into(),
+            schedule: schedule.label().into(),
             seeds,
             passed: self.passed,
             inputs: self.inputs,

@@ -245,9 +245,7 @@ struct PeerRun {
 
 fn flink_peer(md: &mut String, path: &Path) {
     md.push_str("## Against Apache Flink, on this machine\n\n");
-    let run: Option<PeerRun> = std::fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let run: Option<PeerRun> = read_json(path).ok();
     match run {
         Some(r) => {
             let _ = write!(
@@ -303,6 +301,11 @@ struct Estimate {
     point_estimate: f64,
 }
 
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Every `new/benchmark.json` under `dir`, with its estimates, sorted by bench id.
 fn criterion_results(dir: &Path) -> Result<Vec<(BenchId, f64)>, String> {
     let mut found = Vec::new();
@@ -324,12 +327,8 @@ fn criterion_results(dir: &Path) -> Result<Vec<(BenchId, f64)>, String> {
             if path.is_dir() {
                 stack.push(path);
             } else if path.ends_with("new/benchmark.json") {
-                let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-                let id: BenchId = serde_json::from_slice(&read(&path)?)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                let estimates_path = path.with_file_name("estimates.json");
-                let est: Estimates = serde_json::from_slice(&read(&estimates_path)?)
-                    .map_err(|e| format!("{}: {e}", estimates_path.display()))?;
+                let id: BenchId = read_json(&path)?;
+                let est: Estimates = read_json(&path.with_file_name("estimates.json"))?;
                 found.push((id, est.mean.point_estimate));
             }
         }

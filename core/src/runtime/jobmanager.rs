@@ -617,9 +617,10 @@ impl JobManager {
     fn logged_batch(&self) -> Option<BatchPlan> {
         let after = self.latest.as_ref().map(|c| c.id);
         self.batch_plan
-            .clone()
+            .as_ref()
             .filter(|p| p.after == after)
             .filter(|_| self.job.mutation != Some(RuntimeMutation::OffsetLogIgnored))
+            .cloned()
     }
 
     /// Micro-batch: every source reported where the pending batch ends; logs the batch

@@ -232,7 +232,7 @@ pub(crate) struct Observed {
     pub lag: Vec<(u64, u64)>,
     lag_by_task: BTreeMap<TaskId, (u64, u64)>,
     latest: BTreeMap<(TaskId, u64), TaskSample>,
-    checkpoints: Vec<CheckpointStats>,
+    pub checkpoints: Vec<CheckpointStats>,
     failovers: u64,
     last_note_ms: Option<u64>,
     /// Savepoints the job stopped with, with the checkpoint id each holds.
@@ -250,8 +250,6 @@ pub(crate) struct Observed {
     failed_at_ms: Option<u64>,
     /// Ms from each failover to the next completed checkpoint.
     pub recoveries_ms: Vec<u64>,
-    /// Each completed checkpoint's duration, in ms.
-    pub checkpoint_ms: Vec<u64>,
     /// Input records the feeder wrote (as the observer read them back).
     pub inputs: u64,
     /// When the observer saw the job finished, in sim ms.
@@ -979,7 +977,6 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
                 match e {
                     JobEvent::CheckpointCompleted(c) => {
                         o.checkpoints.push(*c);
-                        o.checkpoint_ms.push(c.duration_ms);
                         if let Some(at) = o.failed_at_ms.take() {
                             o.recoveries_ms.push(now_ms() - at);
                         }
