@@ -10,7 +10,7 @@
 use crate::fault::FaultPlan;
 use crate::scenario::RunSpec;
 use crate::scenarios::pipeline::{self, Pipeline};
-use crate::scenarios::{eos_pipeline, jobs, microbatch};
+use crate::scenarios::{eos_pipeline, jobs, kafka_streams, microbatch};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -18,22 +18,37 @@ use weir_core::rng;
 use weir_core::runtime::ExecutionModel;
 use weir_workloads::jobs::Job;
 
-/// The models compared, with the engine each stands for.
-pub fn models() -> Vec<(&'static str, &'static str, ExecutionModel)> {
+/// An execution model as the comparison runs it.
+pub struct Model {
+    /// Short name.
+    pub name: &'static str,
+    /// The engine it stands for, and how it is set.
+    pub stands_for: &'static str,
+    /// The model's settings for a job whose bound on disorder is the argument, in ms.
+    pub settings: fn(i64) -> ExecutionModel,
+}
+
+/// The models compared.
+pub fn models() -> Vec<Model> {
     vec![
-        (
-            "pipelined",
-            "Flink: pipelined, checkpoint barriers (aligned on half the seeds, unaligned on the others), two-phase-commit sink",
-            ExecutionModel::Pipelined,
-        ),
-        (
-            "micro-batch",
-            "Spark Structured Streaming: micro-batches, offset log, transactional sink",
+        Model {
+            name: "pipelined",
+            stands_for: "Flink: pipelined, checkpoint barriers (aligned on half the seeds, unaligned on the others), two-phase-commit sink",
+            settings: |_| ExecutionModel::Pipelined,
+        },
+        Model {
+            name: "micro-batch",
+            stands_for: "Spark Structured Streaming: micro-batches, offset log, transactional sink",
             // The pipelined model's checkpoint interval: both commit equally often.
-            ExecutionModel::MicroBatch {
+            settings: |_| ExecutionModel::MicroBatch {
                 trigger_ms: microbatch::TRIGGER_MS,
             },
-        ),
+        },
+        Model {
+            name: "kafka-streams",
+            stands_for: "Kafka Streams: consume-transform-produce, one transaction per 100 ms commit interval, windows logged to a changelog topic, a repartition topic for the keyed edge; grace equal to the bound on disorder the other models' watermarks allow",
+            settings: |disorder_ms| kafka_streams::model(disorder_ms as u64),
+        },
     ]
 }
 
@@ -116,9 +131,18 @@ pub struct ModelFigures {
     pub duplicates: u64,
     /// Results the oracle expects that were never committed, over all seeds.
     pub losses: u64,
-    /// From each failover to the next completed checkpoint.
+    /// Results committed with a count or sum other than the oracle's (rows dropped as late,
+    /// or counted twice), over all seeds.
+    #[serde(default)]
+    pub wrong: u64,
+    /// Input rows the windows dropped as late, over all seeds.
+    #[serde(default)]
+    pub late_dropped: u64,
+    /// From each failover to the next completed checkpoint (Kafka Streams: the next committed
+    /// transaction).
     pub recovery_ms: Percentiles,
-    /// Each checkpoint's (micro-batch: batch's) duration from trigger to completion.
+    /// Each checkpoint's (micro-batch: batch's) duration from trigger to completion; under
+    /// Kafka Streams, each transaction's commit.
     pub checkpoint_ms: Percentiles,
 }
 
@@ -157,10 +181,15 @@ impl Schedule {
 pub fn compare(seeds: Range<u64>, progress: &dyn Fn(&str)) -> Vec<ModelFigures> {
     let mut figures = Vec::new();
     for (job, base, probe) in jobs() {
-        for (name, stands_for, model) in models() {
+        for Model {
+            name,
+            stands_for,
+            settings,
+        } in models()
+        {
             let p = Pipeline {
                 name: "compare",
-                model,
+                model: settings(base.job.out_of_orderness_ms()),
                 probe,
                 ..base.clone()
             };
@@ -212,6 +241,8 @@ struct Accumulated {
     latency: Vec<u64>,
     duplicates: u64,
     losses: u64,
+    wrong: u64,
+    late_dropped: u64,
     recoveries: Vec<u64>,
     checkpoints: Vec<u64>,
 }
@@ -227,11 +258,15 @@ impl Accumulated {
                 self.duplicates += 1;
             } else if v.starts_with("lost") {
                 self.losses += 1;
+            } else if v.starts_with("wrong") {
+                self.wrong += 1;
             }
         }
+        self.late_dropped += observed.late_dropped();
         self.recoveries.extend(&observed.recoveries_ms);
         self.checkpoints
             .extend(observed.checkpoints.iter().map(|c| c.duration_ms));
+        self.checkpoints.extend(&observed.commits_ms);
     }
 
     fn figures(
@@ -253,6 +288,8 @@ impl Accumulated {
             latency_ms: latency.then(|| Percentiles::of(&self.latency)),
             duplicates: self.duplicates,
             losses: self.losses,
+            wrong: self.wrong,
+            late_dropped: self.late_dropped,
             recovery_ms: Percentiles::of(&self.recoveries),
             checkpoint_ms: Percentiles::of(&self.checkpoints),
         }

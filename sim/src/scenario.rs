@@ -92,6 +92,12 @@ pub fn all() -> &'static [Scenario] {
             run: scenarios::microbatch::run,
         },
         Scenario {
+            name: "kafka-streams",
+            description: "the eos-pipeline job under the Kafka Streams model (each subtask commits its output, its windows' changelog and its input offsets in one broker transaction every 100 ms; the keyed edge is a repartition topic; a restart restores from the changelog and the group's offsets), amid the same faults; read_committed output equals the oracle",
+            mutants: scenarios::kafka_streams::MUTANTS,
+            run: scenarios::kafka_streams::run,
+        },
+        Scenario {
             name: "backpressure",
             description: "the eos-pipeline job with its window subtasks slowed for ten seconds while the sources are not; the sources' output waits for credit, exchange buffers stay within their bound, the backlog waits in the broker as source lag, the job catches up, and the output is exactly-once",
             mutants: scenarios::backpressure::MUTANTS,

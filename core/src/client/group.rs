@@ -600,85 +600,8 @@ impl GroupConsumer {
         partitions: &[TopicPartition],
     ) -> Result<BTreeMap<TopicPartition, i64>, ClientError> {
         let conn = self.coordinator_conn().await?;
-        let v = conn.version(ApiKey::OffsetFetch)?;
-        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-        for (t, p) in partitions {
-            by_topic.entry(t).or_default().push(*p);
-        }
-        let group = GroupId(s(&self.config.group_id));
-        let require_stable = v >= 7 && self.config.consumer.isolation == Isolation::ReadCommitted;
-        let req = if v >= 8 {
-            let topics = by_topic
-                .iter()
-                .map(|(t, ps)| {
-                    OffsetFetchRequestTopics::default()
-                        .with_name(TopicName(s(t)))
-                        .with_partition_indexes(ps.clone())
-                })
-                .collect();
-            OffsetFetchRequest::default()
-                .with_groups(vec![
-                    OffsetFetchRequestGroup::default()
-                        .with_group_id(group)
-                        .with_topics(Some(topics)),
-                ])
-                .with_require_stable(require_stable)
-        } else {
-            let topics = by_topic
-                .iter()
-                .map(|(t, ps)| {
-                    OffsetFetchRequestTopic::default()
-                        .with_name(TopicName(s(t)))
-                        .with_partition_indexes(ps.clone())
-                })
-                .collect();
-            OffsetFetchRequest::default()
-                .with_group_id(group)
-                .with_topics(Some(topics))
-                .with_require_stable(require_stable)
-        };
-        let resp: OffsetFetchResponse = conn.send(ApiKey::OffsetFetch, v, &req).await?;
-        // The layouts before and from v8 are distinct types of one shape.
-        macro_rules! flatten {
-            ($topics:expr, $into:expr) => {
-                for t in $topics {
-                    for p in &t.partitions {
-                        let row = (
-                            t.name.0.to_string(),
-                            p.partition_index,
-                            p.committed_offset,
-                            p.error_code,
-                        );
-                        $into.push(row);
-                    }
-                }
-            };
-        }
-        let mut found: Vec<(String, i32, i64, i16)> = Vec::new();
-        if v >= 8 {
-            for g in &resp.groups {
-                if let Some(e) = ClientError::kafka(g.error_code, "offset fetch") {
-                    return Err(e);
-                }
-                flatten!(&g.topics, found);
-            }
-        } else {
-            if let Some(e) = ClientError::kafka(resp.error_code, "offset fetch") {
-                return Err(e);
-            }
-            flatten!(&resp.topics, found);
-        }
-        let mut out = BTreeMap::new();
-        for (topic, partition, offset, error) in found {
-            if let Some(e) = ClientError::kafka(error, format!("offset fetch {topic}-{partition}"))
-            {
-                return Err(e);
-            }
-            if offset >= 0 {
-                out.insert((topic, partition), offset);
-            }
-        }
-        Ok(out)
+        let stable = self.config.consumer.isolation == Isolation::ReadCommitted;
+        fetch_offsets(&conn, &self.config.group_id, partitions, stable).await
     }
 
     /// The connection to the coordinator, finding it first if it is not known.
@@ -687,40 +610,8 @@ impl GroupConsumer {
             return Ok(Arc::clone(c));
         }
         self.coordinator = None;
-        let any = self.cluster.any().await?;
-        let v = any.version(ApiKey::FindCoordinator)?;
-        let mut req = FindCoordinatorRequest::default();
-        if v >= 4 {
-            req = req.with_coordinator_keys(vec![s(&self.config.group_id)]);
-        } else {
-            req = req.with_key(s(&self.config.group_id));
-        }
-        let resp: FindCoordinatorResponse = any.send(ApiKey::FindCoordinator, v, &req).await?;
-        let (error, host, port) = match resp.coordinators.first() {
-            Some(c) if v >= 4 => (c.error_code, c.host.to_string(), c.port),
-            None if v >= 4 => {
-                return Err(ClientError::Protocol(
-                    "FindCoordinator answered no key".into(),
-                ));
-            }
-            _ => (resp.error_code, resp.host.to_string(), resp.port),
-        };
-        if let Some(e) = ClientError::kafka(
-            error,
-            format!("find coordinator of {}", self.config.group_id),
-        ) {
-            return Err(e);
-        }
-        let base = &self.cluster.config().conn;
-        let conn = Connection::connect(
-            self.cluster.config().net,
-            &format!("{host}:{port}"),
-            ConnConfig {
-                request_timeout_ms: base.request_timeout_ms + self.config.rebalance_timeout_ms,
-                ..base.clone()
-            },
-        )
-        .await?;
+        let timeout_ms = self.config.rebalance_timeout_ms;
+        let conn = find_coordinator(&self.cluster, &self.config.group_id, timeout_ms).await?;
         let conn = Arc::new(conn);
         self.coordinator = Some(Arc::clone(&conn));
         Ok(conn)
@@ -1017,6 +908,149 @@ async fn heartbeat_until_told(
             Some(_) => return Heard::LostCoordinator,
         }
     }
+}
+
+/// Connects to group `group_id`'s coordinator; its requests may take `extra_timeout_ms` more
+/// than the cluster's (a join waits out the rebalance).
+async fn find_coordinator(
+    cluster: &Cluster,
+    group_id: &str,
+    extra_timeout_ms: u64,
+) -> Result<Connection, ClientError> {
+    let any = cluster.any().await?;
+    let v = any.version(ApiKey::FindCoordinator)?;
+    let mut req = FindCoordinatorRequest::default();
+    if v >= 4 {
+        req = req.with_coordinator_keys(vec![s(group_id)]);
+    } else {
+        req = req.with_key(s(group_id));
+    }
+    let resp: FindCoordinatorResponse = any.send(ApiKey::FindCoordinator, v, &req).await?;
+    let (error, host, port) = match resp.coordinators.first() {
+        Some(c) if v >= 4 => (c.error_code, c.host.to_string(), c.port),
+        None if v >= 4 => {
+            return Err(ClientError::Protocol(
+                "FindCoordinator answered no key".into(),
+            ));
+        }
+        _ => (resp.error_code, resp.host.to_string(), resp.port),
+    };
+    if let Some(e) = ClientError::kafka(error, format!("find coordinator of {}", group_id)) {
+        return Err(e);
+    }
+    let base = &cluster.config().conn;
+    let conn = Connection::connect(
+        cluster.config().net,
+        &format!("{host}:{port}"),
+        ConnConfig {
+            request_timeout_ms: base.request_timeout_ms + extra_timeout_ms,
+            ..base.clone()
+        },
+    )
+    .await?;
+    Ok(conn)
+}
+
+/// Group `group_id`'s committed offsets of `partitions` (absent where none is committed),
+/// for a reader that is not a member. With `stable`, offsets an open transaction holds are
+/// refused with UnstableOffsetCommit, a retriable error, until it ends.
+pub async fn committed_offsets(
+    cluster: &Cluster,
+    group_id: &str,
+    partitions: &[TopicPartition],
+    stable: bool,
+) -> Result<BTreeMap<TopicPartition, i64>, ClientError> {
+    let conn = find_coordinator(cluster, group_id, 0).await?;
+    fetch_offsets(&conn, group_id, partitions, stable).await
+}
+
+/// Group `group_id`'s committed offsets of `partitions`, asked of its coordinator `conn`;
+/// `stable` waits out offsets an open transaction holds (the broker answers
+/// UnstableOffsetCommit until it ends).
+async fn fetch_offsets(
+    conn: &Connection,
+    group_id: &str,
+    partitions: &[TopicPartition],
+    stable: bool,
+) -> Result<BTreeMap<TopicPartition, i64>, ClientError> {
+    let v = conn.version(ApiKey::OffsetFetch)?;
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (t, p) in partitions {
+        by_topic.entry(t).or_default().push(*p);
+    }
+    let group = GroupId(s(group_id));
+    let require_stable = v >= 7 && stable;
+    let req = if v >= 8 {
+        let topics = by_topic
+            .iter()
+            .map(|(t, ps)| {
+                OffsetFetchRequestTopics::default()
+                    .with_name(TopicName(s(t)))
+                    .with_partition_indexes(ps.clone())
+            })
+            .collect();
+        OffsetFetchRequest::default()
+            .with_groups(vec![
+                OffsetFetchRequestGroup::default()
+                    .with_group_id(group)
+                    .with_topics(Some(topics)),
+            ])
+            .with_require_stable(require_stable)
+    } else {
+        let topics = by_topic
+            .iter()
+            .map(|(t, ps)| {
+                OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(s(t)))
+                    .with_partition_indexes(ps.clone())
+            })
+            .collect();
+        OffsetFetchRequest::default()
+            .with_group_id(group)
+            .with_topics(Some(topics))
+            .with_require_stable(require_stable)
+    };
+    let resp: OffsetFetchResponse = conn.send(ApiKey::OffsetFetch, v, &req).await?;
+    // The layouts before and from v8 are distinct types of one shape.
+    macro_rules! flatten {
+        ($topics:expr, $into:expr) => {
+            for t in $topics {
+                for p in &t.partitions {
+                    let row = (
+                        t.name.0.to_string(),
+                        p.partition_index,
+                        p.committed_offset,
+                        p.error_code,
+                    );
+                    $into.push(row);
+                }
+            }
+        };
+    }
+    let mut found: Vec<(String, i32, i64, i16)> = Vec::new();
+    if v >= 8 {
+        for g in &resp.groups {
+            if let Some(e) = ClientError::kafka(g.error_code, "offset fetch") {
+                return Err(e);
+            }
+            flatten!(&g.topics, found);
+        }
+    } else {
+        if let Some(e) = ClientError::kafka(resp.error_code, "offset fetch") {
+            return Err(e);
+        }
+        flatten!(&resp.topics, found);
+    }
+    let mut out = BTreeMap::new();
+    for (topic, partition, offset, error) in found {
+        if let Some(e) = ClientError::kafka(error, format!("offset fetch {topic}-{partition}")) {
+            return Err(e);
+        }
+        if offset >= 0 {
+            out.insert((topic, partition), offset);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

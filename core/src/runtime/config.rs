@@ -31,6 +31,22 @@ pub enum ExecutionModel {
         /// Time from one batch's start to the next one's, at least.
         trigger_ms: u64,
     },
+    /// Consume-transform-produce (the model of Kafka Streams with `exactly_once_v2`). Each
+    /// subtask reads its partitions, and every `commit_interval_ms` commits one broker
+    /// transaction holding its output, the changes to its state (in a changelog topic) and its
+    /// input offsets (committed to the job's consumer group). A keyed edge goes through a
+    /// repartition topic instead of the network. Nothing is coordinated across subtasks: a
+    /// restarted subtask restores its state by reading its changelog and resumes from its
+    /// group's committed offsets. Windows close when the subtask's stream time (the largest
+    /// event time it has read) passes their end by `grace_ms`.
+    KafkaStreams {
+        /// Time between one transaction's commit and the next.
+        commit_interval_ms: u64,
+        /// How far stream time must pass a window's end before the window closes.
+        grace_ms: u64,
+        /// Replicas of the repartition and changelog topics.
+        replication_factor: i16,
+    },
 }
 
 /// Checkpointing.
@@ -105,6 +121,9 @@ pub enum RuntimeMutation {
     /// Micro-batch: a batch re-run after a failure is planned afresh instead of reading the
     /// range the offset log holds for it.
     OffsetLogIgnored,
+    /// Kafka Streams model: windows' changes are left out of the changelog, so a restarted
+    /// subtask restores none of its open windows.
+    ChangelogSkipped,
     /// Result partitions queue without limit instead of waiting for credit-freed buffers.
     UnboundedBuffers,
     /// A job manager resuming a stopped job from a savepoint drops the stopped run's
@@ -119,7 +138,7 @@ pub struct JobConfig {
     pub graph: JobGraph,
     /// Broker bootstrap addresses ("host:port").
     pub bootstrap: Vec<String>,
-    /// Pipelined or micro-batch.
+    /// Pipelined, micro-batch or Kafka Streams.
     #[serde(default)]
     pub model: ExecutionModel,
     /// Checkpoints.

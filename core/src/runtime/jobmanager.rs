@@ -90,6 +90,15 @@ pub enum JobEvent {
         /// It re-runs a logged batch.
         replayed: bool,
     },
+    /// Kafka Streams model: a subtask committed a transaction.
+    TxnCommitted {
+        /// The attempt.
+        attempt: u64,
+        /// The subtask.
+        task: TaskId,
+        /// From the commit's start to the broker's answer.
+        commit_ms: u64,
+    },
     /// A checkpoint was given up.
     CheckpointAbandoned {
         /// Its id.
@@ -445,6 +454,24 @@ impl JobManager {
                     self.check_finished().await;
                 }
             }
+            ToJobManager::TxnCommitted {
+                attempt,
+                task,
+                commit_ms,
+                drained,
+            } => {
+                if attempt == self.meta.attempt {
+                    self.event(JobEvent::TxnCommitted {
+                        attempt,
+                        task,
+                        commit_ms,
+                    });
+                    if drained {
+                        self.committed.insert(task);
+                        self.check_finished().await;
+                    }
+                }
+            }
             ToJobManager::Planned {
                 attempt,
                 checkpoint_id,
@@ -490,6 +517,13 @@ impl JobManager {
                 if self.state != JobState::Running =>
             {
                 self.refuse(vec![conn], &format!("the job is {:?}", self.state));
+            }
+            ToJobManager::TriggerSavepoint | ToJobManager::StopWithSavepoint
+                if matches!(self.job.model, ExecutionModel::KafkaStreams { .. }) =>
+            {
+                let why = "under the Kafka Streams model state lives in changelog topics and \
+                           offsets in the consumer group: there are no savepoints";
+                self.refuse(vec![conn], why);
             }
             ToJobManager::TriggerSavepoint => self.savepoint_waiters.push(conn),
             ToJobManager::StopWithSavepoint => self.stop_waiters.push(conn),
@@ -575,6 +609,10 @@ impl JobManager {
                 ));
                 return;
             }
+        }
+        if matches!(self.job.model, ExecutionModel::KafkaStreams { .. }) {
+            // Each subtask commits on its own; nothing is coordinated.
+            return;
         }
         let due = now >= self.next_trigger
             || !self.savepoint_waiters.is_empty()
@@ -681,7 +719,7 @@ impl JobManager {
     /// When the checkpoint after one that started at `started` and ends `now` is due.
     fn next_trigger_after(&self, started: Instant, now: Instant) -> Instant {
         match self.job.model {
-            ExecutionModel::Pipelined => {
+            ExecutionModel::Pipelined | ExecutionModel::KafkaStreams { .. } => {
                 now + Duration::from_millis(self.job.checkpoint.interval_ms)
             }
             ExecutionModel::MicroBatch { trigger_ms } => {

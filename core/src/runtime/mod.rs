@@ -17,6 +17,8 @@
 //! - [`source`], [`window`], [`sink`]: the operators; the sink's two-phase commit is what
 //!   makes the output exactly-once; [`table`] holds the tables upsert operators write.
 //!   [`function`]: the user functions a graph names.
+//! - [`streams`]: a subtask under the Kafka Streams model, which replaces the exchange,
+//!   the checkpoints and the two-phase commit with a broker transaction per commit interval.
 
 pub mod config;
 pub mod element;
@@ -30,6 +32,7 @@ pub mod running;
 pub mod sink;
 pub mod snapshot;
 mod source;
+pub mod streams;
 pub mod table;
 mod task;
 pub mod taskmanager;

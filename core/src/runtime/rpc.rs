@@ -82,6 +82,17 @@ pub enum ToJobManager {
         /// Each partition's end offset (exclusive); an ended partition has none.
         ends: BTreeMap<i32, i64>,
     },
+    /// Kafka Streams model: a subtask committed a transaction.
+    TxnCommitted {
+        /// Attempt.
+        attempt: u64,
+        /// Subtask.
+        task: TaskId,
+        /// From the commit's start to the broker's answer.
+        commit_ms: u64,
+        /// Its input has ended and the transaction holds the last of its output.
+        drained: bool,
+    },
     /// A subtask failed.
     Failed {
         /// Attempt.

@@ -259,6 +259,44 @@ impl BrokerSource {
             .unwrap_or(i64::MAX)
     }
 
+    /// Kafka Streams model: resumes each partition of `committed` from its offset (the
+    /// others from the earliest).
+    pub fn resume_from(&mut self, committed: &BTreeMap<i32, i64>) -> Result<(), String> {
+        for (p, offset) in committed {
+            let Some(prog) = self.progress.get_mut(p) else {
+                return Err(format!(
+                    "offsets are committed for partition {p}, which this subtask does not read"
+                ));
+            };
+            prog.next_offset = *offset;
+            self.consumer
+                .seek((self.topic.clone(), *p), *offset)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Kafka Streams model: the offsets to commit. An ended partition's is its end marker's,
+    /// so that a restarted subtask reads the marker again and knows the partition ended.
+    pub fn commit_offsets(&self) -> BTreeMap<i32, i64> {
+        self.progress
+            .iter()
+            .map(|(p, prog)| {
+                let at = if prog.ended {
+                    prog.next_offset - 1
+                } else {
+                    prog.next_offset
+                };
+                (*p, at)
+            })
+            .collect()
+    }
+
+    /// The topic read.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
     /// The offsets to resume from, for a snapshot.
     pub fn snapshot(&self) -> Vec<u8> {
         serde_json::to_vec(&self.progress).expect("offsets serialize")

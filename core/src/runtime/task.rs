@@ -47,20 +47,26 @@ const IN_FLIGHT_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// How a source rides out a failing broker: it retries what may pass for
 /// [`SOURCE_RETRY_MS`], then fails the task.
 #[derive(Default)]
-struct BrokerRetry {
+pub(crate) struct BrokerRetry {
     failing_since: Option<Instant>,
 }
 
 impl BrokerRetry {
-    fn succeeded(&mut self) {
+    pub(crate) fn succeeded(&mut self) {
         self.failing_since = None;
     }
 
     /// Waits before the next try, or fails the task.
-    async fn failed(&mut self, e: ClientError) -> TaskResult {
+    pub(crate) async fn failed(&mut self, e: ClientError) -> TaskResult {
         if !e.is_retriable() {
             return Err(format!("source: {e}"));
         }
+        self.wait(e).await
+    }
+
+    /// Waits before the next try of what failed for a passing reason, or fails the task once
+    /// it has failed for [`SOURCE_RETRY_MS`].
+    pub(crate) async fn wait(&mut self, e: ClientError) -> TaskResult {
         let since = *self.failing_since.get_or_insert_with(Instant::now);
         if since.elapsed() >= Duration::from_millis(SOURCE_RETRY_MS) {
             return Err(format!(
@@ -98,7 +104,7 @@ pub(crate) struct TaskLinks {
     pub tables: Tables,
 }
 
-type TaskResult = Result<(), String>;
+pub(crate) type TaskResult = Result<(), String>;
 
 /// Runs a subtask until it fails or its commands close (it was cancelled).
 pub(crate) async fn run(deployment: TaskDeployment, mut links: TaskLinks) -> TaskResult {
@@ -110,6 +116,9 @@ pub(crate) async fn run(deployment: TaskDeployment, mut links: TaskLinks) -> Tas
     client.conn.connect_timeout_ms = config.broker_connect_timeout_ms;
     client.conn.request_timeout_ms = config.broker_request_timeout_ms;
     let cluster = Cluster::new(client);
+    if let ExecutionModel::KafkaStreams { .. } = config.model {
+        return super::streams::run(deployment, &mut links, cluster).await;
+    }
     let restored = deployment.restore.as_ref();
     let state_of =
         |uid: &str| restored.and_then(|(c, s)| Some((*c, s.operators.get(uid)?.as_slice())));

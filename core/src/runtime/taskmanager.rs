@@ -173,7 +173,7 @@ async fn session(config: &TaskManagerConfig, hook: Option<&SampleHook>) -> Resul
                     }
                 }
             }
-            Some(message) = outbox.recv() => write_message(&mut writer, &message).await?,
+            Some(message) = outbox.recv() => send(&mut writer, &message, silence).await?,
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > silence {
                     return Err(RpcError::Io(std::io::ErrorKind::TimedOut.into()));
@@ -186,13 +186,26 @@ async fn session(config: &TaskManagerConfig, hook: Option<&SampleHook>) -> Resul
                 if let Some(hook) = hook {
                     hook(&config.name, &samples);
                 }
-                write_message(&mut writer, &ToJobManager::Heartbeat { samples }).await?;
+                send(&mut writer, &ToJobManager::Heartbeat { samples }, silence).await?;
             }
             Some(_) = set.join_next(), if !set.is_empty() => {
                 tasks.retain(|_, r| !r.abort.is_finished());
             }
         }
     }
+}
+
+/// Writes one message to the job manager. A write that stalls for `silence` (a partition
+/// that holds what the task manager sends) counts as losing the job manager: waiting on would
+/// keep the task manager from noticing, and its subtasks from stopping.
+async fn send<W: tokio::io::AsyncWrite + Unpin>(
+    writer: &mut W,
+    message: &ToJobManager,
+    silence: Duration,
+) -> Result<(), RpcError> {
+    tokio::time::timeout(silence, write_message(writer, message))
+        .await
+        .map_err(|_| RpcError::Io(std::io::ErrorKind::TimedOut.into()))?
 }
 
 /// Stops every subtask of `attempt` or older.

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The most windows one row may fall in (sliding windows' size over slide).
 pub const WINDOWS_PER_ROW_MAX: i64 = 1_000;
@@ -142,7 +142,17 @@ pub struct KeyedWindows {
     sessions: BTreeMap<Vec<u8>, Vec<TimeWindow>>,
     watermark: i64,
     counters: WindowCounters,
+    /// Entries changed since the last [`KeyedWindows::take_changes`], when changes are logged
+    /// (the Kafka Streams model's changelog); at most the open windows plus those fired since.
+    changed: Option<BTreeSet<WindowKey>>,
 }
+
+/// An open window's place: (end, key, start).
+type WindowKey = (i64, Vec<u8>, i64);
+
+/// One change to a window operator's state, as its changelog holds it: the entry's key, and its
+/// aggregate or, for a window that closed or merged away, `None`.
+pub type WindowChange = (Vec<u8>, Option<Vec<u8>>);
 
 impl KeyedWindows {
     /// An operator assigning rows with `assigner`, which [`check_assigner`] accepts.
@@ -154,6 +164,76 @@ impl KeyedWindows {
             sessions: BTreeMap::new(),
             watermark: i64::MIN,
             counters: WindowCounters::default(),
+            changed: None,
+        }
+    }
+
+    /// Records which entries change from now on, for [`KeyedWindows::take_changes`].
+    pub fn log_changes(&mut self) {
+        self.changed.get_or_insert_with(BTreeSet::new);
+    }
+
+    fn touched(&mut self, key: &WindowKey) {
+        if let Some(changed) = &mut self.changed {
+            changed.insert(key.clone());
+        }
+    }
+
+    /// The entries changed since the last call, each with its aggregate now (or `None` if it
+    /// is gone), in key order; empty unless changes are logged.
+    pub fn take_changes(&mut self) -> Vec<WindowChange> {
+        let Some(changed) = &mut self.changed else {
+            return Vec::new();
+        };
+        std::mem::take(changed)
+            .into_iter()
+            .map(|k| {
+                let value = self
+                    .open
+                    .get(&k)
+                    .map(|s| serde_json::to_vec(s).expect("window state serializes"));
+                (
+                    serde_json::to_vec(&k).expect("window keys serialize"),
+                    value,
+                )
+            })
+            .collect()
+    }
+
+    /// Applies one change read back from a changelog (the last one for an entry wins).
+    pub fn apply_change(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
+        let k: WindowKey =
+            serde_json::from_slice(key).map_err(|e| format!("changelog key: {e}"))?;
+        let (end, ref row_key, start) = k;
+        if start >= end {
+            return Err(format!("an empty window [{start}, {end}) in the changelog"));
+        }
+        let merging = self.assigner.is_merging();
+        match value {
+            Some(v) => {
+                let stats: Stats =
+                    serde_json::from_slice(v).map_err(|e| format!("changelog value: {e}"))?;
+                if merging && !self.open.contains_key(&k) {
+                    let w = TimeWindow::new(start, end);
+                    self.sessions.entry(row_key.clone()).or_default().push(w);
+                }
+                self.open.insert(k, stats);
+            }
+            None => {
+                if self.open.remove(&k).is_some() && merging {
+                    self.forget_session(row_key, start, end);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn forget_session(&mut self, key: &[u8], start: i64, end: i64) {
+        if let Some(sessions) = self.sessions.get_mut(key) {
+            sessions.retain(|s| (s.start, s.end) != (start, end));
+            if sessions.is_empty() {
+                self.sessions.remove(key);
+            }
         }
     }
 
@@ -179,7 +259,9 @@ impl KeyedWindows {
     }
 
     fn stats(&mut self, key: &[u8], w: TimeWindow) -> &mut Stats {
-        self.open.entry((w.end, key.to_vec(), w.start)).or_default()
+        let k = (w.end, key.to_vec(), w.start);
+        self.touched(&k);
+        self.open.entry(k).or_default()
     }
 
     /// Merges `window` with the key's sessions it touches, and returns the session that
@@ -192,10 +274,14 @@ impl KeyedWindows {
         for s in sessions.drain(..) {
             if s.intersects(&window) {
                 cover = cover.cover(&s);
+                let k = (s.end, key.to_vec(), s.start);
                 let stats = self
                     .open
-                    .remove(&(s.end, key.to_vec(), s.start))
+                    .remove(&k)
                     .expect("every session has an open window");
+                if let Some(changed) = &mut self.changed {
+                    changed.insert(k);
+                }
                 merged.merge(stats);
             } else {
                 kept.push(s);
@@ -220,13 +306,10 @@ impl KeyedWindows {
             if *end - 1 > watermark {
                 break;
             }
-            let ((end, key, start), stats) = entry.remove_entry();
-            if let Some(sessions) = self.sessions.get_mut(&key) {
-                sessions.retain(|s| (s.start, s.end) != (start, end));
-                if sessions.is_empty() {
-                    self.sessions.remove(&key);
-                }
-            }
+            let (k, stats) = entry.remove_entry();
+            self.touched(&k);
+            let (end, key, start) = k;
+            self.forget_session(&key, start, end);
             let result = WindowResult {
                 start,
                 end,

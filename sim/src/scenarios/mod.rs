@@ -9,6 +9,7 @@ pub mod eos_pipeline;
 pub mod idempotent_producer;
 pub mod isr_shrink;
 pub mod jobs;
+pub mod kafka_streams;
 pub mod late_data;
 pub mod microbatch;
 pub(crate) mod pipeline;

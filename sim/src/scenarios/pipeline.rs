@@ -183,6 +183,16 @@ fn generator_config(job: Job) -> GeneratorConfig {
     }
 }
 
+impl PipelineJob {
+    /// The bound on disorder the job's watermarks allow, in ms.
+    pub(crate) fn out_of_orderness_ms(self) -> i64 {
+        match self {
+            PipelineJob::OrderTotals => OUT_OF_ORDERNESS_MS,
+            PipelineJob::Catalog(job) => out_of_orderness_ms(job),
+        }
+    }
+}
+
 /// The job's out-of-orderness in a run: the catalog's default, which is above the generated
 /// disorder, except for the order jobs, whose default of 5 s is below it.
 fn out_of_orderness_ms(job: Job) -> i64 {
@@ -246,9 +256,12 @@ pub(crate) struct Observed {
     /// With the probe: ms from each result's event time to when a read_committed reader
     /// first saw it.
     pub visible_after_ms: Vec<u64>,
-    /// When the failover not yet followed by a completed checkpoint happened, in sim ms.
+    /// Kafka Streams model: ms each transaction commit took.
+    pub commits_ms: Vec<u64>,
+    /// When the failover not yet followed by a completed checkpoint (or, under the Kafka
+    /// Streams model, a committed transaction) happened, in sim ms.
     failed_at_ms: Option<u64>,
-    /// Ms from each failover to the next completed checkpoint.
+    /// Ms from each failover to the next completed checkpoint or committed transaction.
     pub recoveries_ms: Vec<u64>,
     /// Input records the feeder wrote (as the observer read them back).
     pub inputs: u64,
@@ -260,6 +273,11 @@ pub(crate) struct Observed {
 pub(crate) type BatchRanges = BTreeMap<String, BTreeMap<i32, i64>>;
 
 impl Observed {
+    /// Rows the job's windows dropped as late, over every attempt.
+    pub fn late_dropped(&self) -> u64 {
+        self.latest.values().map(|s| s.late_dropped).sum()
+    }
+
     fn on_samples(&mut self, rec: &Rec, samples: &[TaskSample]) {
         let now = now_ms();
         for s in samples {
@@ -350,6 +368,17 @@ impl Observed {
                     "mean {} B, max {} B",
                     mean(|c| c.size_bytes).unwrap_or(0),
                     max(|c| c.size_bytes).unwrap_or(0)
+                ),
+            ),
+            (
+                "transactions committed (Kafka Streams model)".into(),
+                format!(
+                    "{}, mean {}, max {}",
+                    self.commits_ms.len(),
+                    ms((!self.commits_ms.is_empty()).then(
+                        || self.commits_ms.iter().sum::<u64>() / self.commits_ms.len() as u64
+                    )),
+                    ms(self.commits_ms.iter().max().copied())
                 ),
             ),
             ("restarts".into(), self.failovers.to_string()),
@@ -816,6 +845,7 @@ pub(crate) fn mutation(spec: &RunSpec) -> Option<RuntimeMutation> {
         "unbounded-buffers" => RuntimeMutation::UnboundedBuffers,
         "savepoint-ignored" => RuntimeMutation::SavepointIgnored,
         "offset-log-ignored" => RuntimeMutation::OffsetLogIgnored,
+        "changelog-skipped" => RuntimeMutation::ChangelogSkipped,
         m => panic!("unknown mutant {m:?}"),
     })
 }
@@ -977,6 +1007,12 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
                 match e {
                     JobEvent::CheckpointCompleted(c) => {
                         o.checkpoints.push(*c);
+                        if let Some(at) = o.failed_at_ms.take() {
+                            o.recoveries_ms.push(now_ms() - at);
+                        }
+                    }
+                    JobEvent::TxnCommitted { commit_ms, .. } => {
+                        o.commits_ms.push(*commit_ms);
                         if let Some(at) = o.failed_at_ms.take() {
                             o.recoveries_ms.push(now_ms() - at);
                         }
