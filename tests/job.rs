@@ -339,6 +339,49 @@ fn order_sessions_writes_its_sessions_and_running_totals_exactly_once() {
     assert_output_is(&addr, &expected);
 }
 
+/// Runs `order-aggregates` under `model` on 20 customers' orders, to the end of its input.
+fn run_to_the_end(dir: &std::path::Path, model: &[&str]) -> (WeirProcess, String) {
+    let (broker, addr) = start_broker(&dir.join("broker"));
+    produce(&addr, 20);
+    end_input(&addr);
+    let checkpoints = dir.join("checkpoints");
+    let args = [&["--end-marker", END_MARKER], model].concat();
+    let job = Job::OrderAggregates;
+    let mut run = WeirProcess::start(&job_args(
+        job,
+        &addr,
+        &checkpoints,
+        free_base_port(1),
+        &args,
+    ));
+    run.wait_for_line("finished");
+    assert!(run.wait().success());
+    (broker, addr)
+}
+
+#[test]
+fn order_aggregates_under_kafka_streams_is_exactly_once_to_the_end_of_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    // A grace longer than the input: the two sources read the backlog at their own pace, and
+    // no row may come late behind the other's stream time.
+    let model = ["--model", "kafka-streams", "--grace-ms", "100000000"];
+    let (_broker, addr) = run_to_the_end(dir.path(), &model);
+    assert_output_is(&addr, &expected(Job::OrderAggregates, 20));
+    // State went through the changelog and offsets through the group: nothing checkpointed.
+    let saved = dir.path().join("checkpoints").join("checkpoints");
+    let checkpoints = std::fs::read_dir(&saved).map_or(0, Iterator::count);
+    assert_eq!(checkpoints, 0, "checkpoints in {}", saved.display());
+}
+
+#[test]
+fn order_aggregates_under_storm_without_failures_writes_each_window_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // With no failure and a timeout no tree reaches, at least once delivers exactly once.
+    let model = ["--model", "storm", "--message-timeout-ms", "600000"];
+    let (_broker, addr) = run_to_the_end(dir.path(), &model);
+    assert_output_is(&addr, &expected(Job::OrderAggregates, 20));
+}
+
 #[test]
 fn an_unknown_job_is_refused_with_the_list_of_jobs() {
     let out = Command::new(env!("CARGO_BIN_EXE_weir"))

@@ -98,6 +98,12 @@ pub fn all() -> &'static [Scenario] {
             run: scenarios::kafka_streams::run,
         },
         Scenario {
+            name: "storm",
+            description: "the eos-pipeline job under the Storm model (every record roots a tree of tuples tracked by XOR acknowledgements; windows hold their tuples unacknowledged until they fire; sources commit below their open trees and replay trees that time out; no checkpoints, no transactions), amid the same faults; every window of the input is in the output, its results counting at least its rows: at least once",
+            mutants: scenarios::storm::MUTANTS,
+            run: scenarios::storm::run,
+        },
+        Scenario {
             name: "backpressure",
             description: "the eos-pipeline job with its window subtasks slowed for ten seconds while the sources are not; the sources' output waits for credit, exchange buffers stay within their bound, the backlog waits in the broker as source lag, the job catches up, and the output is exactly-once",
             mutants: scenarios::backpressure::MUTANTS,

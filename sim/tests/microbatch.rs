@@ -1,4 +1,4 @@
-//! The `microbatch` scenario, and the execution models' comparison, under `cargo test`.
+//! The `microbatch` scenario under `cargo test`.
 
 mod common;
 
@@ -46,27 +46,4 @@ fn generated_fault_plans_pass() {
         20_000,
         3,
     );
-}
-
-#[test]
-fn the_comparison_measures_every_job_and_model_on_both_schedules() {
-    let figures = weir_sim::compare::compare(0..1, &|_| {});
-    assert_eq!(figures.len() as u64, weir_sim::compare::runs_per_seed());
-    for f in &figures {
-        let name = format!("{} / {} / {}", f.job, f.model, f.schedule);
-        assert_eq!(f.passed, 1, "{name} failed its checks");
-        // Only the job whose event time is simulated time has a comparable latency.
-        assert_eq!(f.latency_ms.is_some(), f.job == "order-totals", "{name}");
-        if let Some(l) = &f.latency_ms {
-            assert!(l.count > 0, "{name}: no result seen");
-            assert!(l.p50 <= l.p99 && l.p99 <= l.max, "{name}: {l:?}");
-        }
-        assert!(f.checkpoint_ms.count > 0, "{name}: no checkpoint");
-        assert_eq!((f.duplicates, f.losses), (0, 0), "{name}");
-        if f.schedule == "none" {
-            assert_eq!(f.recovery_ms.count, 0, "{name}: a failover without faults");
-        }
-    }
-    // The same seeds give the same figures: the comparison is deterministic.
-    assert_eq!(figures, weir_sim::compare::compare(0..1, &|_| {}));
 }

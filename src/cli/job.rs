@@ -80,13 +80,34 @@ pub struct JobArgs {
     /// Port the job manager listens on (127.0.0.1).
     #[arg(long, default_value_t = JOB_MANAGER_PORT)]
     pub job_manager_port: u16,
-    /// Execution model: pipelined (checkpoint barriers through a running job) or micro-batch
-    /// (a batch per trigger, its offsets logged before it is read).
+    /// Execution model: pipelined (checkpoint barriers through a running job), micro-batch
+    /// (a batch per trigger, its offsets logged before it is read), kafka-streams (a broker
+    /// transaction per commit interval, windows in changelog topics) or storm (XOR-acked
+    /// tuple trees, replayed on timeout; at least once).
     #[arg(long, value_enum, default_value_t = ModelArg::Pipelined)]
     pub model: ModelArg,
     /// Micro-batch: time from one batch's start to the next one's, in milliseconds.
     #[arg(long, default_value_t = 2_000)]
     pub trigger_ms: u64,
+    /// Kafka Streams: time between a subtask's transactions (default 100); Storm: between a
+    /// source's offset commits (default 1 000), in milliseconds.
+    #[arg(long)]
+    pub commit_interval_ms: Option<u64>,
+    /// Kafka Streams: how far stream time must pass a window's end before it closes, in
+    /// milliseconds; by default the out-of-orderness.
+    #[arg(long)]
+    pub grace_ms: Option<u64>,
+    /// Kafka Streams: replicas of the repartition and changelog topics; -1 takes the
+    /// broker's default.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub internal_replication_factor: i16,
+    /// Storm: a record's tree not complete this long after it was emitted is replayed, in
+    /// milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub message_timeout_ms: u64,
+    /// Storm: records whose trees a source subtask keeps open at most.
+    #[arg(long, default_value_t = 1_000)]
+    pub max_spout_pending: u32,
 }
 
 /// The execution models `weir job` runs.
@@ -96,6 +117,10 @@ pub enum ModelArg {
     Pipelined,
     /// A batch per trigger; the batch's checkpoint commits it.
     MicroBatch,
+    /// Consume-transform-produce with a transaction per commit interval.
+    KafkaStreams,
+    /// Record at a time with per-tuple acknowledgements; at least once.
+    Storm,
 }
 
 /// Runs `weir job` until the job finishes, stops or fails.
@@ -147,11 +172,29 @@ async fn run_job(args: JobArgs) -> Result<(), String> {
     if args.model == ModelArg::MicroBatch && args.trigger_ms == 0 {
         return Err("--trigger-ms must be at least 1".into());
     }
+    if args.commit_interval_ms == Some(0) || args.max_spout_pending == 0 {
+        return Err("--commit-interval-ms and --max-spout-pending must be at least 1".into());
+    }
+    let out_of_orderness_ms = args
+        .out_of_orderness_ms
+        .unwrap_or_else(|| job.out_of_orderness_ms());
     let job = JobConfig {
         model: match args.model {
             ModelArg::Pipelined => ExecutionModel::Pipelined,
             ModelArg::MicroBatch => ExecutionModel::MicroBatch {
                 trigger_ms: args.trigger_ms,
+            },
+            ModelArg::KafkaStreams => ExecutionModel::KafkaStreams {
+                commit_interval_ms: args.commit_interval_ms.unwrap_or(100),
+                grace_ms: args
+                    .grace_ms
+                    .unwrap_or_else(|| u64::try_from(out_of_orderness_ms).unwrap_or(0)),
+                replication_factor: args.internal_replication_factor,
+            },
+            ModelArg::Storm => ExecutionModel::Storm {
+                message_timeout_ms: args.message_timeout_ms,
+                max_spout_pending: args.max_spout_pending,
+                commit_interval_ms: args.commit_interval_ms.unwrap_or(1_000),
             },
         },
         checkpoint: CheckpointConfig {

@@ -502,44 +502,8 @@ impl GroupConsumer {
         offsets: &BTreeMap<TopicPartition, i64>,
     ) -> Result<(), ClientError> {
         let conn = self.coordinator_conn().await?;
-        let v = conn.version(ApiKey::OffsetCommit)?;
-        let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
-        for ((topic, partition), offset) in offsets {
-            topics.entry(topic).or_default().push(
-                OffsetCommitRequestPartition::default()
-                    .with_partition_index(*partition)
-                    .with_committed_offset(*offset)
-                    .with_committed_leader_epoch(-1)
-                    .with_committed_metadata(Some(s(""))),
-            );
-        }
-        let req = OffsetCommitRequest::default()
-            .with_group_id(GroupId(s(&self.config.group_id)))
-            .with_generation_id_or_member_epoch(self.generation)
-            .with_member_id(s(&self.member_id))
-            .with_retention_time_ms(-1)
-            .with_topics(
-                topics
-                    .into_iter()
-                    .map(|(t, ps)| {
-                        OffsetCommitRequestTopic::default()
-                            .with_name(TopicName(s(t)))
-                            .with_partitions(ps)
-                    })
-                    .collect(),
-            );
-        let resp: OffsetCommitResponse = conn.send(ApiKey::OffsetCommit, v, &req).await?;
-        for t in &resp.topics {
-            for p in &t.partitions {
-                if let Some(e) = ClientError::kafka(
-                    p.error_code,
-                    format!("commit {}-{}", t.name.0.as_str(), p.partition_index),
-                ) {
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
+        let member = (self.generation, self.member_id.as_str());
+        send_commit(&conn, &self.config.group_id, member, offsets).await
     }
 
     /// The committed offsets of `partitions` (absent when none is committed).
@@ -949,6 +913,65 @@ async fn find_coordinator(
     )
     .await?;
     Ok(conn)
+}
+
+/// Commits `offsets` for group `group_id` as a committer outside any generation (the group
+/// must have no members), as a reader that assigns itself its partitions does.
+pub async fn commit_offsets(
+    cluster: &Cluster,
+    group_id: &str,
+    offsets: &BTreeMap<TopicPartition, i64>,
+) -> Result<(), ClientError> {
+    let conn = find_coordinator(cluster, group_id, 0).await?;
+    send_commit(&conn, group_id, (-1, ""), offsets).await
+}
+
+/// Commits `offsets` for group `group_id` at its coordinator `conn`, as the member
+/// (generation, member id) given; (-1, "") commits as a reader outside any generation.
+async fn send_commit(
+    conn: &Connection,
+    group_id: &str,
+    (generation, member_id): (i32, &str),
+    offsets: &BTreeMap<TopicPartition, i64>,
+) -> Result<(), ClientError> {
+    let v = conn.version(ApiKey::OffsetCommit)?;
+    let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
+    for ((topic, partition), offset) in offsets {
+        topics.entry(topic).or_default().push(
+            OffsetCommitRequestPartition::default()
+                .with_partition_index(*partition)
+                .with_committed_offset(*offset)
+                .with_committed_leader_epoch(-1)
+                .with_committed_metadata(Some(s(""))),
+        );
+    }
+    let req = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(group_id)))
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(s(member_id))
+        .with_retention_time_ms(-1)
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(t, ps)| {
+                    OffsetCommitRequestTopic::default()
+                        .with_name(TopicName(s(t)))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        );
+    let resp: OffsetCommitResponse = conn.send(ApiKey::OffsetCommit, v, &req).await?;
+    for t in &resp.topics {
+        for p in &t.partitions {
+            if let Some(e) = ClientError::kafka(
+                p.error_code,
+                format!("commit {}-{}", t.name.0.as_str(), p.partition_index),
+            ) {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Group `group_id`'s committed offsets of `partitions` (absent where none is committed),

@@ -20,7 +20,7 @@ pub use consumer::{
 pub use error::ClientError;
 pub use group::{
     Assignor, GroupConfig, GroupConsumer, GroupMetadata, ListenerFuture, RebalanceListener,
-    committed_offsets,
+    commit_offsets, committed_offsets,
 };
 pub use mux::{Mux, MuxLimits};
 pub use partitioner::{murmur2, partition_for_key};

@@ -47,6 +47,33 @@ pub enum ExecutionModel {
         /// Replicas of the repartition and changelog topics.
         replication_factor: i16,
     },
+    /// Record at a time with per-tuple acknowledgements (the model of Storm). Each record a
+    /// source emits roots a tree of tuples; every operator acknowledges the tuples it took in,
+    /// naming the tuples it emitted from them, and the source learns that a tree is complete
+    /// when the XOR of every edge id reported for it returns to zero. A tree not complete
+    /// within `message_timeout_ms` is replayed. Sources commit the offset below which every
+    /// record's tree completed, every `commit_interval_ms`; sinks write without transactions.
+    /// Nothing is checkpointed: windows live in memory, and a restart replays what was not
+    /// acknowledged. At least once.
+    Storm {
+        /// A tree not complete this long after its record was emitted is replayed.
+        message_timeout_ms: u64,
+        /// Trees a source subtask keeps open at most before it stops reading.
+        max_spout_pending: u32,
+        /// Time between a source's offset commits.
+        commit_interval_ms: u64,
+    },
+}
+
+impl ExecutionModel {
+    /// Whether subtasks commit on their own, with no checkpoints for the job manager to
+    /// coordinate (Kafka Streams, Storm).
+    pub fn uncoordinated(&self) -> bool {
+        matches!(
+            self,
+            ExecutionModel::KafkaStreams { .. } | ExecutionModel::Storm { .. }
+        )
+    }
 }
 
 /// Checkpointing.
@@ -124,6 +151,9 @@ pub enum RuntimeMutation {
     /// Kafka Streams model: windows' changes are left out of the changelog, so a restarted
     /// subtask restores none of its open windows.
     ChangelogSkipped,
+    /// Storm model: sources commit the offset they have read up to, past records whose trees
+    /// are still open, so a restart does not replay them.
+    CommitPastOpenTrees,
     /// Result partitions queue without limit instead of waiting for credit-freed buffers.
     UnboundedBuffers,
     /// A job manager resuming a stopped job from a savepoint drops the stopped run's
@@ -138,7 +168,7 @@ pub struct JobConfig {
     pub graph: JobGraph,
     /// Broker bootstrap addresses ("host:port").
     pub bootstrap: Vec<String>,
-    /// Pipelined, micro-batch or Kafka Streams.
+    /// Pipelined, micro-batch, Kafka Streams or Storm.
     #[serde(default)]
     pub model: ExecutionModel,
     /// Checkpoints.

@@ -50,6 +50,9 @@ const INBOX_MESSAGES_MAX: usize = 1024;
 const EXCHANGE_PORT_BASE: u16 = 20_000;
 /// Attempts before the port blocks wrap around.
 const PORT_BLOCKS: u64 = 256;
+/// Storm model: first port of subtasks' acknowledgement partitions, past every block of
+/// result partitions.
+const ACK_PORT_BASE: u16 = EXCHANGE_PORT_BASE + (PORT_BLOCKS * 32) as u16;
 /// How often a completion is sent again while the job waits for its sinks to commit.
 const COMPLETE_RESEND_MS: u64 = 1_000;
 
@@ -90,8 +93,8 @@ pub enum JobEvent {
         /// It re-runs a logged batch.
         replayed: bool,
     },
-    /// Kafka Streams model: a subtask committed a transaction.
-    TxnCommitted {
+    /// A subtask committed on its own (Kafka Streams and Storm models).
+    SubtaskCommitted {
         /// The attempt.
         attempt: u64,
         /// The subtask.
@@ -454,14 +457,14 @@ impl JobManager {
                     self.check_finished().await;
                 }
             }
-            ToJobManager::TxnCommitted {
+            ToJobManager::SubtaskCommitted {
                 attempt,
                 task,
                 commit_ms,
                 drained,
             } => {
                 if attempt == self.meta.attempt {
-                    self.event(JobEvent::TxnCommitted {
+                    self.event(JobEvent::SubtaskCommitted {
                         attempt,
                         task,
                         commit_ms,
@@ -519,10 +522,10 @@ impl JobManager {
                 self.refuse(vec![conn], &format!("the job is {:?}", self.state));
             }
             ToJobManager::TriggerSavepoint | ToJobManager::StopWithSavepoint
-                if matches!(self.job.model, ExecutionModel::KafkaStreams { .. }) =>
+                if self.job.model.uncoordinated() =>
             {
-                let why = "under the Kafka Streams model state lives in changelog topics and \
-                           offsets in the consumer group: there are no savepoints";
+                let why = "under the Kafka Streams and Storm models subtasks commit on their \
+                           own, with no checkpoint to save: there are no savepoints";
                 self.refuse(vec![conn], why);
             }
             ToJobManager::TriggerSavepoint => self.savepoint_waiters.push(conn),
@@ -610,7 +613,7 @@ impl JobManager {
                 return;
             }
         }
-        if matches!(self.job.model, ExecutionModel::KafkaStreams { .. }) {
+        if self.job.model.uncoordinated() {
             // Each subtask commits on its own; nothing is coordinated.
             return;
         }
@@ -719,7 +722,9 @@ impl JobManager {
     /// When the checkpoint after one that started at `started` and ends `now` is due.
     fn next_trigger_after(&self, started: Instant, now: Instant) -> Instant {
         match self.job.model {
-            ExecutionModel::Pipelined | ExecutionModel::KafkaStreams { .. } => {
+            ExecutionModel::Pipelined
+            | ExecutionModel::KafkaStreams { .. }
+            | ExecutionModel::Storm { .. } => {
                 now + Duration::from_millis(self.job.checkpoint.interval_ms)
             }
             ExecutionModel::MicroBatch { trigger_ms } => {
@@ -810,9 +815,14 @@ impl JobManager {
     }
 
     async fn check_finished(&mut self) {
-        // Every subtask that writes a topic (its sink or a side output) must have committed.
+        // Every subtask that writes a topic (its sink or a side output) must have committed;
+        // under Storm, every source, whose trees complete only once the sinks have written.
         let graph = &self.job.graph.vertices;
+        let storm = matches!(self.job.model, ExecutionModel::Storm { .. });
         let writes = |t: &TaskId| {
+            if storm {
+                return t.stage == 0;
+            }
             self.stages[t.stage as usize]
                 .vertices
                 .iter()
@@ -991,6 +1001,8 @@ impl JobManager {
             let (tm, slot) = &placed[t];
             format!("{}:{}", self.tms[tm].host, block + *slot as u16)
         };
+        let storm = matches!(self.job.model, ExecutionModel::Storm { .. });
+        let ack_block = ACK_PORT_BASE + ((attempt % PORT_BLOCKS) * 32) as u16;
         let mut per_tm: BTreeMap<String, Vec<TaskDeployment>> = BTreeMap::new();
         for (task, (tm, slot)) in &placed {
             let stage = &self.stages[task.stage as usize];
@@ -1015,6 +1027,19 @@ impl JobManager {
                 inputs,
                 output_port: downstream.map(|_| block + *slot as u16),
                 output_subpartitions: downstream.map_or(0, |d| d.parallelism),
+                ack_port: (storm && task.stage > 0).then_some(ack_block + *slot as u16),
+                ack_inputs: if storm && task.stage == 0 {
+                    placed
+                        .iter()
+                        .filter(|(t, _)| t.stage > 0)
+                        .map(|(_, (tm, slot))| ChannelSource {
+                            addr: format!("{}:{}", self.tms[tm].host, ack_block + *slot as u16),
+                            subpartition: task.subtask,
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                },
                 restore: restore.and_then(|c| Some((c.id, c.task(*task)?.clone()))),
                 restore_savepoint: self.latest_is_savepoint,
             });

@@ -73,6 +73,9 @@ pub struct TaskSample {
     pub commit_latency: LatencyStats,
     /// Sinks: event time to the sink's write.
     pub write_latency: LatencyStats,
+    /// Storm model, sources: records emitted again because their tree timed out.
+    #[serde(default)]
+    pub replayed: u64,
 }
 
 /// A completed checkpoint's figures.

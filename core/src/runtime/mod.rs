@@ -18,7 +18,9 @@
 //!   makes the output exactly-once; [`table`] holds the tables upsert operators write.
 //!   [`function`]: the user functions a graph names.
 //! - [`streams`]: a subtask under the Kafka Streams model, which replaces the exchange,
-//!   the checkpoints and the two-phase commit with a broker transaction per commit interval.
+//!   the checkpoints and the two-phase commit with a broker transaction per commit interval;
+//!   [`storm`]: a subtask under the Storm model, which tracks every record's tree of tuples
+//!   by XOR acknowledgements instead, at least once.
 
 pub mod config;
 pub mod element;
@@ -32,6 +34,7 @@ pub mod running;
 pub mod sink;
 pub mod snapshot;
 mod source;
+mod storm;
 pub mod streams;
 pub mod table;
 mod task;

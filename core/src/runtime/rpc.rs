@@ -27,6 +27,14 @@ pub struct TaskDeployment {
     pub output_port: Option<u16>,
     /// Subpartitions of that partition: the downstream stage's parallelism.
     pub output_subpartitions: u32,
+    /// Storm model: the port where this subtask's acknowledgements leave for the source
+    /// subtasks (one subpartition each), if it is not a source.
+    #[serde(default)]
+    pub ack_port: Option<u16>,
+    /// Storm model: the acknowledgement channels a source subtask reads, one per subtask
+    /// downstream.
+    #[serde(default)]
+    pub ack_inputs: Vec<ChannelSource>,
     /// The checkpoint to restore, with this subtask's snapshot from it.
     pub restore: Option<(u64, TaskSnapshot)>,
     /// The restored checkpoint is a savepoint: a job that ran on after it may have moved its
@@ -82,15 +90,16 @@ pub enum ToJobManager {
         /// Each partition's end offset (exclusive); an ended partition has none.
         ends: BTreeMap<i32, i64>,
     },
-    /// Kafka Streams model: a subtask committed a transaction.
-    TxnCommitted {
+    /// A subtask committed on its own: a transaction (Kafka Streams model) or a source's
+    /// offsets (Storm model).
+    SubtaskCommitted {
         /// Attempt.
         attempt: u64,
         /// Subtask.
         task: TaskId,
         /// From the commit's start to the broker's answer.
         commit_ms: u64,
-        /// Its input has ended and the transaction holds the last of its output.
+        /// Its input has ended and this commit covers the last of its work.
         drained: bool,
     },
     /// A subtask failed.

@@ -36,6 +36,13 @@ pub(crate) struct Polled {
     pub watermark: Option<i64>,
 }
 
+/// A row, with the partition and offset it was read at.
+pub(crate) struct Read {
+    pub partition: i32,
+    pub offset: i64,
+    pub row: Row,
+}
+
 /// A source subtask's reader.
 pub(crate) struct BrokerSource {
     consumer: Consumer,
@@ -117,20 +124,27 @@ impl BrokerSource {
 
     /// Reads what is there, waiting briefly.
     pub async fn poll(&mut self) -> Result<Polled, ClientError> {
-        let mut rows = Vec::new();
+        let (read, watermark) = self.poll_read().await?;
+        Ok(Polled {
+            rows: read.into_iter().map(|r| r.row).collect(),
+            watermark,
+        })
+    }
+
+    /// Reads what is there, waiting briefly, with where each row was read; and the
+    /// watermark, if it advanced.
+    pub async fn poll_read(&mut self) -> Result<(Vec<Read>, Option<i64>), ClientError> {
+        let mut read = Vec::new();
         if !self.ended() {
             let records = self
                 .consumer
                 .poll(Duration::from_millis(POLL_WAIT_MS))
                 .await?;
-            rows = self.take(records, None);
+            read = self.take(records, None);
         } else {
             tokio::time::sleep(Duration::from_millis(POLL_WAIT_MS)).await;
         }
-        Ok(Polled {
-            rows,
-            watermark: self.advance_watermark(),
-        })
+        Ok((read, self.advance_watermark()))
     }
 
     /// Keeps the records this subtask has not read yet (and, in a batch, those before their
@@ -139,8 +153,8 @@ impl BrokerSource {
         &mut self,
         records: Vec<ConsumerRecord>,
         ends: Option<&BTreeMap<i32, i64>>,
-    ) -> Vec<Row> {
-        let mut rows = Vec::new();
+    ) -> Vec<Read> {
+        let mut read = Vec::new();
         for r in records {
             let Some(prog) = self.progress.get_mut(&r.partition) else {
                 continue;
@@ -157,13 +171,18 @@ impl BrokerSource {
                 continue;
             }
             prog.max_ts = Some(prog.max_ts.map_or(r.timestamp, |m| m.max(r.timestamp)));
-            rows.push(Row {
+            let row = Row {
                 key: r.key.unwrap_or_default(),
                 value,
                 ts: r.timestamp,
+            };
+            read.push(Read {
+                partition: r.partition,
+                offset: r.offset,
+                row,
             });
         }
-        rows
+        read
     }
 
     /// The subtask's watermark, if it advanced since the last call.
@@ -212,7 +231,11 @@ impl BrokerSource {
             .consumer
             .poll(Duration::from_millis(POLL_WAIT_MS))
             .await?;
-        Ok(self.take(records, Some(ends)))
+        Ok(self
+            .take(records, Some(ends))
+            .into_iter()
+            .map(|r| r.row)
+            .collect())
     }
 
     /// Micro-batch: whether every partition has read up to its end (or ended). Once it has,

@@ -679,7 +679,7 @@ impl Streams<'_> {
         self.commit_latency
             .record_since(&std::mem::take(&mut self.open_ts), now);
         let commit_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let report = ToJobManager::TxnCommitted {
+        let report = ToJobManager::SubtaskCommitted {
             attempt: self.links.attempt,
             task: self.id,
             commit_ms,

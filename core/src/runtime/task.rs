@@ -116,8 +116,14 @@ pub(crate) async fn run(deployment: TaskDeployment, mut links: TaskLinks) -> Tas
     client.conn.connect_timeout_ms = config.broker_connect_timeout_ms;
     client.conn.request_timeout_ms = config.broker_request_timeout_ms;
     let cluster = Cluster::new(client);
-    if let ExecutionModel::KafkaStreams { .. } = config.model {
-        return super::streams::run(deployment, &mut links, cluster).await;
+    match config.model {
+        ExecutionModel::KafkaStreams { .. } => {
+            return super::streams::run(deployment, &mut links, cluster).await;
+        }
+        ExecutionModel::Storm { .. } => {
+            return super::storm::run(deployment, &mut links, cluster).await;
+        }
+        ExecutionModel::Pipelined | ExecutionModel::MicroBatch { .. } => {}
     }
     let restored = deployment.restore.as_ref();
     let state_of =

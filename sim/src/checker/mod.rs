@@ -17,7 +17,9 @@ pub use rows::{ExpectedRows, RowViolation, check_rows};
 pub use table::{TableViolation, check_table};
 pub use txn::{TxnOp, TxnOutcome, TxnViolation, check_txns};
 pub use txn_graph::{Cycle, CycleKind, Dep};
-pub use windows::{Expected, WindowViolation, Windows, check_windows, oracle};
+pub use windows::{
+    Expected, WindowViolation, Windows, check_windows, check_windows_at_least_once, oracle,
+};
 
 use std::fmt;
 

@@ -51,6 +51,17 @@ pub enum WindowViolation {
         /// What the output says.
         found: Expected,
     },
+    /// At least once: a window's results, all together, count fewer rows than its input has.
+    Short {
+        /// Key.
+        key: String,
+        /// Window start.
+        start: i64,
+        /// What the input says.
+        expected: Expected,
+        /// Rows the window's results count, all together.
+        counted: u64,
+    },
     /// A window no input row belongs to.
     Unexpected {
         /// Key.
@@ -95,6 +106,16 @@ impl fmt::Display for WindowViolation {
                 "wrong: window {start} of key {key:?} has {} rows, sum {}; the input has {} rows, sum {}",
                 found.count, found.sum, expected.count, expected.sum
             ),
+            Self::Short {
+                key,
+                start,
+                expected,
+                counted,
+            } => write!(
+                f,
+                "lost: window {start} of key {key:?}: its results count {counted} rows in all; the input has {}",
+                expected.count
+            ),
             Self::Unexpected { key, start } => {
                 write!(f, "unexpected: window {start} of key {key:?} has no input")
             }
@@ -137,12 +158,12 @@ pub fn oracle(
     windows
 }
 
-/// Compares the committed output, records of [`WindowResult`] keyed by their key, with the
-/// oracle's windows.
-pub fn check_windows(
-    expected: &Windows,
-    output: &BTreeMap<i32, Vec<ConsumerRecord>>,
-) -> Vec<WindowViolation> {
+/// Each window's results as the output holds them, by (key, window start).
+type Found = BTreeMap<(String, i64), Vec<Expected>>;
+
+/// The results the output holds, records of [`WindowResult`] keyed by their key, grouped by
+/// window; and the records that are not results.
+fn results(output: &BTreeMap<i32, Vec<ConsumerRecord>>) -> (Found, Vec<WindowViolation>) {
     let decode = |r: &ConsumerRecord| {
         let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
         let w: WindowResult = serde_json::from_slice(r.value.as_deref()?).ok()?;
@@ -153,7 +174,7 @@ pub fn check_windows(
         Some(((key, w.start), aggregate))
     };
     let mut violations = Vec::new();
-    let mut found: BTreeMap<(String, i64), Vec<Expected>> = BTreeMap::new();
+    let mut found = Found::new();
     for (partition, records) in output {
         for r in records {
             match decode(r) {
@@ -165,6 +186,16 @@ pub fn check_windows(
             }
         }
     }
+    (found, violations)
+}
+
+/// Exactly once: every window of the input appears once in the output, with the oracle's
+/// figures, and no other does.
+pub fn check_windows(
+    expected: &Windows,
+    output: &BTreeMap<i32, Vec<ConsumerRecord>>,
+) -> Vec<WindowViolation> {
+    let (found, mut violations) = results(output);
     for ((key, start), want) in expected {
         let (key, start) = (key.clone(), *start);
         match found.get(&(key.clone(), start)).map(Vec::as_slice) {
@@ -187,15 +218,50 @@ pub fn check_windows(
             }),
         }
     }
-    for (key, start) in found.keys() {
-        if !expected.contains_key(&(key.clone(), *start)) {
-            violations.push(WindowViolation::Unexpected {
+    violations.extend(unexpected(expected, &found));
+    violations
+}
+
+/// At least once: every window of the input has results, and together they count at least
+/// its rows (a replayed row may be counted twice, or a window emitted again with the rows
+/// replayed into it); no window without input appears. The counts alone cannot show that
+/// each row was counted: this is what at least once requires of them, not all it promises.
+pub fn check_windows_at_least_once(
+    expected: &Windows,
+    output: &BTreeMap<i32, Vec<ConsumerRecord>>,
+) -> Vec<WindowViolation> {
+    let (found, mut violations) = results(output);
+    for ((key, start), want) in expected {
+        let got = found.get(&(key.clone(), *start));
+        let counted: u64 = got.map_or(0, |all| all.iter().map(|e| e.count).sum());
+        if got.is_none_or(Vec::is_empty) {
+            violations.push(WindowViolation::Lost {
                 key: key.clone(),
                 start: *start,
+                expected: *want,
+            });
+        } else if counted < want.count {
+            violations.push(WindowViolation::Short {
+                key: key.clone(),
+                start: *start,
+                expected: *want,
+                counted,
             });
         }
     }
+    violations.extend(unexpected(expected, &found));
     violations
+}
+
+fn unexpected(expected: &Windows, found: &Found) -> Vec<WindowViolation> {
+    found
+        .keys()
+        .filter(|(key, start)| !expected.contains_key(&(key.clone(), *start)))
+        .map(|(key, start)| WindowViolation::Unexpected {
+            key: key.clone(),
+            start: *start,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -281,5 +347,33 @@ mod tests {
             lost.iter()
                 .all(|v| matches!(v, WindowViolation::Lost { .. }))
         );
+    }
+
+    #[test]
+    fn at_least_once_accepts_repeats_and_refuses_rows_counted_nowhere() {
+        let expected = Windows::from([
+            (("a".into(), 0), Expected { count: 3, sum: 9 }),
+            (("b".into(), 0), Expected { count: 1, sum: 1 }),
+        ]);
+        // `a` emitted twice (once short, then its replayed rows), `b` counted twice.
+        let repeated = BTreeMap::from([(
+            0,
+            vec![
+                result(0, "a", 0, 2, 6),
+                result(1, "a", 0, 1, 3),
+                result(2, "b", 0, 2, 2),
+            ],
+        )]);
+        assert!(check_windows_at_least_once(&expected, &repeated).is_empty());
+        assert_eq!(check_windows(&expected, &repeated).len(), 2);
+        let short = BTreeMap::from([(0, vec![result(0, "a", 0, 2, 6), result(1, "c", 0, 1, 1)])]);
+        let v: Vec<String> = check_windows_at_least_once(&expected, &short)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(v.len(), 3, "{v:?}");
+        assert!(v[0].starts_with("lost: window 0 of key \"a\": its results count 2"));
+        assert!(v[1].starts_with("lost: window 0 of key \"b\""));
+        assert!(v[2].starts_with("unexpected"));
     }
 }

@@ -111,6 +111,7 @@ const PIPELINE: Pipeline = Pipeline {
     stop_and_resume: false,
     model: ExecutionModel::Pipelined,
     probe: false,
+    at_least_once: false,
 };
 
 /// Runs one seed.

@@ -43,6 +43,7 @@ pub(crate) fn pipeline(job: Job) -> Pipeline {
         stop_and_resume: false,
         model: ExecutionModel::Pipelined,
         probe: false,
+        at_least_once: false,
     }
 }
 

@@ -16,4 +16,5 @@ pub(crate) mod pipeline;
 pub(crate) mod queue;
 pub mod replication;
 pub mod savepoint;
+pub mod storm;
 pub mod transactions;
