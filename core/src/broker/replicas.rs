@@ -168,7 +168,7 @@ impl Replicas {
         };
         if existing.as_deref() != Some(id_text.as_bytes()) {
             if self.disk.exists(&dir)? {
-                self.disk.remove_dir_all(&dir)?;
+                self.disk.remove_dir_all(&dir).await?;
             }
             self.disk.create_dir_all(&dir)?;
             self.disk.sync_dir(".").await?;
@@ -176,6 +176,13 @@ impl Replicas {
                 .sub(&dir)?
                 .write_atomic(TOPIC_ID_FILE, id_text.as_bytes())
                 .await?;
+        } else {
+            // Found, but perhaps only in the page cache's view: an earlier open that failed
+            // on a disk error may have created the directory and its id file and never made
+            // their entries durable. Records fsynced into it would vanish with them in a
+            // crash, so the entries are made durable before the partition takes any.
+            self.disk.sync_dir(".").await?;
+            self.disk.sub(&dir)?.sync_dir(".").await?;
         }
         let id = PartitionId {
             topic: topic.to_string(),
@@ -208,7 +215,8 @@ impl Replicas {
                 .and_then(|s| u128::from_str_radix(s, 16).ok());
             if id.is_some_and(|id| image.deleted_topics.contains(&id)) {
                 tracing::info!(%dir, "removing the data of a topic deleted while this broker was away");
-                self.disk.remove_dir_all(&dir)?;
+                self.disk.remove_dir_all(&dir).await?;
+                self.disk.sync_dir(".").await?;
             }
         }
         Ok(())

@@ -208,14 +208,49 @@ impl Disk {
         }
     }
 
-    /// Removes directory `rel` and everything under it.
-    pub fn remove_dir_all(&self, rel: &str) -> io::Result<()> {
-        self.check()?;
-        let p = self.path(rel)?;
-        match &self.kind {
-            Kind::Real => std::fs::remove_dir_all(p),
-            Kind::Sim(_) => simfs::remove_dir_all(p),
+    /// Removes directory `rel` and everything under it; sync its parent to make that durable.
+    ///
+    /// Each directory's entries are removed and the removals synced before the directory
+    /// itself goes. A removal left pending in a directory that no longer exists is otherwise
+    /// only made durable once a directory of the same name is created and synced again, and
+    /// then it takes the new files of the same names with it.
+    pub async fn remove_dir_all(&self, rel: &str) -> io::Result<()> {
+        // Directories to empty, deepest last; emptied in reverse.
+        let mut dirs = vec![rel.to_string()];
+        let mut i = 0;
+        while i < dirs.len() {
+            let dir = dirs[i].clone();
+            for name in self.list(&dir)? {
+                let child = if dir == "." {
+                    name
+                } else {
+                    format!("{dir}/{name}")
+                };
+                if self.is_dir(&child)? {
+                    dirs.push(child);
+                } else {
+                    self.remove_file(&child)?;
+                }
+            }
+            i += 1;
         }
+        for dir in dirs.iter().rev() {
+            self.sync_dir(dir).await?;
+            let p = self.path(dir)?;
+            match &self.kind {
+                Kind::Real => std::fs::remove_dir(p)?,
+                Kind::Sim(_) => simfs::remove_dir(p)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn is_dir(&self, rel: &str) -> io::Result<bool> {
+        let p = self.path(rel)?;
+        Ok(match &self.kind {
+            Kind::Real => p.is_dir(),
+            Kind::Sim(_) => simfs::metadata(&p).is_ok_and(|m| m.is_dir()),
+        })
     }
 
     /// Renames `from` to `to`, replacing `to`; durable once the directory is synced.

@@ -433,8 +433,8 @@ impl Log {
     }
 
     /// Removes the whole log from disk.
-    pub fn delete(self) -> io::Result<()> {
-        self.disk.remove_dir_all(".")
+    pub async fn delete(self) -> io::Result<()> {
+        self.disk.remove_dir_all(".").await
     }
 }
 

@@ -700,8 +700,8 @@ impl Partition {
         self.close().await;
         let mut inner = self.inner.lock().await;
         match inner.log.take() {
-            Some(log) => log.delete(),
-            None => self.disk.remove_dir_all("."),
+            Some(log) => log.delete().await,
+            None => self.disk.remove_dir_all(".").await,
         }
     }
 }
