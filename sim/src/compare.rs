@@ -17,6 +17,7 @@ use std::ops::Range;
 use weir_core::rng;
 use weir_core::runtime::ExecutionModel;
 use weir_workloads::jobs::Job;
+use weir_workloads::jobs::nexmark_windows::WindowQuery;
 
 /// An execution model as the comparison runs it.
 pub struct Model {
@@ -91,10 +92,11 @@ impl Percentiles {
 }
 
 /// The jobs compared: `order-totals` (the `eos-pipeline` job: 1-second windows, event time
-/// is simulated time, so its results' latency is measured) and `order-aggregates` (5-minute
-/// windows over generated orders whose event time runs far ahead of simulated time, so only
-/// its correctness, recoveries and checkpoints compare).
-fn jobs() -> [(&'static str, Pipeline, bool); 2] {
+/// is simulated time, so its results' latency is measured), and `order-aggregates` and
+/// Nexmark q5 and q7 (windows over generated events whose event time runs far ahead of
+/// simulated time, so only their correctness, recoveries and commits compare).
+fn jobs() -> [(&'static str, Pipeline, bool); 4] {
+    let nexmark = |q| jobs::pipeline(Job::NexmarkWindows(q));
     [
         ("order-totals", eos_pipeline::PIPELINE, true),
         (
@@ -102,6 +104,8 @@ fn jobs() -> [(&'static str, Pipeline, bool); 2] {
             jobs::pipeline(Job::OrderAggregates),
             false,
         ),
+        ("nexmark-q5", nexmark(WindowQuery::Q5), false),
+        ("nexmark-q7", nexmark(WindowQuery::Q7), false),
     ]
 }
 

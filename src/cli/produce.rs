@@ -98,6 +98,10 @@ pub struct ProduceArgs {
     /// Share of events a validating job must reject.
     #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
     pub invalid_fraction: f64,
+    /// After the events, write a record with this value to every partition: a job started
+    /// with the same `--end-marker` finishes once it has read them all.
+    #[arg(long)]
+    pub end_marker: Option<String>,
 }
 
 /// Parses a rate: a finite number of events per second, not negative.
@@ -289,6 +293,24 @@ async fn write(
     producer.flush().await;
     while let Some(d) = unacked.pop_front() {
         acked(d, topic).await?;
+    }
+    if let Some(marker) = &args.end_marker {
+        // Each marker follows every event of its partition, all of them acknowledged above.
+        let n = i32::try_from(partitions).map_err(|_| "too many partitions")?;
+        for p in 0..n {
+            let record = Record {
+                topic: topic.to_string(),
+                partition: Some(p),
+                value: Some(marker.clone().into()),
+                timestamp: Some(now_ms),
+                ..Record::default()
+            };
+            let delivery = producer
+                .send(record)
+                .await
+                .map_err(|e| format!("end marker to {topic}: {e}"))?;
+            acked(delivery, topic).await?;
+        }
     }
     producer.close().await;
     if let Some(b) = bar {

@@ -106,13 +106,16 @@ fn header(md: &mut String, seeds: &str) {
          | Kafka Streams | Low | High |\n| Flink | Very Low | Very High |\n\
          | Spark Streaming | Medium | Very High |\n| Storm | Low | Medium |\n\n\
          Weir runs the same jobs under each engine's execution model, with the same input and the \
-         same faults. Two jobs run, both exactly-once from a broker topic to a broker topic. \
+         same faults. Four jobs run, each from a broker topic to a broker topic. \
          `order-totals` is `eos-pipeline`'s job: a keyed 1-second tumbling count and sum. Its \
          event time is simulated time and its windows are short, so a 20-second run closes many \
          of them and its latency has many samples. `order-aggregates` keeps valid orders above \
-         100.00 and counts and sums them per customer in 5-minute tumbling windows, over \
-         generated orders whose event time runs far ahead of simulated time. Its latency is \
-         therefore not comparable, but its correctness, recoveries and commits are.\n\n\
+         100.00 and counts and sums them per customer in 5-minute tumbling windows. \
+         `nexmark-q5` (hot items: the auctions with the most bids per sliding window, two \
+         windowed stages) and `nexmark-q7` (the highest bid per window) run on generated \
+         Nexmark events. These three run over generated events whose event time runs far ahead \
+         of simulated time, so their latency is not comparable, but their correctness, \
+         recoveries and commits are.\n\n\
          | model | stands for | commits | state after a failure | promise |\n| --- | --- | --- | --- | --- |\n\
          | pipelined | Flink | a checkpoint every 1 s; the sink's transaction commits when it completes | the last completed checkpoint | exactly once |\n\
          | micro-batch | Spark Structured Streaming | a batch per 1 s trigger, its range in an offset log first; its checkpoint is its commit | the last completed batch; a logged batch re-runs its range | exactly once |\n\

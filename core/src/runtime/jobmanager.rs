@@ -101,6 +101,8 @@ pub enum JobEvent {
         task: TaskId,
         /// From the commit's start to the broker's answer.
         commit_ms: u64,
+        /// Rows its windows have dropped as late so far in the attempt.
+        late_dropped: u64,
     },
     /// A checkpoint was given up.
     CheckpointAbandoned {
@@ -343,9 +345,15 @@ async fn accept_loop(listener: crate::net::Listener, inbound: mpsc::Sender<Inbou
             loop {
                 let message: Result<ToJobManager, RpcError> =
                     read_message(&mut reader, limit).await;
-                let Ok(message) = message else {
-                    let _ = inbound.send(Inbound::Closed(conn)).await;
-                    return;
+                let message = match message {
+                    Ok(m) => m,
+                    Err(e) => {
+                        // A frame over the limit (a snapshot too large to acknowledge) ends
+                        // the connection like a dead peer does; say which it was.
+                        tracing::warn!(conn, error = %e, "control connection closed");
+                        let _ = inbound.send(Inbound::Closed(conn)).await;
+                        return;
+                    }
                 };
                 if inbound.send(Inbound::Message(conn, message)).await.is_err() {
                     return;
@@ -462,12 +470,14 @@ impl JobManager {
                 task,
                 commit_ms,
                 drained,
+                late_dropped,
             } => {
                 if attempt == self.meta.attempt {
                     self.event(JobEvent::SubtaskCommitted {
                         attempt,
                         task,
                         commit_ms,
+                        late_dropped,
                     });
                     if drained {
                         self.committed.insert(task);

@@ -101,6 +101,9 @@ pub enum ToJobManager {
         commit_ms: u64,
         /// Its input has ended and this commit covers the last of its work.
         drained: bool,
+        /// Rows its windows have dropped as late so far in this attempt, all covered by this
+        /// commit.
+        late_dropped: u64,
     },
     /// A subtask failed.
     Failed {

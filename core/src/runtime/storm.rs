@@ -898,6 +898,7 @@ impl Spout<'_> {
             task: self.id,
             commit_ms,
             drained,
+            late_dropped: self.chain.state().1,
         };
         self.links
             .to_job_manager

@@ -679,17 +679,30 @@ impl Streams<'_> {
         self.commit_latency
             .record_since(&std::mem::take(&mut self.open_ts), now);
         let commit_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let (_, late_dropped) = self.windows();
         let report = ToJobManager::SubtaskCommitted {
             attempt: self.links.attempt,
             task: self.id,
             commit_ms,
             drained,
+            late_dropped,
         };
         self.links
             .to_job_manager
             .send(report)
             .await
             .map_err(|_| "the task manager is gone".to_string())
+    }
+
+    /// The windows' state, in bytes, and the rows they dropped as late in this attempt.
+    fn windows(&self) -> (u64, u64) {
+        self.ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Window(_, w) => Some((w.state_bytes(), w.counters().late_dropped)),
+                Op::Map(_) | Op::Side(..) => None,
+            })
+            .fold((0, 0), |(s, l), (bytes, late)| (s + bytes, l + late))
     }
 
     /// Refreshes the task's sample, at most every [`SAMPLE_MS`] unless `force`.
@@ -712,12 +725,7 @@ impl Streams<'_> {
             commit_latency: self.commit_latency,
             ..TaskSample::default()
         };
-        for op in &self.ops {
-            if let Op::Window(_, w) = op {
-                s.state_bytes += w.state_bytes();
-                s.late_dropped += w.counters().late_dropped;
-            }
-        }
+        (s.state_bytes, s.late_dropped) = self.windows();
         let mut shared = self.links.sample.lock().unwrap_or_else(|e| e.into_inner());
         s.lag_records = shared.lag_records;
         *shared = s;
