@@ -318,35 +318,27 @@ fn order_pipeline_upserts_into_postgres_exactly_once() {
 #[test]
 fn order_sessions_writes_its_sessions_and_running_totals_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (_broker, addr) = start_broker(&dir.path().join("broker"));
-    produce(&addr, 200);
-    end_input(&addr);
-    let checkpoints = dir.path().join("checkpoints");
-    let args = ["--end-marker", END_MARKER, "--out-of-orderness-ms", "5000"];
     let job = Job::OrderSessions;
-    let mut run = WeirProcess::start(&job_args(
-        job,
-        &addr,
-        &checkpoints,
-        free_base_port(1),
-        &args,
-    ));
-    run.wait_for_line("finished");
-    assert!(run.wait().success());
+    let args = ["--out-of-orderness-ms", "5000"];
+    let (_broker, addr) = run_to_the_end(job, 200, dir.path(), &args);
     let expected = expected(job, 200);
     let counts: Vec<usize> = expected.iter().map(|(_, e)| e.len()).collect();
     assert!(counts[0] > 100 && counts[1] > 1_000, "{counts:?}");
     assert_output_is(&addr, &expected);
 }
 
-/// Runs `order-aggregates` under `model` on 20 customers' orders, to the end of its input.
-fn run_to_the_end(dir: &std::path::Path, model: &[&str]) -> (WeirProcess, String) {
+/// Runs `job` with `extra` arguments on `keys` customers' orders, to the end of its input.
+fn run_to_the_end(
+    job: Job,
+    keys: u64,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (WeirProcess, String) {
     let (broker, addr) = start_broker(&dir.join("broker"));
-    produce(&addr, 20);
+    produce(&addr, keys);
     end_input(&addr);
     let checkpoints = dir.join("checkpoints");
-    let args = [&["--end-marker", END_MARKER], model].concat();
-    let job = Job::OrderAggregates;
+    let args = [&["--end-marker", END_MARKER], extra].concat();
     let mut run = WeirProcess::start(&job_args(
         job,
         &addr,
@@ -365,7 +357,7 @@ fn order_aggregates_under_kafka_streams_is_exactly_once_to_the_end_of_its_input(
     // A grace longer than the input: the two sources read the backlog at their own pace, and
     // no row may come late behind the other's stream time.
     let model = ["--model", "kafka-streams", "--grace-ms", "100000000"];
-    let (_broker, addr) = run_to_the_end(dir.path(), &model);
+    let (_broker, addr) = run_to_the_end(Job::OrderAggregates, 20, dir.path(), &model);
     assert_output_is(&addr, &expected(Job::OrderAggregates, 20));
     // State went through the changelog and offsets through the group: nothing checkpointed.
     let saved = dir.path().join("checkpoints").join("checkpoints");
@@ -378,7 +370,7 @@ fn order_aggregates_under_storm_without_failures_writes_each_window_once() {
     let dir = tempfile::tempdir().unwrap();
     // With no failure and a timeout no tree reaches, at least once delivers exactly once.
     let model = ["--model", "storm", "--message-timeout-ms", "600000"];
-    let (_broker, addr) = run_to_the_end(dir.path(), &model);
+    let (_broker, addr) = run_to_the_end(Job::OrderAggregates, 20, dir.path(), &model);
     assert_output_is(&addr, &expected(Job::OrderAggregates, 20));
 }
 

@@ -155,6 +155,13 @@ pub struct ModelFigures {
     pub checkpoint_ms: Percentiles,
 }
 
+impl ModelFigures {
+    /// Every seed passed the exactly-once check, and no result was duplicated, lost or wrong.
+    pub fn exactly_once(&self) -> bool {
+        self.passed == self.seeds && self.duplicates == 0 && self.losses == 0 && self.wrong == 0
+    }
+}
+
 /// The fault schedules every model runs.
 #[derive(Clone, Copy)]
 enum Schedule {

@@ -223,8 +223,7 @@ fn discussion(md: &mut String, figures: &[ModelFigures]) {
         }
     }
     for f in figures {
-        let exact = f.duplicates == 0 && f.losses == 0 && f.wrong == 0 && f.passed == f.seeds;
-        if !exact {
+        if !f.exactly_once() {
             let _ = writeln!(
                 md,
                 "- `{}` under {} ({}): {} of {} seeds exactly once; {} results duplicated, {} \
@@ -241,15 +240,15 @@ fn discussion(md: &mut String, figures: &[ModelFigures]) {
             );
         }
     }
-    let exact = |model: &str| {
-        figures
-            .iter()
-            .filter(|f| f.model == model)
-            .all(|f| f.duplicates == 0 && f.losses == 0 && f.wrong == 0 && f.passed == f.seeds)
-    };
-    let kept: Vec<&str> = ["pipelined", "micro-batch", "kafka-streams", "storm"]
+    let kept: Vec<&str> = weir_sim::compare::models()
         .into_iter()
-        .filter(|m| exact(m))
+        .map(|m| m.name)
+        .filter(|m| {
+            figures
+                .iter()
+                .filter(|f| f.model == *m)
+                .all(ModelFigures::exactly_once)
+        })
         .collect();
     let _ = writeln!(
         md,
