@@ -31,6 +31,7 @@ use super::snapshot::{
 };
 use crate::disk::Disk;
 use crate::net::Net;
+use crate::wire::frame::FrameError;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -349,8 +350,13 @@ async fn accept_loop(listener: crate::net::Listener, inbound: mpsc::Sender<Inbou
                     Ok(m) => m,
                     Err(e) => {
                         // A frame over the limit (a snapshot too large to acknowledge) ends
-                        // the connection like a dead peer does; say which it was.
-                        tracing::warn!(conn, error = %e, "control connection closed");
+                        // the connection like a dead peer does; say which it was. Clients
+                        // close theirs after every answer.
+                        if matches!(e, RpcError::Frame(FrameError::Closed)) {
+                            tracing::debug!(conn, "control connection closed by its peer");
+                        } else {
+                            tracing::warn!(conn, error = %e, "control connection failed");
+                        }
                         let _ = inbound.send(Inbound::Closed(conn)).await;
                         return;
                     }
