@@ -2,6 +2,7 @@
 //! under read_committed, with per-partition watermarks and offsets saved at each barrier.
 
 use super::element::Row;
+use super::graph::OperatorSpec;
 use super::metrics::TaskSample;
 use crate::client::{
     ClientError, Cluster, Consumer, ConsumerConfig, ConsumerRecord, Isolation, OffsetReset,
@@ -114,6 +115,33 @@ impl BrokerSource {
             end_marker: end_marker.map(|m| Bytes::from(m.to_string())),
             watermark: i64::MIN,
         })
+    }
+
+    /// The reader a source operator `op` describes, for subtask `subtask` of `parallelism`;
+    /// `None` if `op` is not a source.
+    pub fn of_operator(
+        cluster: &Arc<Cluster>,
+        op: &OperatorSpec,
+        (subtask, parallelism): (u32, u32),
+        restored: Option<&[u8]>,
+    ) -> Option<Result<Self, String>> {
+        let OperatorSpec::Source {
+            topic,
+            partitions,
+            out_of_orderness_ms,
+            end_marker,
+        } = op
+        else {
+            return None;
+        };
+        Some(Self::new(
+            Arc::clone(cluster),
+            (topic, *partitions),
+            (subtask, parallelism),
+            *out_of_orderness_ms,
+            end_marker.as_deref(),
+            restored,
+        ))
     }
 
     /// Whether every partition of this subtask has reached its end marker (true at once for a

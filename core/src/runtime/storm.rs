@@ -546,21 +546,11 @@ pub(crate) async fn run(
         rows_out: 0,
     };
     let first = &config.graph.vertices[stage.vertices[0]];
-    match &first.op {
-        OperatorSpec::Source {
-            topic,
-            partitions,
-            out_of_orderness_ms,
-            end_marker,
-        } => {
-            let source = BrokerSource::new(
-                Arc::clone(&cluster),
-                (topic, *partitions),
-                (id.subtask, stage.parallelism),
-                *out_of_orderness_ms,
-                end_marker.as_deref(),
-                None,
-            )?;
+    let at = (id.subtask, stage.parallelism);
+    match BrokerSource::of_operator(&cluster, &first.op, at, None) {
+        Some(source) => {
+            let source = source?;
+            let topic = source.topic().to_string();
             let gate = InputGate::connect(links.net, &deployment.ack_inputs, exchange)
                 .await
                 .map_err(|e| format!("ack gate: {e}"))?;
@@ -586,7 +576,7 @@ pub(crate) async fn run(
             let positions: Positions = Arc::new(Mutex::new(spout.source.positions()));
             readers.spawn(lag_probe(
                 cluster,
-                topic.clone(),
+                topic,
                 Arc::clone(&positions),
                 Arc::clone(&spout.links.sample),
                 LAG_SAMPLE_MS,
@@ -595,7 +585,7 @@ pub(crate) async fn run(
                 .run(Duration::from_millis(commit_interval_ms), &positions)
                 .await
         }
-        _ => {
+        None => {
             let gate = InputGate::connect(links.net, &deployment.inputs, exchange)
                 .await
                 .map_err(|e| format!("input gate: {e}"))?;

@@ -128,38 +128,26 @@ pub(crate) async fn run(
         }
     };
     // The input: the source's topic, or the repartition topic the stage before feeds.
-    let (input, upstream) = match &graph.vertices[first].op {
-        OperatorSpec::Source {
-            topic,
-            partitions,
-            end_marker,
-            ..
-        } => {
-            let source = BrokerSource::new(
-                Arc::clone(&cluster),
-                (topic, *partitions),
-                (id.subtask, stage.parallelism),
-                0,
-                end_marker.as_deref(),
-                None,
-            )?;
-            (source, None)
-        }
-        _ => {
-            let before = &graph.vertices[first - 1];
-            let topic = repartition_topic(&graph.name, &before.uid);
-            create(&topic, stage.parallelism).await?;
-            let source = BrokerSource::new(
-                Arc::clone(&cluster),
-                (&topic, stage.parallelism as i32),
-                (id.subtask, stage.parallelism),
-                0,
-                None,
-                None,
-            )?;
-            (source, Some((before.parallelism, BTreeSet::new())))
-        }
-    };
+    // Its watermark goes unused here: windows close by stream time.
+    let at = (id.subtask, stage.parallelism);
+    let (input, upstream) =
+        match BrokerSource::of_operator(&cluster, &graph.vertices[first].op, at, None) {
+            Some(source) => (source?, None),
+            None => {
+                let before = &graph.vertices[first - 1];
+                let topic = repartition_topic(&graph.name, &before.uid);
+                create(&topic, stage.parallelism).await?;
+                let source = BrokerSource::new(
+                    Arc::clone(&cluster),
+                    (&topic, stage.parallelism as i32),
+                    (id.subtask, stage.parallelism),
+                    0,
+                    None,
+                    None,
+                )?;
+                (source, Some((before.parallelism, BTreeSet::new())))
+            }
+        };
     let mut ops = Vec::new();
     let mut out = None;
     for v in &stage.vertices {

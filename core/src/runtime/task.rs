@@ -180,21 +180,13 @@ pub(crate) async fn run(deployment: TaskDeployment, mut links: TaskLinks) -> Tas
         let vertex = &graph.vertices[*v];
         let uid = vertex.uid.clone();
         match &vertex.op {
-            OperatorSpec::Source {
-                topic,
-                partitions,
-                out_of_orderness_ms,
-                end_marker,
-            } => {
-                let source = BrokerSource::new(
-                    Arc::clone(&cluster),
-                    (topic, *partitions),
-                    (id.subtask, vertex.parallelism),
-                    *out_of_orderness_ms,
-                    end_marker.as_deref(),
-                    state_of(&uid).map(|(_, b)| b),
-                )?;
-                head = Some((uid, source, topic.clone()));
+            OperatorSpec::Source { .. } => {
+                let restored = state_of(&uid).map(|(_, b)| b);
+                let at = (id.subtask, vertex.parallelism);
+                let source = BrokerSource::of_operator(&cluster, &vertex.op, at, restored)
+                    .expect("a source operator")?;
+                let topic = source.topic().to_string();
+                head = Some((uid, source, topic));
             }
             OperatorSpec::Window { assigner } => {
                 let window = match state_of(&uid) {
