@@ -24,6 +24,22 @@ fn kafka_streams_seeds_are_exactly_once() {
     }
 }
 
+/// Seed 47 reopens a broker's metadata-quorum node after a disk error. The reopened node
+/// replayed its log from an old snapshot, and its broker acted on each older image on the way:
+/// a replica followed a stale leader and cut a committed transaction's marker from the log.
+#[test]
+fn kafka_streams_survives_a_quorum_node_reopened_from_an_old_snapshot() {
+    let r = common::run(
+        KAFKA_STREAMS,
+        weir_sim::scenario::RunSpec {
+            seed: 47,
+            plan: None,
+            mutant: None,
+        },
+    );
+    assert!(r.passed, "{}: {:?}", r.replay, r.violations);
+}
+
 #[test]
 fn kafka_streams_replays_bit_for_bit() {
     same_seed_same_hash(KAFKA_STREAMS, 3);

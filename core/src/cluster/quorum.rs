@@ -363,24 +363,34 @@ impl Node {
         Some(self.raw.raft.leader_id).filter(|l| *l != 0)
     }
 
+    /// Publishes the node's state. The image never goes back: a node reopened from disk starts
+    /// again from its snapshot and re-applies the log as it learns the commit index, passing
+    /// through images older than the one it had published. The broker acts on every image it is
+    /// shown (roles, leader epochs, transactions), so until the node has applied as far as it had
+    /// before, the image it had published stays; it is stale at worst, as it was while the node
+    /// was down, never older.
     fn publish(&self, ch: &Channels) {
         let leader = self.leader();
         let term = self.raw.raft.term;
-        let active = self.raw.raft.state == StateRole::Leader && self.applied_term == term;
         ch.state.send_if_modified(|s| {
-            if s.leader == leader
-                && s.term == term
-                && s.active == active
-                && s.applied == self.applied
-            {
+            let behind = self.applied < s.applied;
+            let applied = self.applied.max(s.applied);
+            let active =
+                !behind && self.raw.raft.state == StateRole::Leader && self.applied_term == term;
+            if s.leader == leader && s.term == term && s.active == active && s.applied == applied {
                 return false;
             }
+            let image = if behind {
+                Arc::clone(&s.image)
+            } else {
+                Arc::clone(&self.image)
+            };
             *s = QuorumState {
                 leader,
                 term,
                 active,
-                applied: self.applied,
-                image: Arc::clone(&self.image),
+                applied,
+                image,
             };
             true
         });
