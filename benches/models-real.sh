@@ -136,15 +136,16 @@ print(f'| $model | {t:.2f} | {$events / t:,.0f} | {p / t:.2f} |')"
     "each time carries up to half a second of that. On a backlog this small the commit" \
     "cadence dominates: the pipelined model finishes at the checkpoint after its input" \
     "ended, the micro-batch model after the batch that follows its trigger, Kafka Streams and" \
-    "Storm at their next commit. With 500 000 events the micro-batch model did not finish" \
-    "here. Its first batch reads the whole backlog, and every window of it is still open at" \
-    "the batch's barrier (the watermark moves only at the next batch). The snapshot's" \
-    "acknowledgement (16.8 MB) is then over the job manager's 8 MiB control frame limit," \
-    "the job manager drops the connection, and the batch runs again until the job gives up."
+    "Storm at their next commit. The micro-batch model reads a backlog in batches of at most" \
+    "100 000 offsets per source subtask (\`--batch-offsets-max\`), one per trigger. Before" \
+    "that bound its first batch read the whole backlog with every window still open at the" \
+    "batch's barrier, and with 500 000 events the snapshot (16.8 MB) was over the job" \
+    "manager's 8 MiB control frame limit: the job never finished."
   echo
   echo "The time includes each process's start and the job's final commit. It measures a" \
     "backlog read flat out, so it shows what each model's commits and tracking cost, not" \
-    "its latency; the simulator's comparison ([framework-comparison.md](framework-comparison.md))" \
-    "measures latency."
+    "its latency. Latency and crashes on this machine: \`weir bench real\`, in" \
+    "[framework-comparison.md](framework-comparison.md), which also has the simulator's" \
+    "comparison."
 } >"$out"
 echo "models-real: wrote $out" >&2

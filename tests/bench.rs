@@ -69,9 +69,56 @@ fn a_malformed_line_fails_the_run_and_names_the_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("at most 256"));
 }
 
+/// `weir bench real` runs two models on this machine (a broker process, crashes included),
+/// then `weir report` writes its figures beside the simulated ones.
 #[test]
 fn the_report_is_written_from_scratch_with_its_charts() {
     let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("models-real.json");
+    let out = weir(&[
+        "bench",
+        "real",
+        "--models",
+        "pipelined,storm",
+        "--rate",
+        "100",
+        "--feed-ms",
+        "4000",
+        "--dir",
+        dir.path().join("runs").to_str().unwrap(),
+        "--json",
+        real.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let run: serde_json::Value = serde_json::from_slice(&std::fs::read(&real).unwrap()).unwrap();
+    let figures = run["figures"].as_array().unwrap();
+    assert_eq!(figures.len(), 6, "two models, three schedules: {stderr}");
+    for f in figures {
+        let (model, schedule) = (
+            f["model"].as_str().unwrap(),
+            f["schedule"].as_str().unwrap(),
+        );
+        let what = format!("{model} / {schedule}: {f}\n{stderr}");
+        // The pipelined model is exactly once, Storm at least once: both pass their checker.
+        assert_eq!(f["passed"], 1, "{what}");
+        assert!(f["inputs"].as_u64().unwrap() >= 400, "{what}");
+        assert!(f["inputs_per_s"].as_f64().unwrap() > 0.0, "{what}");
+        if model == "pipelined" {
+            assert_eq!(
+                (&f["duplicates"], &f["losses"], &f["wrong"]),
+                (&0.into(), &0.into(), &0.into()),
+                "{what}"
+            );
+        }
+        match schedule {
+            "backlog" => assert!(f["latency_ms"].is_null(), "{what}"),
+            _ => assert!(f["latency_ms"]["count"].as_u64().unwrap() > 0, "{what}"),
+        }
+        if schedule == "shared faults" {
+            assert!(f["recovery_ms"]["count"].as_u64().unwrap() >= 1, "{what}");
+        }
+    }
     let out_dir = dir.path().join("reports");
     let missing = dir.path().join("nothing-here");
     let out = weir(&[
@@ -84,6 +131,8 @@ fn the_report_is_written_from_scratch_with_its_charts() {
         missing.to_str().unwrap(),
         "--criterion",
         missing.to_str().unwrap(),
+        "--real",
+        real.to_str().unwrap(),
     ]);
     assert!(
         out.status.success(),
@@ -98,6 +147,9 @@ fn the_report_is_written_from_scratch_with_its_charts() {
         "| order-totals | storm |",
         "| nexmark-q7 | storm |",
         "| Flink | Very Low | Very High |",
+        "## On this machine",
+        "| order-totals | storm | shared faults | 1/1 |",
+        "Backlog of `order-totals`: storm read",
     ] {
         assert!(md.contains(row), "the report has no {row:?}");
     }
@@ -107,6 +159,7 @@ fn the_report_is_written_from_scratch_with_its_charts() {
         "models-latency.svg",
         "models-recovery.svg",
         "models-checkpoint.svg",
+        "models-real-latency.svg",
     ] {
         let svg = std::fs::read_to_string(out_dir.join("figures").join(chart)).unwrap();
         assert!(svg.starts_with("<svg"), "{chart}");

@@ -9,11 +9,13 @@
 
 use crate::fault::FaultPlan;
 use crate::scenario::RunSpec;
-use crate::scenarios::pipeline::{self, Pipeline};
+use crate::scenarios::pipeline::live::{self, LiveSpec};
+use crate::scenarios::pipeline::{self, Pipeline, PipelineJob};
 use crate::scenarios::{eos_pipeline, jobs, kafka_streams, microbatch, storm};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
+use std::path::PathBuf;
 use weir_core::rng;
 use weir_core::runtime::ExecutionModel;
 use weir_workloads::jobs::Job;
@@ -43,6 +45,9 @@ pub fn models() -> Vec<Model> {
             // The pipelined model's checkpoint interval: both commit equally often.
             settings: |_| ExecutionModel::MicroBatch {
                 trigger_ms: microbatch::TRIGGER_MS,
+                // Spark reads a backlog in one batch unless `maxOffsetsPerTrigger` is set:
+                // no bound that a run of this size could reach.
+                batch_offsets_max: u64::MAX,
             },
         },
         Model {
@@ -218,7 +223,7 @@ pub fn compare(seeds: Range<u64>, progress: &dyn Fn(&str)) -> Vec<ModelFigures> 
                 });
                 figures.push(acc.figures(
                     (job, name, stands_for),
-                    schedule,
+                    schedule.label(),
                     probe,
                     seeds.end - seeds.start,
                 ));
@@ -243,7 +248,8 @@ fn run_schedule(
             mutant: None,
         };
         let (report, observed) = pipeline::run(p, &spec);
-        acc.add(&report, &observed);
+        let busy_ms = observed.finished_at_ms.unwrap_or(report.sim_ms);
+        acc.add(report.passed, &report.violations, busy_ms, &observed);
         progress(seed, report.passed);
     }
     acc
@@ -264,12 +270,20 @@ struct Accumulated {
 }
 
 impl Accumulated {
-    fn add(&mut self, report: &crate::report::RunReport, observed: &pipeline::Observed) {
-        self.passed += u64::from(report.passed);
+    /// Adds one run: whether it passed, what its checker found, and how long it was busy
+    /// from its first input to the job's end.
+    fn add(
+        &mut self,
+        passed: bool,
+        violations: &[String],
+        busy_ms: u64,
+        observed: &pipeline::Observed,
+    ) {
+        self.passed += u64::from(passed);
         self.inputs += observed.inputs;
-        self.busy_ms += observed.finished_at_ms.unwrap_or(report.sim_ms);
+        self.busy_ms += busy_ms;
         self.latency.extend(&observed.visible_after_ms);
-        for v in &report.violations {
+        for v in violations {
             // A catalog job's violations name their output topic first.
             let is = |kind: &str| {
                 v.starts_with(kind)
@@ -294,7 +308,7 @@ impl Accumulated {
     fn figures(
         &self,
         (job, model, stands_for): (&str, &str, &str),
-        schedule: Schedule,
+        schedule: &str,
         latency: bool,
         seeds: u64,
     ) -> ModelFigures {
@@ -302,7 +316,7 @@ impl Accumulated {
             job: job.into(),
             model: model.into(),
             stands_for: stands_for.into(),
-            schedule: schedule.label().into(),
+            schedule: schedule.into(),
             seeds,
             passed: self.passed,
             inputs: self.inputs,
@@ -316,4 +330,142 @@ impl Accumulated {
             checkpoint_ms: Percentiles::of(&self.checkpoints),
         }
     }
+}
+
+/// The comparison on this machine: jobs under every model, on real sockets, files and
+/// processes (see [`live`]).
+#[derive(Clone, Debug)]
+pub struct LiveComparison {
+    /// A `weir` binary, which serves the broker.
+    pub weir: PathBuf,
+    /// Scratch directory; each run takes a fresh one under it and removes it after.
+    pub dir: PathBuf,
+    /// The jobs, by name: `order-totals` or a catalog job without a table.
+    pub jobs: Vec<String>,
+    /// Only the models with these names; all when empty.
+    pub models: Vec<String>,
+    /// Inputs per second of the paced runs; the backlog holds as many as they feed.
+    pub inputs_per_s: u32,
+    /// Length of a paced feed, in milliseconds.
+    pub feed_ms: u64,
+    /// Runs of each model on each schedule.
+    pub rounds: u64,
+    /// Seed of the feeder.
+    pub seed: u64,
+}
+
+/// The schedules on this machine, by label: paced input without and with the shared faults,
+/// then a backlog read as fast as the model goes.
+const LIVE_SCHEDULES: [(&str, bool, bool); 3] = [
+    ("none", false, false),
+    ("shared faults", true, false),
+    ("backlog", false, true),
+];
+
+/// The job a live comparison runs by `name`: `order-totals`, or a catalog job that has a
+/// generated workload and no table.
+fn live_job(name: &str) -> Result<PipelineJob, String> {
+    if name == "order-totals" {
+        return Ok(PipelineJob::OrderTotals);
+    }
+    match Job::named(name) {
+        Some(job) if job.table().is_none() => Ok(PipelineJob::Catalog(job)),
+        Some(_) => Err(format!(
+            "{name} writes a table, which the live comparison does not check"
+        )),
+        None => Err(format!("no job {name:?}")),
+    }
+}
+
+/// Runs every job of `c.jobs` under every model (of `c.models`) on this machine on each
+/// schedule; `progress` hears each finished run.
+pub fn compare_live(
+    c: &LiveComparison,
+    progress: &dyn Fn(&str),
+) -> Result<Vec<ModelFigures>, String> {
+    let chosen: Vec<Model> = models()
+        .into_iter()
+        .filter(|m| c.models.is_empty() || c.models.iter().any(|n| n == m.name))
+        .collect();
+    if chosen.is_empty() {
+        return Err(format!("no model is called any of {:?}", c.models));
+    }
+    let jobs = c
+        .jobs
+        .iter()
+        .map(|name| live_job(name).map(|job| (name.as_str(), job)))
+        .collect::<Result<Vec<_>, String>>()?;
+    let mut figures = Vec::new();
+    for (name, job) in jobs {
+        for m in &chosen {
+            for (label, faults, backlog) in LIVE_SCHEDULES {
+                let acc = live_schedule(c, (name, job), m, (faults, backlog), &|round, line| {
+                    progress(&format!(
+                        "{name} / {} / {label} / round {round}: {line}",
+                        m.name
+                    ))
+                })?;
+                let latency = job == PipelineJob::OrderTotals && !backlog;
+                figures.push(acc.figures((name, m.name, m.stands_for), label, latency, c.rounds));
+            }
+        }
+    }
+    Ok(figures)
+}
+
+/// Runs `job` under `m` on one schedule (faults, backlog), `c.rounds` times.
+fn live_schedule(
+    c: &LiveComparison,
+    (name, job): (&str, PipelineJob),
+    m: &Model,
+    (faults, backlog): (bool, bool),
+    progress: &dyn Fn(u64, String),
+) -> Result<Accumulated, String> {
+    let mut acc = Accumulated::default();
+    for round in 0..c.rounds {
+        let spec = LiveSpec {
+            weir: c.weir.clone(),
+            dir: c.dir.join(format!(
+                "{name}-{}-{}-{}-{round}",
+                m.name,
+                u8::from(faults),
+                u8::from(backlog)
+            )),
+            job,
+            model: (m.settings)(job.out_of_orderness_ms()),
+            inputs_per_s: c.inputs_per_s,
+            feed_ms: c.feed_ms,
+            backlog,
+            faults,
+            seed: c.seed + round,
+            finish_bound_ms: 120_000,
+        };
+        let run = live::run(&spec)?;
+        let _ = std::fs::remove_dir_all(&spec.dir);
+        let o = &run.observed;
+        let busy_ms = o.finished_at_ms.map_or(0, |end| end - run.job_started_ms);
+        let passed = run.violations.is_empty();
+        acc.add(passed, &run.violations, busy_ms, o);
+        let struck: Vec<String> = run
+            .faults
+            .iter()
+            .map(|(at, what)| format!("{what} at {at} ms"))
+            .collect();
+        progress(
+            round,
+            format!(
+                "{}{}{}",
+                if passed { "passed" } else { "FAILED" },
+                run.violations
+                    .first()
+                    .map_or(String::new(), |v| format!(" ({v})")),
+                if struck.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", struck.join(", "))
+                }
+            ),
+        );
+    }
+    Ok(acc)
 }

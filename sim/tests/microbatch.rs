@@ -34,6 +34,11 @@ fn a_rerun_batch_that_ignores_the_offset_log_is_caught() {
 }
 
 #[test]
+fn a_batch_past_its_offset_bound_is_caught() {
+    assert_caught(SCENARIO, "batch-unbounded", 40);
+}
+
+#[test]
 fn a_sink_that_commits_before_the_batch_completes_is_caught() {
     assert_caught(SCENARIO, "commit-before-complete", 40);
 }

@@ -48,6 +48,42 @@ enum BenchCommand {
     /// Run the eos-pipeline job under each execution model in the simulator, without faults
     /// and under a fault plan per seed that every model shares, and print the figures.
     Compare(CompareArgs),
+    /// Run the same job under each execution model on this machine (a `weir broker` process,
+    /// real sockets and files, wall clock): paced input without and with crashes of the task
+    /// manager, the broker and the job manager, then a backlog; print the figures.
+    Real(RealArgs),
+}
+
+/// Settings of `weir bench real`.
+#[derive(Args, Debug)]
+pub struct RealArgs {
+    /// The jobs, comma-separated: order-totals (whose latency is measured: its event time is
+    /// the wall clock) or catalog jobs without a table (order-aggregates, nexmark-q5, ...).
+    #[arg(long, value_delimiter = ',', default_value = "order-totals")]
+    pub jobs: Vec<String>,
+    /// Only these models (pipelined, micro-batch, kafka-streams, storm), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// Inputs per second of the paced runs.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate: u32,
+    /// Length of a paced feed, in milliseconds; the backlog holds as many inputs.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1_000..=3_600_000))]
+    pub feed_ms: u64,
+    /// Runs of each model on each schedule.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub rounds: u64,
+    /// Seed of the feeder's keys, amounts and disorder.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Scratch directory for the broker's data and the checkpoints (a fresh temporary one by
+    /// default).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Also write the figures to this JSON file (`weir report` reads it from
+    /// target/bench-real/models-real.json).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// Settings of `weir bench compare`.
@@ -119,6 +155,9 @@ pub fn run(args: BenchArgs) -> ExitCode {
         BenchCommand::Compare(a) => compare(&a).map(|figures| {
             print!("{}", super::report::models_table(&figures));
         }),
+        BenchCommand::Real(a) => real(&a).map(|figures| {
+            print!("{}", super::report::models_table(&figures));
+        }),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -151,6 +190,60 @@ pub fn compare(a: &CompareArgs) -> Result<Vec<ModelFigures>, String> {
         std::fs::write(path, body).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(figures)
+}
+
+/// Runs the models' comparison on this machine, with each run's outcome on stderr, and writes
+/// the JSON file if asked.
+fn real(a: &RealArgs) -> Result<Vec<ModelFigures>, String> {
+    let weir = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let dir = match &a.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("weir-bench-real-{}", std::process::id())),
+    };
+    let comparison = weir_sim::compare::LiveComparison {
+        weir,
+        dir: dir.clone(),
+        jobs: a.jobs.clone(),
+        models: a.models.clone(),
+        inputs_per_s: a.rate,
+        feed_ms: a.feed_ms,
+        rounds: a.rounds,
+        seed: a.seed,
+    };
+    let figures = weir_sim::compare::compare_live(&comparison, &|done: &str| eprintln!("{done}"));
+    if a.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let figures = figures?;
+    if let Some(path) = &a.json {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        let body = serde_json::to_vec_pretty(&RealRun {
+            // As a user types it, whatever the binary's path.
+            command: std::iter::once("weir".to_string())
+                .chain(std::env::args().skip(1))
+                .collect::<Vec<_>>()
+                .join(" "),
+            date: super::today(),
+            figures: figures.clone(),
+        })
+        .map_err(|e| e.to_string())?;
+        std::fs::write(path, body).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(figures)
+}
+
+/// What `weir bench real --json` writes: the figures, and how and when they were made.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RealRun {
+    /// The command line.
+    pub command: String,
+    /// The day it ran.
+    pub date: String,
+    /// The figures.
+    pub figures: Vec<ModelFigures>,
 }
 
 #[derive(Deserialize)]

@@ -89,6 +89,10 @@ pub struct JobArgs {
     /// Micro-batch: time from one batch's start to the next one's, in milliseconds.
     #[arg(long, default_value_t = 2_000)]
     pub trigger_ms: u64,
+    /// Micro-batch: offsets one source subtask reads in a batch at most (a backlog is read in
+    /// batches of this size, one per trigger).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_offsets_max: u64,
     /// Kafka Streams: time between a subtask's transactions (default 100); Storm: between a
     /// source's offset commits (default 1 000), in milliseconds.
     #[arg(long)]
@@ -183,6 +187,7 @@ async fn run_job(args: JobArgs) -> Result<(), String> {
             ModelArg::Pipelined => ExecutionModel::Pipelined,
             ModelArg::MicroBatch => ExecutionModel::MicroBatch {
                 trigger_ms: args.trigger_ms,
+                batch_offsets_max: args.batch_offsets_max,
             },
             ModelArg::KafkaStreams => ExecutionModel::KafkaStreams {
                 commit_interval_ms: args.commit_interval_ms.unwrap_or(100),

@@ -23,7 +23,7 @@ fn label(f: &ModelFigures) -> String {
 
 /// Latency percentiles (p50, p99, p99.9, max) of each model and schedule, one line each, on a
 /// logarithmic axis.
-pub fn latency(figures: &[ModelFigures], path: &Path) -> Result<(), String> {
+pub fn latency(figures: &[ModelFigures], caption: &str, path: &Path) -> Result<(), String> {
     let measured: Vec<(&ModelFigures, &Percentiles)> = figures
         .iter()
         .filter_map(|f| Some((f, f.latency_ms.as_ref()?)))
@@ -48,10 +48,7 @@ pub fn latency(figures: &[ModelFigures], path: &Path) -> Result<(), String> {
     let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Result latency seen by a read_committed reader (simulated ms)",
-            ("sans-serif", 18),
-        )
+        .caption(caption, ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(64)

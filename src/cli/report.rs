@@ -3,7 +3,7 @@
 //! draws its charts as SVG, and adds what the Flink peer run and `cargo bench` left behind, if
 //! they ran, saying so when they did not.
 
-use super::bench::{CompareArgs, compare};
+use super::bench::{CompareArgs, RealRun, compare};
 use super::plot;
 use clap::Args;
 use serde::Deserialize;
@@ -30,6 +30,9 @@ pub struct ReportArgs {
     /// Where `cargo bench` left criterion's results.
     #[arg(long, default_value = "target/criterion")]
     criterion: PathBuf,
+    /// Where `weir bench real --json` left the figures from this machine.
+    #[arg(long, default_value = "target/bench-real/models-real.json")]
+    real: PathBuf,
 }
 
 /// Runs `weir report`.
@@ -54,7 +57,11 @@ fn write_report(args: &ReportArgs) -> Result<PathBuf, String> {
     let charts = args.out.join("figures");
     std::fs::create_dir_all(&charts)
         .map_err(|e| format!("cannot create {}: {e}", charts.display()))?;
-    plot::latency(&figures, &charts.join("models-latency.svg"))?;
+    plot::latency(
+        &figures,
+        "Result latency seen by a read_committed reader (simulated ms)",
+        &charts.join("models-latency.svg"),
+    )?;
     plot::bars(
         &figures,
         "Time from a failover to the next commit, p50 (simulated ms)",
@@ -73,6 +80,7 @@ fn write_report(args: &ReportArgs) -> Result<PathBuf, String> {
     header(&mut md, &args.seeds);
     md.push_str(&models_table(&figures));
     discussion(&mut md, &figures);
+    on_this_machine(&mut md, &args.real, &charts)?;
     flink_peer(&mut md, &args.peers.join("flink-peer.json"));
     criterion_summary(&mut md, &args.criterion)?;
     let path = args.out.join("framework-comparison.md");
@@ -136,7 +144,7 @@ fn header(md: &mut String, seeds: &str) {
          - **latency**: from a result's event time (its window's end) to the moment a \
          read_committed reader outside the faults first sees it, in an hdrhistogram over every \
          result of every seed;\n\
-         - **seeds passed**: seeds whose output passed the exactly-once check (Storm promises \
+         - **runs passed**: runs (seeds) whose output passed the exactly-once check (Storm promises \
          less, so the check measures how far it falls short);\n\
          - **dup / lost / wrong**: results the checker found committed twice, never, or with \
          figures the input does not give (a window that lost rows, or counted some twice);\n\
@@ -155,12 +163,12 @@ fn header(md: &mut String, seeds: &str) {
 /// The comparison as a markdown table.
 pub fn models_table(figures: &[ModelFigures]) -> String {
     let mut md = String::from(
-        "| job | model | faults | seeds passed | latency p50 / p99 / p99.9 / max (ms) | dup / lost / wrong | late | recovery p50 / max (ms), count | commit p50 / max (ms) | inputs/s |\n\
+        "| job | model | faults | runs passed | latency p50 / p99 / p99.9 / max (ms) | dup / lost / wrong | late | recovery p50 / max (ms), count | commit p50 / max (ms) | inputs/s |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for f in figures {
         let latency = f.latency_ms.as_ref().map_or_else(
-            || "not comparable (event time is not simulated time)".to_string(),
+            || "not measured".to_string(),
             |l| format!("{} / {} / {} / {}", l.p50, l.p99, l.p999, l.max),
         );
         let r = &f.recovery_ms;
@@ -196,50 +204,8 @@ fn discussion(md: &mut String, figures: &[ModelFigures]) {
          ![checkpoint](figures/models-checkpoint.svg)\n\n\
          ### What the simulated figures show\n\n",
     );
-    let latency = |model: &str, schedule: &str| {
-        figures
-            .iter()
-            .find(|f| f.model == model && f.schedule == schedule && f.latency_ms.is_some())
-            .and_then(|f| f.latency_ms.as_ref())
-    };
-    for schedule in ["none", "shared faults"] {
-        let Some(p) = latency("pipelined", schedule) else {
-            continue;
-        };
-        for other in ["micro-batch", "kafka-streams", "storm"] {
-            if let Some(m) = latency(other, schedule) {
-                let _ = writeln!(
-                    md,
-                    "- `order-totals`, faults: {schedule}. {other} median latency is {} ms \
-                     against {} ms pipelined (×{:.2}); p99 {} ms against {} ms (×{:.2}).",
-                    m.p50,
-                    p.p50,
-                    ratio(m.p50, p.p50),
-                    m.p99,
-                    p.p99,
-                    ratio(m.p99, p.p99),
-                );
-            }
-        }
-    }
-    for f in figures {
-        if !f.exactly_once() {
-            let _ = writeln!(
-                md,
-                "- `{}` under {} ({}): {} of {} seeds exactly once; {} results duplicated, {} \
-                 lost, {} wrong; {} input rows dropped as late.",
-                f.job,
-                f.model,
-                f.schedule,
-                f.passed,
-                f.seeds,
-                f.duplicates,
-                f.losses,
-                f.wrong,
-                f.late_dropped
-            );
-        }
-    }
+    latency_ratios(md, figures);
+    shortfalls(md, figures);
     let kept: Vec<&str> = weir_sim::compare::models()
         .into_iter()
         .map(|m| m.name)
@@ -279,6 +245,142 @@ fn discussion(md: &mut String, figures: &[ModelFigures]) {
          - The tails under faults come from recovery. A result whose transaction was aborted \
          appears only after the job restarts and commits it again.\n\n",
     );
+}
+
+/// Each model's `order-totals` latency against the pipelined model's, per schedule.
+fn latency_ratios(md: &mut String, figures: &[ModelFigures]) {
+    let latency = |model: &str, schedule: &str| {
+        figures
+            .iter()
+            .find(|f| f.model == model && f.schedule == schedule && f.latency_ms.is_some())
+            .and_then(|f| f.latency_ms.as_ref())
+    };
+    for schedule in ["none", "shared faults"] {
+        let Some(p) = latency("pipelined", schedule) else {
+            continue;
+        };
+        for other in ["micro-batch", "kafka-streams", "storm"] {
+            if let Some(m) = latency(other, schedule) {
+                let _ = writeln!(
+                    md,
+                    "- `order-totals`, faults: {schedule}. {other} median latency is {} ms \
+                     against {} ms pipelined (×{:.2}); p99 {} ms against {} ms (×{:.2}).",
+                    m.p50,
+                    p.p50,
+                    ratio(m.p50, p.p50),
+                    m.p99,
+                    p.p99,
+                    ratio(m.p99, p.p99),
+                );
+            }
+        }
+    }
+}
+
+/// A line for every run set that was not exactly once.
+fn shortfalls(md: &mut String, figures: &[ModelFigures]) {
+    for f in figures.iter().filter(|f| !f.exactly_once()) {
+        let _ = writeln!(
+            md,
+            "- `{}` under {} ({}): {} of {} runs exactly once; {} results duplicated, {} \
+             lost, {} wrong; {} input rows dropped as late.",
+            f.job,
+            f.model,
+            f.schedule,
+            f.passed,
+            f.seeds,
+            f.duplicates,
+            f.losses,
+            f.wrong,
+            f.late_dropped
+        );
+    }
+}
+
+/// The comparison `weir bench real` ran on this machine, if it did.
+fn on_this_machine(md: &mut String, path: &Path, charts: &Path) -> Result<(), String> {
+    md.push_str("## On this machine\n\n");
+    let run: RealRun = match read_json(path) {
+        Ok(run) => run,
+        Err(why) => {
+            let _ = write!(
+                md,
+                "Not run here: {why}. Run `weir bench real --json {}` on an idle machine, \
+                 then `weir report`.\n\n",
+                path.display()
+            );
+            return Ok(());
+        }
+    };
+    plot::latency(
+        &run.figures,
+        "Result latency seen by a read_committed reader (wall-clock ms)",
+        &charts.join("models-real-latency.svg"),
+    )?;
+    let _ = write!(
+        md,
+        "From `{}`, run on {}. The simulator's jobs, on real sockets, files and processes, \
+         with wall-clock time: one `weir broker` child process (one replica per partition), \
+         and in one process on one thread the job manager, one task manager, the feeder, a \
+         read_committed probe (`order-totals`, whose event time is the wall clock) and the \
+         checker (the simulator's oracle). The other jobs' generated event time runs ahead of \
+         the clock, so only their correctness, recoveries, commits and throughput compare. Three \
+         schedules per model:\n\n\
+         - **none**: the feeder writes at a fixed rate, stamping each input with the wall \
+         clock less up to 200 ms; latency is from a result's window end to the probe first \
+         seeing it;\n\
+         - **shared faults**: the same, while at a quarter, half and three quarters of the \
+         feed the task manager crashes (its subtasks and connections dropped at once), the \
+         broker is killed with SIGKILL and started again on its files, and the job manager \
+         crashes and starts again from its checkpoint directory, each down for one second. \
+         Recovery runs from a crash to the next completed checkpoint or subtask commit. Real \
+         sockets cannot be cut one way or disks torn from here: those faults are the \
+         simulator's;\n\
+         - **backlog**: the whole input is written first, then the job starts; inputs/s is the \
+         input over the time from the job's start to its end, deployment included.\n\n",
+        run.command, run.date
+    );
+    md.push_str(&models_table(&run.figures));
+    md.push_str("![latency on this machine](figures/models-real-latency.svg)\n\n");
+    latency_ratios(md, &run.figures);
+    let backlog = |job: &str, model: &str| {
+        run.figures
+            .iter()
+            .find(|f| f.job == job && f.model == model && f.schedule == "backlog")
+            .map(|f| f.inputs_per_s)
+    };
+    let mut jobs: Vec<&str> = run.figures.iter().map(|f| f.job.as_str()).collect();
+    jobs.dedup();
+    for job in jobs {
+        let Some(p) = backlog(job, "pipelined") else {
+            continue;
+        };
+        for other in ["micro-batch", "kafka-streams", "storm"] {
+            if let Some(o) = backlog(job, other) {
+                let _ = writeln!(
+                    md,
+                    "- Backlog of `{job}`: {other} read {o:.0} inputs/s against {p:.0} \
+                     pipelined (×{:.2}).",
+                    o / p.max(f64::MIN_POSITIVE)
+                );
+            }
+        }
+    }
+    shortfalls(md, &run.figures);
+    md.push_str(
+        "- Kafka Streams' figures come with its dropped rows: with a grace equal to the job's \
+         bound on disorder (500 ms for `order-totals`), rows that reach a window subtask through \
+         the repartition topic further behind the fastest upstream subtask in event time are \
+         late. A backlog read as fast as each source \
+         goes, or a restart that resumes the sources at different offsets, drives them apart.\n\
+         - Storm runs with `max_spout_pending` raised to the whole input. At 1 000, a source's \
+         first fetches over a backlog or after a restart came from one of its partitions alone; \
+         the other partition, unread, held its watermark back, no window fired, no tuple tree \
+         completed, and the job never finished.\n\
+         - One run per model and schedule on a shared 2-core machine: read the ratios, not the \
+         absolute figures, and rerun with `--rounds` for more.\n\n",
+    );
+    Ok(())
 }
 
 fn ratio(a: u64, b: u64) -> f64 {

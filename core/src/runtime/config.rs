@@ -30,6 +30,10 @@ pub enum ExecutionModel {
     MicroBatch {
         /// Time from one batch's start to the next one's, at least.
         trigger_ms: u64,
+        /// Offsets one source subtask reads in a batch at most, over all its partitions
+        /// (Spark's `maxOffsetsPerTrigger`, per subtask): a backlog is read in batches of this
+        /// size, one per trigger, so that no batch's state outgrows what a checkpoint can hold.
+        batch_offsets_max: u64,
     },
     /// Consume-transform-produce (the model of Kafka Streams with `exactly_once_v2`). Each
     /// subtask reads its partitions, and every `commit_interval_ms` commits one broker
@@ -148,6 +152,9 @@ pub enum RuntimeMutation {
     /// Micro-batch: a batch re-run after a failure is planned afresh instead of reading the
     /// range the offset log holds for it.
     OffsetLogIgnored,
+    /// Micro-batch: sources plan each batch to the end of their input, ignoring
+    /// `batch_offsets_max`.
+    BatchUnbounded,
     /// Kafka Streams model: windows' changes are left out of the changelog, so a restarted
     /// subtask restores none of its open windows.
     ChangelogSkipped,

@@ -743,7 +743,7 @@ impl JobManager {
             | ExecutionModel::Storm { .. } => {
                 now + Duration::from_millis(self.job.checkpoint.interval_ms)
             }
-            ExecutionModel::MicroBatch { trigger_ms } => {
+            ExecutionModel::MicroBatch { trigger_ms, .. } => {
                 (started + Duration::from_millis(trigger_ms)).max(now)
             }
         }

@@ -221,18 +221,21 @@ impl BrokerSource {
         advanced
     }
 
-    /// Micro-batch: where each partition of this subtask that has not ended ends now (its
-    /// last stable offset, as a read_committed reader sees it).
-    pub async fn plan(&self) -> Result<BTreeMap<i32, i64>, ClientError> {
-        let mut ends = BTreeMap::new();
+    /// Micro-batch: where each partition of this subtask that has not ended ends in the next
+    /// batch: its last stable offset (as a read_committed reader sees it), unless that would
+    /// take more than `offsets_max` offsets over all of them. Then the batch stops short,
+    /// each partition's share of `offsets_max` in proportion to what it has waiting, so that
+    /// a backlog is read in bounded batches rather than all in the first.
+    pub async fn plan(&self, offsets_max: u64) -> Result<BTreeMap<i32, i64>, ClientError> {
+        let mut spans = BTreeMap::new();
         for (p, prog) in self.progress.iter().filter(|(_, prog)| !prog.ended) {
             let end = self
                 .consumer
                 .list_offset(&(self.topic.clone(), *p), -1)
                 .await?;
-            ends.insert(*p, end.max(prog.next_offset));
+            spans.insert(*p, (prog.next_offset, end.max(prog.next_offset)));
         }
-        Ok(ends)
+        Ok(bounded(&spans, offsets_max))
     }
 
     /// Micro-batch: starts a batch ending at `ends`, reading each partition on from its saved
@@ -398,5 +401,83 @@ pub(crate) async fn lag_probe(
         if known {
             sample.lock().unwrap_or_else(|e| e.into_inner()).lag_records = Some(lag);
         }
+    }
+}
+
+/// Each partition's batch end, from its span (position, last stable offset), brought back so
+/// that the batch spans at most `offsets_max` offsets: the floors of shares in proportion to
+/// each partition's lag, then what they leave, one partition at a time, so that a batch that
+/// stops short holds exactly `offsets_max` and always moves on.
+fn bounded(spans: &BTreeMap<i32, (i64, i64)>, offsets_max: u64) -> BTreeMap<i32, i64> {
+    assert!(offsets_max > 0, "a batch must be able to read something");
+    let lag = |(from, end): (i64, i64)| -> u64 {
+        u64::try_from(end - from).expect("an end is never before its position")
+    };
+    let total: u64 = spans.values().map(|s| lag(*s)).sum();
+    if total <= offsets_max {
+        return spans.iter().map(|(p, (_, end))| (*p, *end)).collect();
+    }
+    let mut shares: BTreeMap<i32, u64> = spans
+        .iter()
+        .map(|(p, s)| {
+            let share = u128::from(lag(*s)) * u128::from(offsets_max) / u128::from(total);
+            (
+                *p,
+                u64::try_from(share).expect("a share is at most its lag"),
+            )
+        })
+        .collect();
+    let mut left = offsets_max - shares.values().sum::<u64>();
+    for (p, share) in &mut shares {
+        let more = (lag(spans[p]) - *share).min(left);
+        *share += more;
+        left -= more;
+    }
+    assert_eq!(left, 0, "the lags add up to more than the bound");
+    shares
+        .into_iter()
+        .map(|(p, share)| {
+            let from = spans[&p].0;
+            (
+                p,
+                from + i64::try_from(share).expect("a share fits an offset"),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bounded;
+    use std::collections::BTreeMap;
+
+    fn spans(s: &[(i32, i64, i64)]) -> BTreeMap<i32, (i64, i64)> {
+        s.iter().map(|(p, from, end)| (*p, (*from, *end))).collect()
+    }
+
+    #[test]
+    fn a_batch_within_the_bound_reads_to_the_ends() {
+        let s = spans(&[(0, 10, 20), (1, 0, 5)]);
+        assert_eq!(bounded(&s, 15), BTreeMap::from([(0, 20), (1, 5)]));
+    }
+
+    #[test]
+    fn a_backlog_is_cut_in_proportion_to_each_partitions_lag() {
+        // Lags 300, 100 and 0 against a bound of 100: shares 75, 25 and 0.
+        let s = spans(&[(0, 1_000, 1_300), (1, 0, 100), (2, 7, 7)]);
+        assert_eq!(
+            bounded(&s, 100),
+            BTreeMap::from([(0, 1_075), (1, 25), (2, 7)])
+        );
+    }
+
+    #[test]
+    fn what_the_floors_leave_still_moves_the_batch_on() {
+        // Three partitions with a lag of 10 each and a bound of 2: every floor is 0.
+        let s = spans(&[(0, 0, 10), (1, 0, 10), (2, 0, 10)]);
+        let ends = bounded(&s, 2);
+        let read: i64 = ends.values().sum();
+        assert_eq!(read, 2);
+        assert!(ends.values().all(|e| (0..=10).contains(e)));
     }
 }

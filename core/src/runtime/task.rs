@@ -615,8 +615,13 @@ impl Task<'_> {
         mut source: BrokerSource,
         positions: Positions,
     ) -> TaskResult {
-        if let ExecutionModel::MicroBatch { .. } = self.links.config.model {
-            return self.run_batches(uid, source, positions).await;
+        if let ExecutionModel::MicroBatch {
+            batch_offsets_max, ..
+        } = self.links.config.model
+        {
+            return self
+                .run_batches(uid, source, positions, batch_offsets_max)
+                .await;
         }
         let mut watermark = i64::MIN;
         let mut retry = BrokerRetry::default();
@@ -657,10 +662,16 @@ impl Task<'_> {
         uid: String,
         mut source: BrokerSource,
         positions: Positions,
+        batch_offsets_max: u64,
     ) -> TaskResult {
         let mut watermark = i64::MIN;
         // The watermark as of the end of the last batch read, sent at the next one's start.
         let mut held = source.advance_watermark();
+        let offsets_max = if self.links.config.mutation == Some(RuntimeMutation::BatchUnbounded) {
+            u64::MAX
+        } else {
+            batch_offsets_max
+        };
         loop {
             self.sample(watermark, None, false);
             let Some(command) = self.links.commands.recv().await else {
@@ -670,7 +681,7 @@ impl Task<'_> {
                 TaskCommand::Trigger(id) => {
                     let mut retry = BrokerRetry::default();
                     let ends = loop {
-                        match source.plan().await {
+                        match source.plan(offsets_max).await {
                             Ok(ends) => break ends,
                             Err(e) => retry.failed(e).await?,
                         }

@@ -14,6 +14,7 @@ use super::task::{self, TaskCommand, TaskLinks};
 use super::throttle::Throttle;
 use crate::clock::Clock;
 use crate::net::Net;
+use crate::wire::frame::write_frame;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -173,7 +174,7 @@ async fn session(config: &TaskManagerConfig, hook: Option<&SampleHook>) -> Resul
                     }
                 }
             }
-            Some(message) = outbox.recv() => send(&mut writer, &message, silence).await?,
+            Some(message) = outbox.recv() => send(&mut writer, &message, silence, limit).await?,
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > silence {
                     return Err(RpcError::Io(std::io::ErrorKind::TimedOut.into()));
@@ -186,7 +187,7 @@ async fn session(config: &TaskManagerConfig, hook: Option<&SampleHook>) -> Resul
                 if let Some(hook) = hook {
                     hook(&config.name, &samples);
                 }
-                send(&mut writer, &ToJobManager::Heartbeat { samples }, silence).await?;
+                send(&mut writer, &ToJobManager::Heartbeat { samples }, silence, limit).await?;
             }
             Some(_) = set.join_next(), if !set.is_empty() => {
                 tasks.retain(|_, r| !r.abort.is_finished());
@@ -197,15 +198,48 @@ async fn session(config: &TaskManagerConfig, hook: Option<&SampleHook>) -> Resul
 
 /// Writes one message to the job manager. A write that stalls for `silence` (a partition
 /// that holds what the task manager sends) counts as losing the job manager: waiting on would
-/// keep the task manager from noticing, and its subtasks from stopping.
+/// keep the task manager from noticing, and its subtasks from stopping. A snapshot too large
+/// for the job manager to read goes as the subtask's failure instead, saying why: sent as it
+/// is, the job manager would drop the connection and the checkpoint would only time out.
 async fn send<W: tokio::io::AsyncWrite + Unpin>(
     writer: &mut W,
     message: &ToJobManager,
     silence: Duration,
+    limit: usize,
 ) -> Result<(), RpcError> {
-    tokio::time::timeout(silence, write_message(writer, message))
+    let mut body = serde_json::to_vec(message).expect("control messages serialize");
+    if body.len() > limit {
+        let ToJobManager::Ack {
+            attempt,
+            checkpoint_id,
+            task,
+            ..
+        } = message
+        else {
+            return Err(RpcError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "a control message of {} bytes is over the limit of {limit} bytes",
+                    body.len()
+                ),
+            )));
+        };
+        let failed = ToJobManager::Failed {
+            attempt: *attempt,
+            task: *task,
+            reason: format!(
+                "the snapshot for checkpoint {checkpoint_id} is {} bytes, over the control frame \
+                 limit of {limit} bytes (control_frame_bytes_max)",
+                body.len()
+            ),
+        };
+        tracing::warn!(task = %task, attempt, checkpoint_id, bytes = body.len(), limit, "snapshot over the control frame limit");
+        body = serde_json::to_vec(&failed).expect("control messages serialize");
+    }
+    tokio::time::timeout(silence, write_frame(writer, &body))
         .await
         .map_err(|_| RpcError::Io(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(RpcError::Io)
 }
 
 /// Stops every subtask of `attempt` or older.
@@ -217,4 +251,53 @@ fn stop(tasks: &mut BTreeMap<TaskId, Running>, attempt: u64) {
         }
         !old
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::snapshot::TaskSnapshot;
+
+    /// Sends `message` within `limit` bytes and reads back what the job manager would get.
+    async fn sent(message: &ToJobManager, limit: usize) -> Result<ToJobManager, RpcError> {
+        let (mut tm, mut jm) = tokio::io::duplex(64 * 1024);
+        send(&mut tm, message, Duration::from_secs(5), limit).await?;
+        read_message(&mut jm, limit).await
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_over_the_frame_limit_fails_its_subtask_and_says_why() {
+        let task = TaskId {
+            stage: 1,
+            subtask: 0,
+        };
+        let snapshot = TaskSnapshot {
+            operators: BTreeMap::from([("window".to_string(), vec![7u8; 4_096])]),
+            ..TaskSnapshot::default()
+        };
+        let ack = ToJobManager::Ack {
+            attempt: 3,
+            checkpoint_id: 9,
+            task,
+            snapshot,
+        };
+        assert_eq!(sent(&ack, 1 << 20).await.unwrap(), ack);
+        match sent(&ack, 1_024).await.unwrap() {
+            ToJobManager::Failed {
+                attempt: 3,
+                task: t,
+                reason,
+            } => {
+                assert_eq!(t, task);
+                assert!(reason.contains("checkpoint 9"), "{reason}");
+                assert!(reason.contains("control_frame_bytes_max"), "{reason}");
+            }
+            other => panic!("expected the subtask's failure, got {other:?}"),
+        }
+        // Anything else over the limit is an error of the connection, not sent.
+        let heartbeat = ToJobManager::Heartbeat {
+            samples: vec![TaskSample::default(); 64],
+        };
+        assert!(sent(&heartbeat, 64).await.is_err());
+    }
 }

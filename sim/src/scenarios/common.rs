@@ -137,7 +137,7 @@ pub fn client_config(client_id: &str, brokers: &[String]) -> ClientConfig {
     )
 }
 
-fn client_on(
+pub(crate) fn client_on(
     client_id: &str,
     bootstrap: impl IntoIterator<Item = String>,
     net: Net,

@@ -55,6 +55,8 @@ use weir_workloads::jobs::nexmark_windows::WindowQuery;
 use weir_workloads::jobs::order_pipeline;
 use weir_workloads::jobs::{self, Input, Job, Settings, canonical};
 
+pub(crate) mod live;
+
 const INPUT_PARTITIONS: i32 = 4;
 const OUTPUT_PARTITIONS: i32 = 2;
 const REPLICATION_FACTOR: i16 = 3;
@@ -252,8 +254,8 @@ pub(crate) struct Observed {
     pub stopped_with: Vec<(String, u64)>,
     /// Attempts deployed from a savepoint the job had stopped with.
     pub resumed_from_savepoint: u64,
-    /// Micro-batch: each batch started, as (checkpoint it starts from, its ranges).
-    pub batches: Vec<(Option<u64>, BatchRanges)>,
+    /// Micro-batch: each batch started.
+    pub batches: Vec<Batch>,
     /// Micro-batch: batches re-run from the offset log.
     pub batches_replayed: u64,
     /// With the probe: ms from each result's event time to when a read_committed reader
@@ -277,6 +279,17 @@ pub(crate) struct Observed {
 
 /// Each source subtask's end offset per partition of one batch.
 pub(crate) type BatchRanges = BTreeMap<String, BTreeMap<i32, i64>>;
+
+/// A micro-batch the job manager started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Batch {
+    /// The checkpoint that commits it.
+    pub checkpoint_id: u64,
+    /// The checkpoint it starts from.
+    pub after: Option<u64>,
+    /// Where it ends.
+    pub ends: BatchRanges,
+}
 
 impl Observed {
     /// Rows the job's windows dropped as late, over every attempt.
@@ -333,6 +346,57 @@ impl Observed {
                 "source lag {lag} records; buffers {held}/{bound} held on this tm; backpressure {blocked} ms; state {state} B"
             ),
         );
+    }
+
+    /// Takes in one of the job manager's events.
+    pub(crate) fn on_event(&mut self, e: &JobEvent) {
+        match e {
+            JobEvent::CheckpointCompleted(c) => {
+                self.checkpoints.push(*c);
+                if let Some(at) = self.failed_at_ms.take() {
+                    self.recoveries_ms.push(now_ms() - at);
+                }
+            }
+            JobEvent::SubtaskCommitted {
+                attempt,
+                task,
+                commit_ms,
+                late_dropped,
+            } => {
+                self.commits_ms.push(*commit_ms);
+                self.late_at_commit.insert((*task, *attempt), *late_dropped);
+                if let Some(at) = self.failed_at_ms.take() {
+                    self.recoveries_ms.push(now_ms() - at);
+                }
+            }
+            JobEvent::Failover { .. } => {
+                self.failovers += 1;
+                self.failed_at_ms.get_or_insert(now_ms());
+            }
+            JobEvent::BatchStarted {
+                checkpoint_id,
+                after,
+                ends,
+                replayed,
+            } => {
+                self.batches.push(Batch {
+                    checkpoint_id: *checkpoint_id,
+                    after: *after,
+                    ends: ends.clone(),
+                });
+                self.batches_replayed += u64::from(*replayed);
+            }
+            JobEvent::Stopped { savepoint } => {
+                let id = self.checkpoints.last().map_or(0, |c| c.id);
+                self.stopped_with.push((savepoint.clone(), id));
+            }
+            JobEvent::Deployed {
+                restored: Some(id), ..
+            } if self.stopped_with.iter().any(|(_, s)| s == id) => {
+                self.resumed_from_savepoint += 1;
+            }
+            _ => {}
+        }
     }
 
     /// The longest any task attempt's output waited for buffers, in milliseconds.
@@ -610,13 +674,23 @@ async fn feeder(
         name,
         format!("{sent} inputs sent, {failed} without an acknowledgement"),
     );
+    end_input(&producer, input, || clock.now_ms()).await;
+    note(&rec, name, "end markers written".into());
+    producer.close().await;
+    shared.feeder_done.set(true);
+    Ok(())
+}
+
+/// Writes the end marker on every partition of `topic`, stamped by `now_ms`, until each is
+/// acknowledged.
+async fn end_input(producer: &Producer, topic: &str, now_ms: impl Fn() -> i64) {
     for p in 0..INPUT_PARTITIONS {
         loop {
             let marker = Record {
                 partition: Some(p),
-                timestamp: Some(clock.now_ms()),
+                timestamp: Some(now_ms()),
                 ..Record::new(
-                    input,
+                    topic,
                     None::<Bytes>,
                     Bytes::from_static(END_MARKER.as_bytes()),
                 )
@@ -631,10 +705,6 @@ async fn feeder(
             sleep_ms(RETRY_MS).await;
         }
     }
-    note(&rec, name, "end markers written".into());
-    producer.close().await;
-    shared.feeder_done.set(true);
-    Ok(())
 }
 
 /// Stops the job with a savepoint at `stop_at_ms`, asking again until a job manager answers
@@ -864,6 +934,7 @@ pub(crate) fn mutation(spec: &RunSpec) -> Option<RuntimeMutation> {
         "unbounded-buffers" => RuntimeMutation::UnboundedBuffers,
         "savepoint-ignored" => RuntimeMutation::SavepointIgnored,
         "offset-log-ignored" => RuntimeMutation::OffsetLogIgnored,
+        "batch-unbounded" => RuntimeMutation::BatchUnbounded,
         "changelog-skipped" => RuntimeMutation::ChangelogSkipped,
         "commit-past-open-trees" => RuntimeMutation::CommitPastOpenTrees,
         m => panic!("unknown mutant {m:?}"),
@@ -1028,50 +1099,7 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
             let observed = Rc::clone(&sh);
             let hook = Rc::new(move |e: &JobEvent| {
                 note(&rec, "job", format!("{e:?}"));
-                let mut o = observed.observed.borrow_mut();
-                match e {
-                    JobEvent::CheckpointCompleted(c) => {
-                        o.checkpoints.push(*c);
-                        if let Some(at) = o.failed_at_ms.take() {
-                            o.recoveries_ms.push(now_ms() - at);
-                        }
-                    }
-                    JobEvent::SubtaskCommitted {
-                        attempt,
-                        task,
-                        commit_ms,
-                        late_dropped,
-                    } => {
-                        o.commits_ms.push(*commit_ms);
-                        o.late_at_commit.insert((*task, *attempt), *late_dropped);
-                        if let Some(at) = o.failed_at_ms.take() {
-                            o.recoveries_ms.push(now_ms() - at);
-                        }
-                    }
-                    JobEvent::Failover { .. } => {
-                        o.failovers += 1;
-                        o.failed_at_ms.get_or_insert(now_ms());
-                    }
-                    JobEvent::BatchStarted {
-                        after,
-                        ends,
-                        replayed,
-                        ..
-                    } => {
-                        o.batches.push((*after, ends.clone()));
-                        o.batches_replayed += u64::from(*replayed);
-                    }
-                    JobEvent::Stopped { savepoint } => {
-                        let id = o.checkpoints.last().map_or(0, |c| c.id);
-                        o.stopped_with.push((savepoint.clone(), id));
-                    }
-                    JobEvent::Deployed {
-                        restored: Some(id), ..
-                    } if o.stopped_with.iter().any(|(_, s)| s == id) => {
-                        o.resumed_from_savepoint += 1;
-                    }
-                    _ => {}
-                }
+                observed.observed.borrow_mut().on_event(e);
             });
             async move {
                 loop {
