@@ -178,7 +178,7 @@ impl BrokerProcess {
         ))
     }
 
-    /// SIGKILL: what it had not written to its files is gone.
+    /// SIGKILL: what it held in memory is gone; what it had written to its files stays.
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
