@@ -827,34 +827,58 @@ async fn drain(
         sleep_ms(RETRY_MS).await;
     }
     let jm = format!("{JOB_MANAGER}:{JOB_MANAGER_PORT}");
-    let mut last = None;
-    loop {
-        if now_ms() >= deadline {
-            return Err(format!(
-                "the job had not finished {FINISH_BOUND_MS} ms after the heal; last status {last:?}"
-            ));
-        }
-        let status = tokio::time::timeout(
-            std::time::Duration::from_millis(1_000),
-            ask(Net::Sim, &jm, &ToJobManager::Status, control_limit),
-        )
-        .await;
-        if let Ok(Ok(ToClient::Status { state, failure, .. })) = &status {
-            match state {
-                JobState::Finished => break,
-                JobState::Failed => return Err(format!("the job failed: {failure:?}")),
-                _ => {}
-            }
-        }
-        last = status.ok().and_then(Result::ok);
-        sleep_ms(500).await;
-    }
+    let bound = format!("{FINISH_BOUND_MS} ms after the heal");
+    wait_finished(Net::Sim, &jm, control_limit, (deadline, &bound), 500).await?;
     note(rec, name, "the job finished".into());
     shared.observed.borrow_mut().finished_at_ms = Some(now_ms());
     let cluster = Cluster::new(client_config(name, &shared.brokers));
     for topic in shared.job.outputs() {
         wait_for_topic(&cluster, topic, deadline).await;
     }
+    read_committed(rec, &cluster, shared.job, deadline).await
+}
+
+/// Asks the job manager at `jm` for the job's state every `poll_ms` until it has finished;
+/// an error if it failed or had not finished by the deadline (`bound` says when that is).
+pub(crate) async fn wait_finished(
+    net: Net,
+    jm: &str,
+    control_limit: usize,
+    (deadline, bound): (u64, &str),
+    poll_ms: u64,
+) -> Result<(), String> {
+    let mut last = None;
+    loop {
+        if now_ms() >= deadline {
+            return Err(format!(
+                "the job had not finished {bound}; last status {last:?}"
+            ));
+        }
+        let status = tokio::time::timeout(
+            std::time::Duration::from_millis(1_000),
+            ask(net, jm, &ToJobManager::Status, control_limit),
+        )
+        .await;
+        if let Ok(Ok(ToClient::Status { state, failure, .. })) = &status {
+            match state {
+                JobState::Finished => return Ok(()),
+                JobState::Failed => return Err(format!("the job failed: {failure:?}")),
+                _ => {}
+            }
+        }
+        last = status.ok().and_then(Result::ok);
+        sleep_ms(poll_ms).await;
+    }
+}
+
+/// Reads what the finished job committed: its input, its output topics and its table.
+async fn read_committed(
+    rec: &Rec,
+    cluster: &Arc<Cluster>,
+    job: PipelineJob,
+    deadline: u64,
+) -> Result<Drained, String> {
+    let name = "observer";
     let committed = ConsumerConfig {
         fetch_max_wait_ms: 250,
         isolation: Isolation::ReadCommitted,
@@ -862,18 +886,18 @@ async fn drain(
     };
     let read = async |topic: &str, n: i32| {
         let partitions: Vec<(String, i32)> = (0..n).map(|p| (topic.to_string(), p)).collect();
-        let c = (Arc::clone(&cluster), committed.clone());
+        let c = (Arc::clone(cluster), committed.clone());
         read_records_to_end(rec, name, c.0, c.1, &partitions, deadline)
             .await
             .map_err(|(_, why)| why)
     };
-    let input = read(shared.job.input_topic(), INPUT_PARTITIONS).await?;
-    let table = match shared.job.table().and_then(|t| shared.job.tables().get(t)) {
+    let input = read(job.input_topic(), INPUT_PARTITIONS).await?;
+    let table = match job.table().and_then(|t| job.tables().get(t)) {
         Some(store) => Some(scan_table(rec, store.as_ref(), deadline).await?),
         None => None,
     };
     let mut outputs = Outputs::new();
-    for topic in shared.job.outputs() {
+    for topic in job.outputs() {
         let output = read(topic, OUTPUT_PARTITIONS).await?;
         let rows: usize = output.values().map(Vec::len).sum();
         note(

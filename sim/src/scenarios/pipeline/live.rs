@@ -22,12 +22,12 @@
 //! simulator: nothing here can cut a real socket one way or tear a real write.
 
 use super::{
-    DISORDER_MS, Drained, INPUT_PARTITIONS, OUTPUT_PARTITIONS, Observed, PipelineJob, check_output,
-    end_input, job_config,
+    DISORDER_MS, INPUT_PARTITIONS, OUTPUT_PARTITIONS, Observed, PipelineJob, check_output,
+    end_input, job_config, read_committed, wait_finished,
 };
 use crate::env::{Recorder, now_ms, start_live_clock};
 use crate::scenarios::common::{
-    RETRY_MS, client_on, create_topic, note, producer_config, read_records_to_end, sleep_ms,
+    RETRY_MS, client_on, create_topic, note, producer_config, sleep_ms,
 };
 use crate::scenarios::eos_pipeline;
 use bytes::Bytes;
@@ -46,10 +46,9 @@ use weir_core::clock::Clock;
 use weir_core::disk::Disk;
 use weir_core::net::Net;
 use weir_core::rng;
-use weir_core::runtime::rpc::ask;
 use weir_core::runtime::{
-    ExecutionModel, JobEvent, JobManagerConfig, JobState, Tables, TaskManagerConfig, Throttle,
-    ToClient, ToJobManager, run_job_manager, run_task_manager,
+    ExecutionModel, JobEvent, JobManagerConfig, Tables, TaskManagerConfig, Throttle,
+    run_job_manager, run_task_manager,
 };
 use weir_workloads::jobs;
 
@@ -349,13 +348,20 @@ async fn run_live(spec: &LiveSpec) -> Result<LiveRun, String> {
         drop(probe);
     }
     let deadline = now_ms() + spec.finish_bound_ms;
-    let finished = wait_finished(&jm_addr, job.control_frame_bytes_max, deadline).await;
+    let finished = wait_finished(
+        Net::Tokio,
+        &jm_addr,
+        job.control_frame_bytes_max,
+        (deadline, "in time"),
+        STATUS_MS,
+    )
+    .await;
     done.set(true);
     let mut violations = Vec::new();
     match finished {
         Ok(()) => {
             observed.borrow_mut().finished_at_ms = Some(now_ms());
-            let drained = read_back(kind, &rec, &cluster, deadline + 30_000).await?;
+            let drained = read_committed(&rec, &cluster, kind, deadline + 30_000).await?;
             observed.borrow_mut().inputs = drained.input.values().map(|r| r.len() as u64).sum();
             let at_least_once = matches!(spec.model, ExecutionModel::Storm { .. });
             let (windows, found) = check_output(kind, at_least_once, &drained);
@@ -554,65 +560,4 @@ async fn probe(broker: String, observed: Rc<RefCell<Observed>>, done: Rc<Cell<bo
             Err(_) => sleep_ms(RETRY_MS).await,
         }
     }
-}
-
-/// Waits until the job manager reports the job finished.
-async fn wait_finished(jm: &str, limit: usize, deadline: u64) -> Result<(), String> {
-    let mut last = None;
-    while now_ms() < deadline {
-        let status = tokio::time::timeout(
-            Duration::from_millis(1_000),
-            ask(Net::Tokio, jm, &ToJobManager::Status, limit),
-        )
-        .await;
-        if let Ok(Ok(ToClient::Status { state, failure, .. })) = &status {
-            match state {
-                JobState::Finished => return Ok(()),
-                JobState::Failed => return Err(format!("the job failed: {failure:?}")),
-                _ => {}
-            }
-        }
-        last = status.ok().and_then(Result::ok).or(last);
-        sleep_ms(STATUS_MS).await;
-    }
-    Err(format!(
-        "the job had not finished in time; last status {last:?}"
-    ))
-}
-
-/// Reads the committed input and output.
-async fn read_back(
-    kind: PipelineJob,
-    rec: &Rc<RefCell<Recorder>>,
-    cluster: &Arc<Cluster>,
-    deadline: u64,
-) -> Result<Drained, String> {
-    let committed = ConsumerConfig {
-        fetch_max_wait_ms: 250,
-        isolation: Isolation::ReadCommitted,
-        ..ConsumerConfig::default()
-    };
-    let read = async |topic: &str, n: i32| {
-        let partitions: Vec<(String, i32)> = (0..n).map(|p| (topic.to_string(), p)).collect();
-        read_records_to_end(
-            rec,
-            "observer",
-            Arc::clone(cluster),
-            committed.clone(),
-            &partitions,
-            deadline,
-        )
-        .await
-        .map_err(|(_, why)| why)
-    };
-    let input = read(kind.input_topic(), INPUT_PARTITIONS).await?;
-    let mut outputs = Vec::new();
-    for topic in kind.outputs() {
-        outputs.push((topic, read(topic, OUTPUT_PARTITIONS).await?));
-    }
-    Ok(Drained {
-        input,
-        outputs,
-        table: None,
-    })
 }
