@@ -7,16 +7,16 @@
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::time::Duration;
-use weir_core::broker::{Broker, BrokerConfig};
-use weir_core::client::{
+use weir_broker::{Broker, BrokerConfig};
+use weir_client::{
     Admin, ClientConfig, Cluster, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig,
     Record,
 };
-use weir_core::clock::Clock;
-use weir_core::disk::Disk;
-use weir_core::log::{Log, TailRecovery, TopicConfig};
-use weir_core::net::Net;
-use weir_core::record::{Codec, ProducerBatch, RecordToEncode, encode_batch};
+use weir_seams::clock::Clock;
+use weir_seams::disk::Disk;
+use weir_broker::log::{Log, TailRecovery, TopicConfig};
+use weir_seams::net::Net;
+use weir_wire::record::{Codec, ProducerBatch, RecordToEncode, encode_batch};
 
 const BATCH_RECORDS: usize = 100;
 const VALUE_BYTES: usize = 100;
@@ -95,7 +95,7 @@ fn broker_loopback(c: &mut Criterion) {
             BrokerConfig::default(),
             Disk::real(dir.path()),
             Clock::starting_at(0),
-            weir_core::rng::derive(0, "bench"),
+            weir_seams::rng::derive(0, "bench"),
         )
         .await
         .unwrap();

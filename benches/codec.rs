@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use weir_core::record::{
+use weir_wire::record::{
     Codec, ProducerBatch, RecordToEncode, decode_batch_records, encode_batch,
     validate_produced_batch,
 };

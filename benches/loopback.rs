@@ -3,7 +3,7 @@
 //!
 //! Everything runs on 127.0.0.1 of one machine. The brokers run as separate processes, each
 //! started fresh for every round on an empty data directory, and are driven by Weir's own
-//! Rust client (`weir_core::client`) from this process, so every broker sees the same client:
+//! Rust client (`weir_client`) from this process, so every broker sees the same client:
 //!
 //! - **raw TCP**: a tokio sender writes [`RAW_TCP_BYTES`] in [`RAW_TCP_CHUNK_BYTES`] buffers to
 //!   a tokio receiver. This is the ceiling any broker on loopback could reach.
@@ -56,12 +56,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
-use weir_core::client::{
+use weir_client::{
     Admin, ClientConfig, Cluster, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig,
     Record,
 };
-use weir_core::clock::Clock;
-use weir_core::net::Net;
+use weir_seams::clock::Clock;
+use weir_seams::net::Net;
 
 /// Records per produce and consume measurement.
 const RECORDS: u64 = 200_000;

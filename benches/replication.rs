@@ -28,14 +28,14 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
-use weir_core::broker::{Broker, BrokerConfig, Voter};
-use weir_core::client::{
+use weir_broker::{Broker, BrokerConfig, Voter};
+use weir_client::{
     Admin, ClientConfig, Cluster, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig,
     Record,
 };
-use weir_core::clock::Clock;
-use weir_core::disk::Disk;
-use weir_core::net::Net;
+use weir_seams::clock::Clock;
+use weir_seams::disk::Disk;
+use weir_seams::net::Net;
 
 const BROKERS: usize = 3;
 const RECORDS: u64 = 10_000;
@@ -94,7 +94,7 @@ async fn start_cluster() -> Bench {
             config,
             Disk::real(dir.path()),
             Clock::starting_at(0),
-            weir_core::rng::derive(0, &format!("bench/broker-{i}")),
+            weir_seams::rng::derive(0, &format!("bench/broker-{i}")),
         )
         .await
         .unwrap();

@@ -5,8 +5,8 @@
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;
-use weir_core::clock::Clock;
-use weir_core::stream::state::{
+use weir_seams::clock::Clock;
+use weir_engine::stream::state::{
     HeapBackend, KeyedStore, StoreSnapshot, ValueStateDescriptor, decode, encode,
 };
 

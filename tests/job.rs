@@ -10,16 +10,16 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 use support::{WeirProcess, free_base_port, signal, start_broker};
-use weir_core::client::{
+use weir_client::{
     ClientConfig, Cluster, Consumer, ConsumerConfig, Isolation, Producer, ProducerConfig, Record,
     TopicPartition,
 };
-use weir_core::clock::Clock;
-use weir_core::net::Net;
-use weir_core::runtime::TableStore;
-use weir_core::runtime::table::TableContent;
-use weir_core::runtime::table::postgres::PostgresTable;
-use weir_core::runtime::table::sqlite::SqliteTable;
+use weir_seams::clock::Clock;
+use weir_seams::net::Net;
+use weir_engine::runtime::TableStore;
+use weir_engine::runtime::table::TableContent;
+use weir_engine::runtime::table::postgres::PostgresTable;
+use weir_engine::runtime::table::sqlite::SqliteTable;
 use weir_workloads::generator::{GeneratorConfig, Skew, Workload};
 use weir_workloads::jobs::order_pipeline::{TABLE, found_table, table_oracle};
 use weir_workloads::jobs::{ExpectedRecords, Input, Job, canonical};

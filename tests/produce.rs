@@ -8,10 +8,10 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 use support::start_broker;
-use weir_core::client::{
+use weir_client::{
     ClientConfig, Cluster, Consumer, ConsumerConfig, TopicPartition, partition_for_key,
 };
-use weir_core::net::Net;
+use weir_seams::net::Net;
 use weir_workloads::generator::{GeneratorConfig, Skew, Workload};
 
 /// How long reading a topic back may take, in seconds.

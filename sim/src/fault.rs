@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use weir_core::rng::WeirRng;
+use weir_seams::rng::WeirRng;
 
 /// One fault.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -343,7 +343,7 @@ fn split(rng: &mut WeirRng, nodes: &[String]) -> (Vec<String>, Vec<String>) {
 mod tests {
     use super::*;
     use proptest::strategy::ValueTree;
-    use weir_core::rng::derive;
+    use weir_seams::rng::derive;
 
     fn topo() -> Topology {
         Topology {

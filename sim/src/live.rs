@@ -12,8 +12,8 @@ use crate::scenarios::common::{Process, Target, producer_config};
 use crate::scenarios::{queue, transactions};
 use std::cell::RefCell;
 use std::rc::Rc;
-use weir_core::client::ProducerConfig;
-use weir_core::net::Net;
+use weir_client::ProducerConfig;
+use weir_seams::net::Net;
 use weir_workloads::keys::KeyDist;
 use weir_workloads::queue::QueueWorkload;
 

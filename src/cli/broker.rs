@@ -5,10 +5,10 @@ use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use weir_core::broker::{Broker, BrokerConfig, Durability, Voter};
-use weir_core::clock::Clock;
-use weir_core::disk::Disk;
-use weir_core::net::Net;
+use weir_broker::{Broker, BrokerConfig, Durability, Voter};
+use weir_seams::clock::Clock;
+use weir_seams::disk::Disk;
+use weir_seams::net::Net;
 
 /// How long a starting broker may take to join its cluster, in seconds.
 const JOIN_TIMEOUT_S: u64 = 120;
@@ -161,7 +161,7 @@ async fn serve(args: BrokerArgs) -> Result<(), String> {
         args.config(bound.port()),
         Disk::real(&args.data_dir),
         Clock::starting_at(wall_ms()),
-        weir_core::rng::derive(seed, &format!("broker-{}", args.node_id)),
+        weir_seams::rng::derive(seed, &format!("broker-{}", args.node_id)),
     )
     .await
     .map_err(|e| format!("open {}: {e}", args.data_dir.display()))?;

@@ -16,15 +16,15 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use weir_core::client::{ClientConfig, Cluster, NewTopic};
-use weir_core::clock::Clock;
-use weir_core::disk::Disk;
-use weir_core::net::Net;
-use weir_core::runtime::graph::Stage;
-use weir_core::runtime::rpc::{JOB_MANAGER_PORT, ask};
-use weir_core::runtime::table::postgres::PostgresTable;
-use weir_core::runtime::table::sqlite::SqliteTable;
-use weir_core::runtime::{
+use weir_client::{ClientConfig, Cluster, NewTopic};
+use weir_seams::clock::Clock;
+use weir_seams::disk::Disk;
+use weir_seams::net::Net;
+use weir_engine::runtime::graph::Stage;
+use weir_engine::runtime::rpc::{JOB_MANAGER_PORT, ask};
+use weir_engine::runtime::table::postgres::PostgresTable;
+use weir_engine::runtime::table::sqlite::SqliteTable;
+use weir_engine::runtime::{
     CheckpointConfig, ExecutionModel, JobConfig, JobEvent, JobManagerConfig, JobState, SinkMode,
     Tables, TaskManagerConfig, Throttle, ToClient, ToJobManager, run_job_manager, run_task_manager,
 };

@@ -12,11 +12,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-use weir_core::client::{
+use weir_client::{
     Admin, ClientConfig, ClientError, Cluster, Delivery, NewTopic, Producer, ProducerConfig, Record,
 };
-use weir_core::clock::Clock;
-use weir_core::net::Net;
+use weir_seams::clock::Clock;
+use weir_seams::net::Net;
 use weir_workloads::generator::{GeneratorConfig, Skew, Workload};
 
 /// Records sent but not yet acknowledged, at most; the producer bounds their bytes, this their

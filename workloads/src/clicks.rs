@@ -11,7 +11,7 @@ use crate::generator::{
 use crate::keys::KeyDist;
 use rand::Rng;
 use serde_json::json;
-use weir_core::rng::{self, WeirRng};
+use weir_seams::rng::{self, WeirRng};
 
 /// The values of `action`.
 pub const ACTIONS: [&str; 3] = ["click", "purchase", "transaction"];

@@ -8,7 +8,7 @@ use crate::generator::letters;
 use rand::Rng;
 use serde::Serialize;
 use std::sync::OnceLock;
-use weir_core::rng;
+use weir_seams::rng;
 
 /// Customers in the table.
 pub const CUSTOMERS: u64 = 10_000;

@@ -11,7 +11,7 @@ use crate::{clicks, nexmark, orders};
 use rand::Rng;
 use serde_json::Value;
 use std::fmt;
-use weir_core::rng::WeirRng;
+use weir_seams::rng::WeirRng;
 
 /// How far behind the watermark a late event may fall beyond the bound, at least, in
 /// milliseconds: with a small bound, late events still spread over a few windows.
@@ -525,7 +525,7 @@ mod tests {
             ..GeneratorConfig::default()
         };
         let mut time = EventTime::new(&c);
-        let mut rng = weir_core::rng::derive(1, "test");
+        let mut rng = weir_seams::rng::derive(1, "test");
         let stamps: Vec<i64> = (0..1_000).map(|_| time.next(&mut rng).0).collect();
         assert!(stamps.windows(2).all(|w| w[0] <= w[1]));
         assert!(stamps[999] - stamps[0] <= 1, "{stamps:?}");

@@ -15,9 +15,9 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use weir_core::stream::state::CountSum;
-use weir_core::stream::window::{WindowAssigner, Windowed};
-use weir_core::stream::{DataStream, OutputTag};
+use weir_engine::stream::state::CountSum;
+use weir_engine::stream::window::{WindowAssigner, Windowed};
+use weir_engine::stream::{DataStream, OutputTag};
 
 /// One event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -38,7 +38,7 @@ use crate::generator::{
 };
 use rand::Rng;
 use serde_json::{Value, json};
-use weir_core::rng::{self, WeirRng};
+use weir_seams::rng::{self, WeirRng};
 
 /// The values of `kind`.
 pub const KINDS: [&str; 3] = ["person", "auction", "bid"];

@@ -14,7 +14,7 @@ use crate::keys::KeyDist;
 use rand::Rng;
 use serde_json::json;
 use std::collections::VecDeque;
-use weir_core::rng::{self, WeirRng};
+use weir_seams::rng::{self, WeirRng};
 
 /// The values of `event_type`.
 pub const EVENT_TYPES: [&str; 3] = ["order_created", "order_updated", "order_cancelled"];

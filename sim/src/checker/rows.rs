@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use weir_core::client::ConsumerRecord;
+use weir_client::ConsumerRecord;
 
 /// Expected output records, (key, value) to how many times each must appear: what a job's
 /// oracle computes.

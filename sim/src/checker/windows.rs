@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use weir_core::client::ConsumerRecord;
-use weir_core::runtime::window::WindowResult;
+use weir_client::ConsumerRecord;
+use weir_engine::runtime::window::WindowResult;
 
 /// What one (key, window) should hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,17 +13,17 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use weir_core::broker::{Broker, BrokerConfig, Voter};
-use weir_core::client::{
+use weir_broker::{Broker, BrokerConfig, Voter};
+use weir_client::{
     Admin, ClientConfig, Cluster, ConnConfig, Consumer, ConsumerConfig, ConsumerRecord, Isolation,
     NewTopic, ProducerConfig,
 };
-use weir_core::clock::Clock;
-use weir_core::disk::{Disk, DiskFaults};
-use weir_core::log::TopicConfig;
-use weir_core::net::Net;
-use weir_core::rng;
-use weir_core::rng::WeirRng;
+use weir_seams::clock::Clock;
+use weir_seams::disk::{Disk, DiskFaults};
+use weir_broker::log::TopicConfig;
+use weir_seams::net::Net;
+use weir_seams::rng;
+use weir_seams::rng::WeirRng;
 
 /// Port brokers serve clients on.
 pub const PORT: u16 = 9092;

@@ -26,13 +26,13 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use weir_core::broker::{BrokerConfig, BrokerMutant};
-use weir_core::client::{
+use weir_broker::{BrokerConfig, BrokerMutant};
+use weir_client::{
     Assignor, Cluster, Consumer, ConsumerConfig, GroupConfig, GroupConsumer, ListenerFuture,
     Producer, RebalanceListener, Record, TopicPartition,
 };
-use weir_core::clock::Clock;
-use weir_core::rng;
+use weir_seams::clock::Clock;
+use weir_seams::rng;
 
 /// Deliberately broken clusters this scenario must catch.
 pub const MUTANTS: &[(&str, &str)] = &[(

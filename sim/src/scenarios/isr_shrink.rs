@@ -9,7 +9,7 @@
 use super::queue::{self, QueueScenario};
 use crate::report::RunReport;
 use crate::scenario::RunSpec;
-use weir_core::broker::BrokerConfig;
+use weir_broker::BrokerConfig;
 
 /// Deliberately broken clusters this scenario must catch.
 pub const MUTANTS: &[(&str, &str)] = &[(

@@ -10,7 +10,7 @@ use super::eos_pipeline::{COMMIT_BEFORE_COMPLETE, EXCHANGE, no_extra_faults};
 use super::pipeline::{self, Pipeline, PipelineJob};
 use crate::report::RunReport;
 use crate::scenario::RunSpec;
-use weir_core::runtime::ExecutionModel;
+use weir_engine::runtime::ExecutionModel;
 use weir_workloads::jobs::Job;
 use weir_workloads::jobs::nexmark_queries::Query;
 use weir_workloads::jobs::nexmark_windows::WindowQuery;

@@ -11,7 +11,7 @@ use super::eos_pipeline;
 use super::pipeline::{self, Pipeline};
 use crate::report::RunReport;
 use crate::scenario::RunSpec;
-use weir_core::runtime::ExecutionModel;
+use weir_engine::runtime::ExecutionModel;
 
 /// Deliberately broken runtimes this scenario must catch.
 pub const MUTANTS: &[(&str, &str)] = &[(

@@ -24,13 +24,13 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use weir_core::client::{ConsumerConfig, Producer, Record};
-use weir_core::clock::Clock;
-use weir_core::rng;
-use weir_core::stream::mutation::Mutation;
-use weir_core::stream::source::{BoxFuture, BrokerTopicSource, Source, SourceError, SourcePoll};
-use weir_core::stream::watermark::WatermarkStrategy;
-use weir_core::stream::{EnvConfig, StreamEnv};
+use weir_client::{ConsumerConfig, Producer, Record};
+use weir_seams::clock::Clock;
+use weir_seams::rng;
+use weir_engine::stream::mutation::Mutation;
+use weir_engine::stream::source::{BoxFuture, BrokerTopicSource, Source, SourceError, SourcePoll};
+use weir_engine::stream::watermark::WatermarkStrategy;
+use weir_engine::stream::{EnvConfig, StreamEnv};
 use weir_workloads::late_data::{
     Event, Timing, WindowResult, check_design, compare, generate, job, oracle,
 };
@@ -71,7 +71,7 @@ struct Shared {
 
 async fn producer(rec: Rec, shared: Rc<RefCell<Shared>>, seed: u64) -> turmoil::Result {
     let name = "producer";
-    let cluster = weir_core::client::Cluster::new(client_config(name, &broker_names(1)));
+    let cluster = weir_client::Cluster::new(client_config(name, &broker_names(1)));
     // Faults may keep the topic from being created until they heal.
     create_topic(&cluster, TOPIC, 1, 1, FAULT_MS + FINISH_BOUND_MS).await;
     let events = generate(
@@ -180,7 +180,7 @@ async fn stream_job(
     mutation: Option<Mutation>,
 ) -> turmoil::Result {
     let name = "job";
-    let cluster = weir_core::client::Cluster::new(client_config(name, &broker_names(1)));
+    let cluster = weir_client::Cluster::new(client_config(name, &broker_names(1)));
     let deadline = FAULT_MS + FINISH_BOUND_MS;
     if !wait_for_topic(&cluster, TOPIC, deadline).await {
         shared.borrow_mut().job = Some(Err("the input topic never appeared".into()));

@@ -13,7 +13,7 @@ use super::pipeline::{self, Batch, BatchRanges, Pipeline};
 use crate::report::RunReport;
 use crate::scenario::RunSpec;
 use std::collections::BTreeMap;
-use weir_core::runtime::ExecutionModel;
+use weir_engine::runtime::ExecutionModel;
 
 /// Deliberately broken runtimes this scenario must catch.
 pub const MUTANTS: &[(&str, &str)] = &[

@@ -29,27 +29,27 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use weir_core::client::{
+use weir_client::{
     Cluster, Consumer, ConsumerConfig, ConsumerRecord, Isolation, OffsetReset, Producer, Record,
 };
-use weir_core::clock::Clock;
-use weir_core::disk::Disk;
-use weir_core::net::Net;
-use weir_core::rng::{self, WeirRng};
-use weir_core::runtime::exchange::ExchangeConfig;
-use weir_core::runtime::metrics::{CheckpointStats, LatencyStats, TaskSample};
-use weir_core::runtime::rpc::{JOB_MANAGER_PORT, ask};
-use weir_core::runtime::snapshot::TaskId;
-use weir_core::runtime::table::server::{
+use weir_seams::clock::Clock;
+use weir_seams::disk::Disk;
+use weir_seams::net::Net;
+use weir_seams::rng::{self, WeirRng};
+use weir_engine::runtime::exchange::ExchangeConfig;
+use weir_engine::runtime::metrics::{CheckpointStats, LatencyStats, TaskSample};
+use weir_engine::runtime::rpc::{JOB_MANAGER_PORT, ask};
+use weir_engine::runtime::snapshot::TaskId;
+use weir_engine::runtime::table::server::{
     TABLE_PORT, TableClient, TableServerConfig, run_table_server,
 };
-use weir_core::runtime::table::{TableContent, TableStore, Tables};
-use weir_core::runtime::{
+use weir_engine::runtime::table::{TableContent, TableStore, Tables};
+use weir_engine::runtime::{
     Alignment, CheckpointConfig, Edge, ExecutionModel, JobConfig, JobEvent, JobGraph,
     JobManagerConfig, JobState, OperatorSpec, RestartStrategy, RuntimeMutation, SinkMode,
     TaskManagerConfig, ToClient, ToJobManager, Vertex, run_job_manager, run_task_manager,
 };
-use weir_core::stream::window::WindowAssigner;
+use weir_engine::stream::window::WindowAssigner;
 use weir_workloads::generator::{GeneratorConfig, Skew, Workload};
 use weir_workloads::jobs::nexmark_windows::WindowQuery;
 use weir_workloads::jobs::order_pipeline;

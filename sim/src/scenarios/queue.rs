@@ -20,9 +20,9 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use weir_core::broker::BrokerConfig;
-use weir_core::client::{Cluster, Consumer, ConsumerConfig, Producer, ProducerConfig, Record};
-use weir_core::rng;
+use weir_broker::BrokerConfig;
+use weir_client::{Cluster, Consumer, ConsumerConfig, Producer, ProducerConfig, Record};
+use weir_seams::rng;
 use weir_workloads::keys::KeyDist;
 use weir_workloads::queue::QueueWorkload;
 

@@ -10,7 +10,7 @@
 use super::queue::{self, QueueScenario};
 use crate::report::RunReport;
 use crate::scenario::RunSpec;
-use weir_core::broker::{BrokerConfig, BrokerMutant};
+use weir_broker::{BrokerConfig, BrokerMutant};
 
 /// Deliberately broken clusters this scenario must catch.
 pub const MUTANTS: &[(&str, &str)] = &[(

@@ -26,12 +26,12 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use weir_core::broker::{BrokerConfig, BrokerMutant};
-use weir_core::client::{
+use weir_broker::{BrokerConfig, BrokerMutant};
+use weir_client::{
     Cluster, Consumer, ConsumerConfig, Delivery, Isolation, Producer, ProducerConfig, Record,
 };
-use weir_core::clock::Clock;
-use weir_core::rng::{self, WeirRng};
+use weir_seams::clock::Clock;
+use weir_seams::rng::{self, WeirRng};
 
 /// Deliberately broken clusters this scenario must catch.
 pub const MUTANTS: &[(&str, &str)] = &[(

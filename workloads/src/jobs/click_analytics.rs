@@ -20,9 +20,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use weir_core::runtime::element::Row;
-use weir_core::runtime::window::WindowResult;
-use weir_core::runtime::{Functions, JobGraph, RowFunction};
+use weir_engine::runtime::element::Row;
+use weir_engine::runtime::window::WindowResult;
+use weir_engine::runtime::{Functions, JobGraph, RowFunction};
 
 /// The job's name and output topic.
 pub const NAME: &str = "click-analytics";
@@ -165,7 +165,7 @@ mod tests {
     use super::*;
     use crate::generator::{GeneratorConfig, Workload};
     use crate::jobs::row_of;
-    use weir_core::runtime::window::KeyedWindows;
+    use weir_engine::runtime::window::KeyedWindows;
 
     #[test]
     fn the_functions_through_a_window_match_the_oracle() {

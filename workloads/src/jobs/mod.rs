@@ -21,9 +21,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use weir_core::runtime::element::Row;
-use weir_core::runtime::{Edge, Functions, JobGraph, OperatorSpec, SinkMode, Vertex};
-use weir_core::stream::window::WindowAssigner;
+use weir_engine::runtime::element::Row;
+use weir_engine::runtime::{Edge, Functions, JobGraph, OperatorSpec, SinkMode, Vertex};
+use weir_engine::stream::window::WindowAssigner;
 
 /// Every job's user functions, for a task manager's registry.
 pub fn functions() -> Functions {

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
-use weir_core::runtime::element::Row;
-use weir_core::runtime::{Edge, Functions, JobGraph, RowFunction};
+use weir_engine::runtime::element::Row;
+use weir_engine::runtime::{Edge, Functions, JobGraph, RowFunction};
 
 /// Euros per dollar in q1, fixed by the benchmark.
 const EUROS_PER_THOUSAND_DOLLARS: i64 = 908;

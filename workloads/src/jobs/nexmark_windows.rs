@@ -32,10 +32,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use weir_core::runtime::element::Row;
-use weir_core::runtime::window::WindowResult;
-use weir_core::runtime::{Edge, Functions, JobGraph, RowFunction};
-use weir_core::stream::window::WindowAssigner;
+use weir_engine::runtime::element::Row;
+use weir_engine::runtime::window::WindowResult;
+use weir_engine::runtime::{Edge, Functions, JobGraph, RowFunction};
+use weir_engine::stream::window::WindowAssigner;
 
 /// q5's window length.
 pub const Q5_SIZE_MS: i64 = 10_000;
@@ -418,8 +418,8 @@ mod tests {
     use super::*;
     use crate::generator::{GeneratorConfig, Workload};
     use crate::jobs::row_of;
-    use weir_core::runtime::OperatorSpec;
-    use weir_core::runtime::window::KeyedWindows;
+    use weir_engine::runtime::OperatorSpec;
+    use weir_engine::runtime::window::KeyedWindows;
 
     /// Runs `query`'s steps over `rows` the way the runtime chains them, with the whole input
     /// before one final watermark.
@@ -431,7 +431,7 @@ mod tests {
             parallelism: 1,
             out_of_orderness_ms: 0,
             end_marker: None,
-            sink_mode: weir_core::runtime::SinkMode::ExactlyOnce,
+            sink_mode: weir_engine::runtime::SinkMode::ExactlyOnce,
         };
         let g = graph(query, &settings);
         let mut rows = rows;

@@ -24,9 +24,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use weir_core::runtime::element::Row;
-use weir_core::runtime::window::WindowResult;
-use weir_core::runtime::{Functions, JobGraph, RowFunction};
+use weir_engine::runtime::element::Row;
+use weir_engine::runtime::window::WindowResult;
+use weir_engine::runtime::{Functions, JobGraph, RowFunction};
 
 /// The job's name, and the topic it writes.
 pub const NAME: &str = "order-aggregates";

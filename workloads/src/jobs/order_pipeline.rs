@@ -31,11 +31,11 @@ use serde_json::{Value, json};
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use weir_core::runtime::element::Row;
-use weir_core::runtime::table::TableContent;
-use weir_core::runtime::window::WindowResult;
-use weir_core::runtime::{Edge, Functions, JobGraph, OperatorSpec, RowFunction};
-use weir_core::stream::window::WindowAssigner;
+use weir_engine::runtime::element::Row;
+use weir_engine::runtime::table::TableContent;
+use weir_engine::runtime::window::WindowResult;
+use weir_engine::runtime::{Edge, Functions, JobGraph, OperatorSpec, RowFunction};
+use weir_engine::stream::window::WindowAssigner;
 
 /// The job's name.
 pub const NAME: &str = "order-pipeline";

@@ -30,11 +30,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use weir_core::runtime::element::Row;
-use weir_core::runtime::running::RunningTotal;
-use weir_core::runtime::window::WindowResult;
-use weir_core::runtime::{Edge, Functions, JobGraph, OperatorSpec, RowFunction};
-use weir_core::stream::window::WindowAssigner;
+use weir_engine::runtime::element::Row;
+use weir_engine::runtime::running::RunningTotal;
+use weir_engine::runtime::window::WindowResult;
+use weir_engine::runtime::{Edge, Functions, JobGraph, OperatorSpec, RowFunction};
+use weir_engine::stream::window::WindowAssigner;
 
 /// The job's name, and the topic of its sessions.
 pub const NAME: &str = "order-sessions";
@@ -251,8 +251,8 @@ mod tests {
     use super::*;
     use crate::generator::{GeneratorConfig, Skew, Workload};
     use crate::jobs::row_of;
-    use weir_core::runtime::running::KeyedRunning;
-    use weir_core::runtime::window::KeyedWindows;
+    use weir_engine::runtime::running::KeyedRunning;
+    use weir_engine::runtime::window::KeyedWindows;
 
     #[test]
     fn the_functions_through_the_operators_match_the_oracle() {

@@ -39,14 +39,14 @@ use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use weir_core::client::{
+use weir_client::{
     Cluster, Consumer, ConsumerConfig, Delivery, Isolation, OffsetReset, Producer, Record,
 };
-use weir_core::clock::Clock;
-use weir_core::disk::Disk;
-use weir_core::net::Net;
-use weir_core::rng;
-use weir_core::runtime::{
+use weir_seams::clock::Clock;
+use weir_seams::disk::Disk;
+use weir_seams::net::Net;
+use weir_seams::rng;
+use weir_engine::runtime::{
     ExecutionModel, JobEvent, JobManagerConfig, Tables, TaskManagerConfig, Throttle,
     run_job_manager, run_task_manager,
 };
@@ -228,7 +228,7 @@ impl JobProcesses {
         };
         let (observed, rec) = (Rc::clone(&self.observed), Rc::clone(&self.rec));
         let hook = Rc::new(
-            move |_: &str, samples: &[weir_core::runtime::metrics::TaskSample]| {
+            move |_: &str, samples: &[weir_engine::runtime::metrics::TaskSample]| {
                 observed.borrow_mut().on_samples(&rec, samples);
             },
         );

@@ -1,0 +1,224 @@
+//! The broker and client together on real loopback sockets.
+
+mod common;
+
+use bytes::Bytes;
+use std::time::Duration;
+use weir_broker::{Broker, BrokerConfig};
+use weir_client::{
+    Admin, ClientConfig, ClientError, Cluster, Consumer, ConsumerConfig, NewTopic, Producer,
+    ProducerConfig, Record,
+};
+use weir_seams::clock::Clock;
+use weir_seams::disk::Disk;
+use weir_seams::net::Net;
+use weir_wire::record::Codec;
+use weir_seams::rng;
+
+async fn start(dir: &std::path::Path) -> (Broker, String) {
+    let (broker, addr) = Broker::listen(
+        "127.0.0.1:0",
+        BrokerConfig::default(),
+        Disk::real(dir),
+        Clock::starting_at(1_700_000_000_000),
+        rng::derive(1, "broker"),
+    )
+    .await
+    .unwrap();
+    (broker, addr.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_consume_and_admin_over_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start(dir.path()).await;
+    let cluster = Cluster::new(ClientConfig::new([addr.clone()], Net::Tokio));
+    let admin = Admin::new(cluster.clone());
+    admin
+        .create_topic(&NewTopic::new("orders", 3, 1).config("retention.ms", "3600000"))
+        .await
+        .unwrap();
+    let again = admin
+        .create_topic(&NewTopic::new("orders", 3, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        again.code(),
+        Some(kafka_protocol::error::ResponseError::TopicAlreadyExists)
+    );
+    let too_many = admin
+        .create_topic(&NewTopic::new("rf3", 1, 3))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        too_many.code(),
+        Some(kafka_protocol::error::ResponseError::InvalidReplicationFactor)
+    );
+    let bad_config = admin
+        .create_topic(&NewTopic::new("bad", 1, 1).config("retention.ms", "soon"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        bad_config.code(),
+        Some(kafka_protocol::error::ResponseError::InvalidConfig)
+    );
+    let bad_name = admin
+        .create_topic(&NewTopic::new("a/b", 1, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        bad_name.code(),
+        Some(kafka_protocol::error::ResponseError::InvalidTopicException)
+    );
+
+    for codec in Codec::ALL {
+        let clock = Clock::starting_at(1_700_000_000_000);
+        let producer = Producer::new(
+            cluster.clone(),
+            ProducerConfig {
+                compression: codec,
+                ..Default::default()
+            },
+            clock,
+        )
+        .await
+        .unwrap();
+        let mut deliveries = Vec::new();
+        for i in 0..100 {
+            let r = Record::new(
+                "orders",
+                Some(Bytes::from(format!("k{}", i % 10))),
+                Bytes::from(format!("{codec:?}-{i}")),
+            );
+            deliveries.push(producer.send(r).await.unwrap());
+        }
+        producer.flush().await;
+        for d in deliveries {
+            let m = d.wait().await.unwrap();
+            assert!(m.offset >= 0);
+        }
+        producer.close().await;
+    }
+
+    let mut consumer = Consumer::new(cluster.clone(), ConsumerConfig::default());
+    consumer.assign((0..3).map(|p| ("orders".to_string(), p)));
+    let mut seen = Vec::new();
+    while seen.len() < 500 {
+        let batch = consumer.poll(Duration::from_secs(2)).await.unwrap();
+        assert!(!batch.is_empty(), "data arrives before the poll times out");
+        seen.extend(batch);
+    }
+    let mut values: Vec<String> = seen
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+        .collect();
+    values.sort();
+    values.dedup();
+    assert_eq!(values.len(), 500, "every record exactly once");
+    // Keys land where the Java client would put them.
+    for r in &seen {
+        let key = r.key.as_ref().unwrap();
+        assert_eq!(r.partition, weir_client::partition_for_key(key, 3));
+    }
+    let tp = ("orders".to_string(), 0);
+    assert_eq!(consumer.list_offset(&tp, -2).await.unwrap(), 0);
+    let end = consumer.list_offset(&tp, -1).await.unwrap();
+    assert_eq!(
+        end as usize,
+        seen.iter().filter(|r| r.partition == 0).count()
+    );
+
+    let listed = admin.list_topics().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        vec!["orders"]
+    );
+    admin.delete_topic("orders").await.unwrap();
+    assert!(admin.list_topics().await.unwrap().is_empty());
+    let gone = admin.delete_topic("orders").await.unwrap_err();
+    assert!(matches!(gone, ClientError::Kafka { .. }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_acknowledged_records_and_producer_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, addr) = start(dir.path()).await;
+    let cluster = common::cluster_with_topic(&addr, "t", 1).await;
+    common::produce_all(&cluster, "t", (0..20).map(|i| format!("v{i}"))).await;
+    broker.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (_b2, addr2) = start(dir.path()).await;
+    let cluster2 = Cluster::new(ClientConfig::new([addr2], Net::Tokio));
+    let mut consumer = Consumer::new(cluster2, ConsumerConfig::default());
+    consumer.assign([("t".to_string(), 0)]);
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        got.extend(consumer.poll(Duration::from_secs(2)).await.unwrap());
+    }
+    assert_eq!(got.len(), 20);
+    assert_eq!(got[19].value.as_deref(), Some(&b"v19"[..]));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_stream_job_reads_a_topic_and_writes_a_topic() {
+    use weir_engine::stream::StreamEnv;
+    use weir_engine::stream::sink::BrokerTopicSink;
+    use weir_engine::stream::source::BrokerTopicSource;
+    use weir_engine::stream::watermark::WatermarkStrategy;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start(dir.path()).await;
+    let cluster = common::cluster_with_topic(&addr, "numbers", 1).await;
+    Admin::new(cluster.clone())
+        .create_topic(&NewTopic::new("doubled", 1, 1))
+        .await
+        .unwrap();
+    common::produce_all(&cluster, "numbers", (0..100).map(|i| i.to_string())).await;
+
+    let env = StreamEnv::with_clock(Clock::starting_at(0));
+    let source = BrokerTopicSource::new(
+        cluster.clone(),
+        "numbers",
+        &[(0, 0)],
+        ConsumerConfig::default(),
+        Box::new(|r| {
+            r.value
+                .as_ref()
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
+        }),
+    )
+    .stop_at([(0, 100)].into());
+    let producer = Producer::new(
+        cluster.clone(),
+        ProducerConfig::default(),
+        Clock::starting_at(0),
+    )
+    .await
+    .unwrap();
+    env.from_source(source, WatermarkStrategy::no_watermarks())
+        .map(|n: i64| n * 2)
+        .sink(BrokerTopicSink::new(
+            producer,
+            "doubled",
+            Box::new(|n: &i64| (None, Bytes::from(n.to_string()))),
+        ));
+    let report = env.execute().await.unwrap();
+    assert_eq!(report.records_in, 100);
+
+    let mut consumer = Consumer::new(cluster, ConsumerConfig::default());
+    consumer.assign([("doubled".to_string(), 0)]);
+    let mut got = Vec::new();
+    while got.len() < 100 {
+        got.extend(consumer.poll(Duration::from_secs(2)).await.unwrap());
+    }
+    let values: Vec<i64> = got
+        .iter()
+        .map(|r| {
+            std::str::from_utf8(r.value.as_ref().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(values, (0..100).map(|i| i * 2).collect::<Vec<i64>>());
+}
