@@ -7,6 +7,7 @@
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::time::Duration;
+use weir_broker::log::{Log, TailRecovery, TopicConfig};
 use weir_broker::{Broker, BrokerConfig};
 use weir_client::{
     Admin, ClientConfig, Cluster, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig,
@@ -14,7 +15,6 @@ use weir_client::{
 };
 use weir_seams::clock::Clock;
 use weir_seams::disk::Disk;
-use weir_broker::log::{Log, TailRecovery, TopicConfig};
 use weir_seams::net::Net;
 use weir_wire::record::{Codec, ProducerBatch, RecordToEncode, encode_batch};
 

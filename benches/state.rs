@@ -5,10 +5,10 @@
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;
-use weir_seams::clock::Clock;
 use weir_engine::stream::state::{
     HeapBackend, KeyedStore, StoreSnapshot, ValueStateDescriptor, decode, encode,
 };
+use weir_seams::clock::Clock;
 
 const KEYS: u64 = 10_000;
 /// Updates per measured iteration of the access bench.

@@ -4,13 +4,13 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-use weir_seams::clock::Clock;
 use weir_engine::stream::StreamEnv;
 use weir_engine::stream::sink::Blackhole;
 use weir_engine::stream::source::BoundedSource;
 use weir_engine::stream::state::CountSum;
 use weir_engine::stream::watermark::WatermarkStrategy;
 use weir_engine::stream::window::WindowAssigner;
+use weir_seams::clock::Clock;
 
 const KEYS: u64 = 10_000;
 const EVENTS: u64 = 200_000;

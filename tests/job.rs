@@ -14,12 +14,12 @@ use weir_client::{
     ClientConfig, Cluster, Consumer, ConsumerConfig, Isolation, Producer, ProducerConfig, Record,
     TopicPartition,
 };
-use weir_seams::clock::Clock;
-use weir_seams::net::Net;
 use weir_engine::runtime::TableStore;
 use weir_engine::runtime::table::TableContent;
 use weir_engine::runtime::table::postgres::PostgresTable;
 use weir_engine::runtime::table::sqlite::SqliteTable;
+use weir_seams::clock::Clock;
+use weir_seams::net::Net;
 use weir_workloads::generator::{GeneratorConfig, Skew, Workload};
 use weir_workloads::jobs::order_pipeline::{TABLE, found_table, table_oracle};
 use weir_workloads::jobs::{ExpectedRecords, Input, Job, canonical};

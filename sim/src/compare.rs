@@ -16,8 +16,8 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 use std::path::PathBuf;
-use weir_seams::rng;
 use weir_engine::runtime::ExecutionModel;
+use weir_seams::rng;
 use weir_workloads::jobs::Job;
 use weir_workloads::jobs::nexmark_windows::WindowQuery;
 

@@ -8,9 +8,9 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
+use weir_engine::runtime::Throttle;
 use weir_seams::disk::DiskFaults;
 use weir_seams::rng;
-use weir_engine::runtime::Throttle;
 
 /// The simulated wall clock at the start of every run: 2026-01-01T00:00:00Z.
 pub const EPOCH_MS: i64 = 1_767_225_600_000;

@@ -13,13 +13,13 @@ use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use weir_seams::clock::Clock;
 use weir_engine::stream::StreamEnv;
 use weir_engine::stream::sink::Blackhole;
 use weir_engine::stream::source::BoundedSource;
 use weir_engine::stream::state::CountSum;
 use weir_engine::stream::watermark::WatermarkStrategy;
 use weir_engine::stream::window::WindowAssigner;
+use weir_seams::clock::Clock;
 use weir_sim::compare::ModelFigures;
 use weir_workloads::generator::{GeneratorConfig, Workload};
 

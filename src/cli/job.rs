@@ -17,9 +17,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 use weir_client::{ClientConfig, Cluster, NewTopic};
-use weir_seams::clock::Clock;
-use weir_seams::disk::Disk;
-use weir_seams::net::Net;
 use weir_engine::runtime::graph::Stage;
 use weir_engine::runtime::rpc::{JOB_MANAGER_PORT, ask};
 use weir_engine::runtime::table::postgres::PostgresTable;
@@ -28,6 +25,9 @@ use weir_engine::runtime::{
     CheckpointConfig, ExecutionModel, JobConfig, JobEvent, JobManagerConfig, JobState, SinkMode,
     Tables, TaskManagerConfig, Throttle, ToClient, ToJobManager, run_job_manager, run_task_manager,
 };
+use weir_seams::clock::Clock;
+use weir_seams::disk::Disk;
+use weir_seams::net::Net;
 use weir_workloads::jobs::{self, Job, Settings};
 
 /// Subtasks one task manager runs at most: each takes a port of its attempt's block.

@@ -3,11 +3,11 @@
 
 use proptest::prelude::*;
 use rand::SeedableRng;
-use weir_seams::clock::Clock;
 use weir_engine::stream::mutation::Mutation;
 use weir_engine::stream::source::{BoundedSource, SourceRecord};
 use weir_engine::stream::watermark::WatermarkStrategy;
 use weir_engine::stream::{EnvConfig, StreamEnv};
+use weir_seams::clock::Clock;
 use weir_workloads::late_data::{
     Event, Kind, Timing, check_design, compare, generate, job, oracle,
 };

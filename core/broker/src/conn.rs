@@ -4,11 +4,11 @@
 
 use super::State;
 use super::api::{Reply, dispatch};
-use weir_seams::net::Stream;
-use weir_wire::frame::{FrameError, read_frame, write_frame};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use weir_seams::net::Stream;
+use weir_wire::frame::{FrameError, read_frame, write_frame};
 
 /// Serves `stream` until the peer closes it, it idles out, or a request is refused.
 pub(crate) async fn serve(state: &Arc<State>, stream: Stream, peer: SocketAddr) {

@@ -27,14 +27,10 @@ mod txn;
 pub use names::{TOPIC_NAME_LEN_MAX, validate_topic_name};
 pub use partition::Marks;
 
-use weir_seams::clock::Clock;
 use crate::cluster::controller::{Controller, ControllerConfig, raft_of};
 use crate::cluster::quorum::{Quorum, QuorumConfig};
 use crate::cluster::rpc::{self, Peer};
-use weir_seams::disk::Disk;
 use crate::log::{TailRecovery, TopicConfig};
-use weir_seams::net::{Listener, Net};
-use weir_seams::rng::WeirRng;
 use partition::{PartitionSettings, Signals};
 use rand::Rng;
 use replicas::Replicas;
@@ -45,6 +41,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
+use weir_seams::clock::Clock;
+use weir_seams::disk::Disk;
+use weir_seams::net::{Listener, Net};
+use weir_seams::rng::WeirRng;
 
 /// When a write counts as durable on a replica.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -2,9 +2,9 @@
 //!
 //! Rebuilt on open from the batch headers in the log, so it is exactly as durable as the log.
 
-use weir_wire::record::{BatchHeader, Marker};
 use kafka_protocol::error::ResponseError;
 use std::collections::{BTreeMap, VecDeque};
+use weir_wire::record::{BatchHeader, Marker};
 
 /// Batches remembered per producer for answering duplicates, as Kafka does.
 pub(crate) const RETAINED_BATCHES: usize = 5;

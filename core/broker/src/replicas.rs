@@ -7,14 +7,14 @@
 //! newer image still wants.
 
 use super::partition::{Partition, PartitionId, PartitionSettings, RoleTarget, Signals};
-use weir_seams::clock::Clock;
 use crate::cluster::metadata::MetadataImage;
-use weir_seams::disk::Disk;
 use crate::log::TopicConfig;
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
+use weir_seams::clock::Clock;
+use weir_seams::disk::Disk;
 
 const TOPIC_ID_FILE: &str = "topic.id";
 

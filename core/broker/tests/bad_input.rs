@@ -15,8 +15,8 @@ use weir_client::{Cluster, Consumer, ConsumerConfig};
 use weir_seams::clock::Clock;
 use weir_seams::disk::Disk;
 use weir_seams::net::{Net, Stream};
-use weir_wire::record::{Codec, ProducerBatch, RecordToEncode, encode_batch};
 use weir_wire::frame::{read_frame, write_frame};
+use weir_wire::record::{Codec, ProducerBatch, RecordToEncode, encode_batch};
 use weir_wire::{decode_response, encode_request};
 
 const MAX_REQUEST: usize = 64 * 1024;

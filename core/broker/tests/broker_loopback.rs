@@ -12,8 +12,8 @@ use weir_client::{
 use weir_seams::clock::Clock;
 use weir_seams::disk::Disk;
 use weir_seams::net::Net;
-use weir_wire::record::Codec;
 use weir_seams::rng;
+use weir_wire::record::Codec;
 
 async fn start(dir: &std::path::Path) -> (Broker, String) {
     let (broker, addr) = Broker::listen(

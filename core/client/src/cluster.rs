@@ -3,7 +3,6 @@
 
 use super::conn::{ConnConfig, Connection};
 use super::error::ClientError;
-use weir_seams::net::Net;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -11,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 use uuid::Uuid;
+use weir_seams::net::Net;
 
 /// Settings shared by every client on a cluster.
 #[derive(Clone, Debug)]

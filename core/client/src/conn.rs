@@ -3,11 +3,11 @@
 
 use super::error::ClientError;
 use super::mux::{Mux, MuxLimits};
-use weir_seams::net::Net;
-use weir_wire::{decode_response, encode_request};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use std::collections::BTreeMap;
+use weir_seams::net::Net;
+use weir_wire::{decode_response, encode_request};
 
 /// Settings of a connection.
 #[derive(Clone, Debug)]

@@ -17,7 +17,6 @@ mod validate;
 
 use super::cluster::Cluster;
 use super::error::ClientError;
-use weir_wire::record::Header;
 use bytes::Bytes;
 use fetch::Planned;
 use kafka_protocol::error::ResponseError;
@@ -30,6 +29,7 @@ use position::{Checked, PartState};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
+use weir_wire::record::Header;
 
 /// Where to start when a partition has no valid position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

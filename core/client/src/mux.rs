@@ -6,9 +6,6 @@
 //! The Kafka client ([`super::Connection`]) and the brokers' internal RPC both run on it.
 
 use super::error::ClientError;
-use weir_seams::net::Net;
-use weir_wire::frame::{read_frame, write_frame};
-use weir_wire::response_correlation_id;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -16,6 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use weir_seams::net::Net;
+use weir_wire::frame::{read_frame, write_frame};
+use weir_wire::response_correlation_id;
 
 type Reply = oneshot::Sender<Result<Bytes, ClientError>>;
 

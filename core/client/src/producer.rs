@@ -15,8 +15,6 @@
 use super::cluster::Cluster;
 use super::error::ClientError;
 use super::partitioner::partition_for_key;
-use weir_seams::clock::Clock;
-use weir_wire::record::{Codec, Header, ProducerBatch, RecordToEncode, encode_batch};
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -30,6 +28,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::time::Instant;
+use weir_seams::clock::Clock;
+use weir_wire::record::{Codec, Header, ProducerBatch, RecordToEncode, encode_batch};
 
 mod txn;
 

@@ -11,12 +11,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use weir_seams::net::Net;
-use weir_seams::rng;
 use weir_engine::runtime::exchange::{
     ChannelSource, Delivery, Event, ExchangeConfig, ExchangeError, InputGate, ReceiverMetrics,
     ResultPartition, SenderMetrics, WireError,
 };
+use weir_seams::net::Net;
+use weir_seams::rng;
 use weir_wire::frame::{FrameError, read_frame};
 
 const PORT: u16 = 7100;

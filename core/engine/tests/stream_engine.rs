@@ -2,7 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-use weir_seams::clock::Clock;
 use weir_engine::stream::process::{KeyedContext, KeyedProcessFunction};
 use weir_engine::stream::source::{BoundedSource, SourceRecord};
 use weir_engine::stream::state::{CountSum, StateError, ValueStateDescriptor};
@@ -10,6 +9,7 @@ use weir_engine::stream::timers::TimeDomain;
 use weir_engine::stream::watermark::WatermarkStrategy;
 use weir_engine::stream::window::{TimeWindow, Trigger, WindowAssigner, Windowed};
 use weir_engine::stream::{OutputTag, StreamEnv};
+use weir_seams::clock::Clock;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Ev {
@@ -458,7 +458,10 @@ impl weir_engine::stream::source::Source<Ev> for LingeringSource {
         &mut self,
     ) -> weir_engine::stream::source::BoxFuture<
         '_,
-        Result<weir_engine::stream::source::SourcePoll<Ev>, weir_engine::stream::source::SourceError>,
+        Result<
+            weir_engine::stream::source::SourcePoll<Ev>,
+            weir_engine::stream::source::SourceError,
+        >,
     > {
         use weir_engine::stream::source::SourcePoll;
         let out = if !self.records.is_empty() {
@@ -484,7 +487,10 @@ impl weir_engine::stream::source::Source<Ev> for LingeringSource {
         Vec::new()
     }
 
-    fn restore_position(&mut self, _: &[u8]) -> Result<(), weir_engine::stream::source::SourceError> {
+    fn restore_position(
+        &mut self,
+        _: &[u8],
+    ) -> Result<(), weir_engine::stream::source::SourceError> {
         Ok(())
     }
 }

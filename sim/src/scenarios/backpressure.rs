@@ -14,9 +14,9 @@ use crate::fault::{BASE_LATENCY_MAX_MS, Fault, TimedFault};
 use crate::report::RunReport;
 use crate::scenario::RunSpec;
 use rand::Rng;
-use weir_seams::rng::WeirRng;
 use weir_engine::runtime::ExecutionModel;
 use weir_engine::runtime::exchange::ExchangeConfig;
+use weir_seams::rng::WeirRng;
 
 /// Deliberately broken runtimes this scenario must catch.
 pub const MUTANTS: &[(&str, &str)] = &[(

@@ -9,8 +9,8 @@
 use super::queue::{self, QueueScenario};
 use crate::report::RunReport;
 use crate::scenario::RunSpec;
-use weir_broker::{BrokerConfig, Durability};
 use weir_broker::log::TailRecovery;
+use weir_broker::{BrokerConfig, Durability};
 
 /// Deliberately broken brokers this scenario must catch.
 pub const MUTANTS: &[(&str, &str)] = &[

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
+use weir_broker::log::TopicConfig;
 use weir_broker::{Broker, BrokerConfig, Voter};
 use weir_client::{
     Admin, ClientConfig, Cluster, ConnConfig, Consumer, ConsumerConfig, ConsumerRecord, Isolation,
@@ -20,7 +21,6 @@ use weir_client::{
 };
 use weir_seams::clock::Clock;
 use weir_seams::disk::{Disk, DiskFaults};
-use weir_broker::log::TopicConfig;
 use weir_seams::net::Net;
 use weir_seams::rng;
 use weir_seams::rng::WeirRng;

@@ -10,9 +10,9 @@ use super::pipeline::{self, Pipeline, PipelineJob};
 use crate::fault::TimedFault;
 use crate::report::RunReport;
 use crate::scenario::RunSpec;
-use weir_seams::rng::WeirRng;
 use weir_engine::runtime::ExecutionModel;
 use weir_engine::runtime::exchange::ExchangeConfig;
+use weir_seams::rng::WeirRng;
 
 /// The mutant every exactly-once pipeline scenario must catch.
 pub(crate) const COMMIT_BEFORE_COMPLETE: (&str, &str) = (

@@ -25,12 +25,12 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use weir_client::{ConsumerConfig, Producer, Record};
-use weir_seams::clock::Clock;
-use weir_seams::rng;
 use weir_engine::stream::mutation::Mutation;
 use weir_engine::stream::source::{BoxFuture, BrokerTopicSource, Source, SourceError, SourcePoll};
 use weir_engine::stream::watermark::WatermarkStrategy;
 use weir_engine::stream::{EnvConfig, StreamEnv};
+use weir_seams::clock::Clock;
+use weir_seams::rng;
 use weir_workloads::late_data::{
     Event, Timing, WindowResult, check_design, compare, generate, job, oracle,
 };

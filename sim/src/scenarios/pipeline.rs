@@ -32,10 +32,6 @@ use std::sync::Arc;
 use weir_client::{
     Cluster, Consumer, ConsumerConfig, ConsumerRecord, Isolation, OffsetReset, Producer, Record,
 };
-use weir_seams::clock::Clock;
-use weir_seams::disk::Disk;
-use weir_seams::net::Net;
-use weir_seams::rng::{self, WeirRng};
 use weir_engine::runtime::exchange::ExchangeConfig;
 use weir_engine::runtime::metrics::{CheckpointStats, LatencyStats, TaskSample};
 use weir_engine::runtime::rpc::{JOB_MANAGER_PORT, ask};
@@ -50,6 +46,10 @@ use weir_engine::runtime::{
     TaskManagerConfig, ToClient, ToJobManager, Vertex, run_job_manager, run_task_manager,
 };
 use weir_engine::stream::window::WindowAssigner;
+use weir_seams::clock::Clock;
+use weir_seams::disk::Disk;
+use weir_seams::net::Net;
+use weir_seams::rng::{self, WeirRng};
 use weir_workloads::generator::{GeneratorConfig, Skew, Workload};
 use weir_workloads::jobs::nexmark_windows::WindowQuery;
 use weir_workloads::jobs::order_pipeline;

@@ -3,11 +3,11 @@
 //! broker; see [`crate::group`].
 
 use super::super::State;
-use crate::group::{JoinRequest, Joined};
 use crate::cluster::controller::broker_of;
 use crate::cluster::groups::CommittedOffset;
 use crate::cluster::metadata::MetadataImage;
 use crate::cluster::txns::TxnPhase;
+use crate::group::{JoinRequest, Joined};
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -441,8 +441,8 @@ pub(super) async fn offset_fetch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_wire::{encode_request, parse_request};
     use kafka_protocol::protocol::{Decodable, Encodable};
+    use weir_wire::{encode_request, parse_request};
 
     /// Encodes `msg` at every version the broker serves for `api`, and checks the guard lets
     /// it through and the decoder reads it back.

@@ -14,11 +14,11 @@ mod versions;
 use super::State;
 use super::partition::Partition;
 use crate::cluster::metadata::MetadataImage;
-use weir_wire::{RawRequest, encode_response, parse_request, peek_header};
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::ApiKey;
 use std::sync::Arc;
+use weir_wire::{RawRequest, encode_response, parse_request, peek_header};
 
 /// The APIs this broker serves and the versions of each.
 pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[

@@ -50,13 +50,13 @@ pub(super) async fn handle(
 
 #[cfg(test)]
 mod tests {
-    use weir_wire::{encode_request, parse_request};
     use bytes::Bytes;
     use kafka_protocol::messages::offset_for_leader_epoch_request::{
         OffsetForLeaderPartition, OffsetForLeaderTopic,
     };
     use kafka_protocol::messages::{ApiKey, BrokerId, OffsetForLeaderEpochRequest, TopicName};
     use kafka_protocol::protocol::StrBytes;
+    use weir_wire::{encode_request, parse_request};
 
     fn frame(v: i16) -> Bytes {
         let part = OffsetForLeaderPartition::default()

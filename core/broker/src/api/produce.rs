@@ -4,10 +4,6 @@ use super::super::State;
 use super::super::txn::verify;
 use super::super::validate_topic_name;
 use crate::log::TopicCompression;
-use weir_wire::record::{
-    BatchError, BatchHeader, Codec, ProducerBatch, RecordToEncode, decode_batch_records,
-    encode_batch, validate_produced_batch,
-};
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -15,6 +11,10 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use std::sync::Arc;
 use std::time::Duration;
+use weir_wire::record::{
+    BatchError, BatchHeader, Codec, ProducerBatch, RecordToEncode, decode_batch_records,
+    encode_batch, validate_produced_batch,
+};
 
 fn batch_error_code(e: &BatchError) -> ResponseError {
     match e {

@@ -1,11 +1,11 @@
 //! ApiVersions.
 
 use super::SUPPORTED;
-use weir_wire::encode_response;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+use weir_wire::encode_response;
 
 fn api_list() -> Vec<ApiVersion> {
     SUPPORTED

@@ -7,7 +7,6 @@
 use super::metadata::{Applied, MetadataCommand, MetadataImage, NO_LEADER};
 use super::protocol::{AlterPartition, CodedError, CreateTopic, Heartbeat, Response};
 use super::quorum::{Quorum, QuorumError};
-use weir_seams::rng::WeirRng;
 use kafka_protocol::error::ResponseError;
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -15,6 +14,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use weir_seams::rng::WeirRng;
 
 /// Most producer ids one request may take.
 pub const PRODUCER_ID_BLOCK_MAX: i64 = 10_000;

@@ -14,8 +14,6 @@ use super::metadata::{Applied, MetadataCommand, MetadataImage};
 use super::protocol::Request;
 use super::raft_store::RaftStore;
 use super::rpc::Peer;
-use weir_seams::disk::Disk;
-use weir_seams::rng::WeirRng;
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, EntryType, Message, MessageType};
 use raft::{Config, RawNode, SnapshotStatus, StateRole};
@@ -27,6 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
+use weir_seams::disk::Disk;
+use weir_seams::rng::WeirRng;
 
 /// Raft messages queued for one peer, at most; more are dropped (Raft resends).
 const PEER_QUEUE_MAX: usize = 256;

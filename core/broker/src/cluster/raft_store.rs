@@ -6,7 +6,6 @@
 //! start the log is read back up to the first torn or corrupt record, which can only be one that
 //! was never synced, and so never acknowledged to a peer.
 
-use weir_seams::disk::{Disk, DiskFile};
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::storage::MemStorage;
@@ -14,6 +13,7 @@ use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex};
+use weir_seams::disk::{Disk, DiskFile};
 
 const LOG: &str = "raft/log";
 const HARD_STATE: &str = "raft/hardstate";

@@ -7,15 +7,15 @@
 //! as they complete, matched by correlation id.
 
 use super::protocol::{Request, Response};
-use weir_client::{ClientError, Mux, MuxLimits};
-use weir_seams::net::{Listener, Net, Stream};
-use weir_wire::frame::{read_frame, write_frame};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, Semaphore, mpsc, watch};
+use weir_client::{ClientError, Mux, MuxLimits};
+use weir_seams::net::{Listener, Net, Stream};
+use weir_wire::frame::{read_frame, write_frame};
 
 /// Largest internal frame, in bytes: a replica fetch response is capped below this.
 pub const RPC_FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;

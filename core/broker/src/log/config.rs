@@ -4,8 +4,8 @@
 //! broker's defaults with those overrides applied. Unknown keys and invalid values are refused
 //! with a message naming the key, which the broker returns with `INVALID_CONFIG`.
 
-use weir_wire::record::{Codec, TimestampType};
 use std::collections::BTreeMap;
+use weir_wire::record::{Codec, TimestampType};
 
 /// What a topic does with old data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,8 +4,8 @@
 //! the tail segment's indexes from the log, and rebuilds any other index that fails its sanity
 //! check. Entries live in memory as well as in their file.
 
-use weir_seams::disk::DiskFile;
 use std::io;
+use weir_seams::disk::DiskFile;
 
 /// Size of one offset index entry on disk: relative offset (u32) + position (u32).
 pub(crate) const OFFSET_ENTRY_LEN: usize = 8;

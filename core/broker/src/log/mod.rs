@@ -11,12 +11,12 @@ mod segment;
 
 pub use config::{CleanupPolicy, KNOWN_KEYS, TopicCompression, TopicConfig};
 
-use weir_seams::clock::Clock;
-use weir_seams::disk::{Disk, DiskFile};
-use weir_wire::record::{BatchHeader, BatchIter, decode_batch_records};
 use segment::{OpenMode, Segment, file_names, parse_log_name};
 use std::collections::BTreeMap;
 use std::io;
+use weir_seams::clock::Clock;
+use weir_seams::disk::{Disk, DiskFile};
+use weir_wire::record::{BatchHeader, BatchIter, decode_batch_records};
 
 /// Cap on decompressed bytes when the log decodes a batch to look up a timestamp.
 const LOOKUP_DECOMPRESSED_BYTES_MAX: usize = 64 * 1024 * 1024;

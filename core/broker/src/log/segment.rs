@@ -1,10 +1,10 @@
 //! One segment of a partition log: a `.log` file of whole batches plus its two indexes.
 
 use super::index::{Index, OffsetEntry, TimeEntry};
-use weir_seams::disk::{Disk, DiskFile};
-use weir_wire::record::{BATCH_HEADER_LEN, BatchHeader, verify_crc};
 use std::io;
 use std::ops::ControlFlow;
+use weir_seams::disk::{Disk, DiskFile};
+use weir_wire::record::{BATCH_HEADER_LEN, BatchHeader, verify_crc};
 
 /// Largest batch the log will ever hold, in bytes. A header claiming more is garbage.
 pub(crate) const BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;

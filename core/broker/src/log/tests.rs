@@ -1,6 +1,6 @@
 use super::*;
-use weir_wire::record::{Codec, ProducerBatch, RecordToEncode, encode_batch};
 use bytes::Bytes;
+use weir_wire::record::{Codec, ProducerBatch, RecordToEncode, encode_batch};
 
 fn clock() -> Clock {
     Clock::starting_at(1_700_000_000_000)

@@ -22,13 +22,7 @@ pub(crate) use txns::AbortedTxn;
 
 use super::producer_state::{ProducerTable, SeqCheck};
 use super::{BrokerMutant, Durability};
-use weir_seams::clock::Clock;
-use weir_seams::disk::Disk;
 use crate::log::{Log, ReadError, TailRecovery, TopicConfig};
-use weir_wire::record::{
-    BatchHeader, Marker, TimestampType, encode_marker, marker_of, set_leader_epoch,
-    set_max_timestamp_log_append,
-};
 use epochs::EpochCache;
 use kafka_protocol::error::ResponseError;
 use replication::Role;
@@ -37,6 +31,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, Notify, watch};
 use txns::TxnIndex;
+use weir_seams::clock::Clock;
+use weir_seams::disk::Disk;
+use weir_wire::record::{
+    BatchHeader, Marker, TimestampType, encode_marker, marker_of, set_leader_epoch,
+    set_max_timestamp_log_append,
+};
 
 /// How long an offline partition waits between attempts to reopen its log.
 const REOPEN_BACKOFF_MS: u64 = 500;

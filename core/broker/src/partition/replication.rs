@@ -8,12 +8,12 @@ use super::{Inner, Partition, storage_error};
 use crate::cluster::metadata::PartitionImage;
 use crate::cluster::protocol::{AlterPartition, CodedError, FetchPartition, FetchedPartition};
 use crate::log::ReadError;
-use weir_wire::record::{BatchIter, marker_of, verify_crc};
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
+use weir_wire::record::{BatchIter, marker_of, verify_crc};
 
 /// How long an ISR change may stay unresolved before the leader asks again.
 const ISR_RESEND_MS: u64 = 2_000;

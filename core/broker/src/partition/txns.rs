@@ -5,8 +5,8 @@
 //! Derived from the log alone (data batches open, markers close), so it is rebuilt on open and
 //! after every truncation, and it is the same on a leader and on its followers.
 
-use weir_wire::record::{BatchHeader, Marker, MarkerKind};
 use std::collections::{BTreeMap, VecDeque};
+use weir_wire::record::{BatchHeader, Marker, MarkerKind};
 
 /// An aborted transaction's span in this partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,11 +3,11 @@
 use super::super::State;
 use crate::cluster::protocol::{CodedError, Request, Response, WriteMarkers};
 use crate::cluster::txns::TxnRecord;
-use weir_wire::record::{Marker, MarkerKind};
 use kafka_protocol::error::ResponseError;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
+use weir_wire::record::{Marker, MarkerKind};
 
 /// How long one attempt to write every marker may take, in milliseconds.
 const MARKERS_TIMEOUT_MS: u64 = 5_000;

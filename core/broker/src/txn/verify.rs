@@ -6,10 +6,10 @@
 use super::super::State;
 use crate::cluster::metadata::MetadataImage;
 use crate::cluster::txns::TxnPhase;
-use weir_wire::record::BatchHeader;
 use kafka_protocol::error::ResponseError;
 use std::time::Duration;
 use tokio::time::Instant;
+use weir_wire::record::BatchHeader;
 
 /// How long a leader waits for its metadata to show a just-added partition, in milliseconds.
 const VERIFY_WAIT_MS: u64 = 1_000;

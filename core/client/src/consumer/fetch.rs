@@ -3,12 +3,12 @@
 use super::{ConsumerConfig, ConsumerRecord, Isolation, TopicPartition};
 use crate::cluster::Cluster;
 use crate::error::ClientError;
-use weir_wire::record::{BatchHeader, BatchIter, MarkerKind, decode_batch_records, marker_of};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::{AbortedTransaction, PartitionData};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use std::collections::{BTreeMap, BTreeSet};
+use weir_wire::record::{BatchHeader, BatchIter, MarkerKind, decode_batch_records, marker_of};
 
 /// One partition of a fetch: where, from which leader, in which of its epochs.
 #[derive(Clone, Debug)]

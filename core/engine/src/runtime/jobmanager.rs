@@ -29,9 +29,6 @@ use super::rpc::{
 use super::snapshot::{
     BatchPlan, CheckpointStore, CompletedCheckpoint, JobMeta, TaskId, TaskSnapshot,
 };
-use weir_seams::disk::Disk;
-use weir_seams::net::Net;
-use weir_wire::frame::FrameError;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -40,6 +37,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use weir_seams::disk::Disk;
+use weir_seams::net::Net;
+use weir_wire::frame::FrameError;
 
 /// How often the job manager checks timers (heartbeats, triggers, timeouts, restarts).
 const TICK_MS: u64 = 50;
@@ -316,7 +316,11 @@ pub async fn run_job_manager(
     }
 }
 
-async fn accept_loop(listener: weir_seams::net::Listener, inbound: mpsc::Sender<Inbound>, limit: usize) {
+async fn accept_loop(
+    listener: weir_seams::net::Listener,
+    inbound: mpsc::Sender<Inbound>,
+    limit: usize,
+) {
     let mut conns = JoinSet::new();
     let mut next_conn = 0u64;
     loop {

@@ -6,10 +6,10 @@ use super::exchange::ChannelSource;
 use super::graph::Stage;
 use super::metrics::TaskSample;
 use super::snapshot::{TaskId, TaskSnapshot};
-use weir_wire::frame::{FrameError, read_frame, write_frame};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::collections::BTreeMap;
 use tokio::io::{AsyncRead, AsyncWrite};
+use weir_wire::frame::{FrameError, read_frame, write_frame};
 
 /// The job manager's port.
 pub const JOB_MANAGER_PORT: u16 = 6123;

@@ -19,12 +19,12 @@
 use super::config::RuntimeMutation;
 use super::element::Row;
 use super::metrics::LatencyStats;
-use weir_client::{ClientError, Cluster, Delivery, Producer, ProducerConfig, Record};
-use weir_seams::clock::Clock;
 use kafka_protocol::error::ResponseError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use weir_client::{ClientError, Cluster, Delivery, Producer, ProducerConfig, Record};
+use weir_seams::clock::Clock;
 
 /// Transactional ids per sink subtask: one open, one or two pre-committed, one or two in
 /// quarantine, and a spare for a completion that arrives late.

@@ -4,14 +4,14 @@
 use super::element::Row;
 use super::graph::OperatorSpec;
 use super::metrics::TaskSample;
-use weir_client::{
-    ClientError, Cluster, Consumer, ConsumerConfig, ConsumerRecord, Isolation, OffsetReset,
-};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use weir_client::{
+    ClientError, Cluster, Consumer, ConsumerConfig, ConsumerRecord, Isolation, OffsetReset,
+};
 
 /// Longest one poll waits for records.
 const POLL_WAIT_MS: u64 = 50;

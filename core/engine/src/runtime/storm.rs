@@ -33,10 +33,6 @@ use super::snapshot::TaskId;
 use super::source::{BrokerSource, Positions, lag_probe};
 use super::task::{BrokerRetry, TaskCommand, TaskLinks, TaskResult};
 use super::window::KeyedWindows;
-use weir_client::{
-    Cluster, Delivery as Sent, Producer, ProducerConfig, Record, commit_offsets, committed_offsets,
-    partition_for_key,
-};
 use crate::stream::window::WindowAssigner;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -45,6 +41,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use weir_client::{
+    Cluster, Delivery as Sent, Producer, ProducerConfig, Record, commit_offsets, committed_offsets,
+    partition_for_key,
+};
 
 /// Exchange record tag of a tuple: its anchors, then the row as an [`Element`].
 const TAG_TUPLE: u8 = 0x10;

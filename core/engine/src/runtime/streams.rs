@@ -30,10 +30,6 @@ use super::snapshot::TaskId;
 use super::source::{BrokerSource, Positions, lag_probe};
 use super::task::{BrokerRetry, TaskCommand, TaskLinks, TaskResult};
 use super::window::KeyedWindows;
-use weir_client::{
-    Admin, ClientError, Cluster, Consumer, ConsumerConfig, GroupMetadata, Isolation, NewTopic,
-    OffsetReset, Producer, ProducerConfig, Record, committed_offsets, partition_for_key,
-};
 use crate::runtime::function::RowFunction;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
@@ -43,6 +39,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use weir_client::{
+    Admin, ClientError, Cluster, Consumer, ConsumerConfig, GroupMetadata, Isolation, NewTopic,
+    OffsetReset, Producer, ProducerConfig, Record, committed_offsets, partition_for_key,
+};
 
 /// Key of the record that tells a repartition topic's reader that one upstream subtask's
 /// input ended; its value is that subtask's index.

@@ -23,9 +23,6 @@ use super::source::{BrokerSource, Positions, lag_probe};
 use super::table::{TableSink, Tables};
 use super::throttle::{Slowdown, Throttle};
 use super::window::KeyedWindows;
-use weir_client::{ClientConfig, ClientError, Cluster, partition_for_key};
-use weir_seams::clock::Clock;
-use weir_seams::net::Net;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -33,6 +30,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use weir_client::{ClientConfig, ClientError, Cluster, partition_for_key};
+use weir_seams::clock::Clock;
+use weir_seams::net::Net;
 
 /// How often a task refreshes its sample.
 const SAMPLE_MS: u64 = 100;

@@ -12,15 +12,15 @@ use super::snapshot::TaskId;
 use super::table::Tables;
 use super::task::{self, TaskCommand, TaskLinks};
 use super::throttle::Throttle;
-use weir_seams::clock::Clock;
-use weir_seams::net::Net;
-use weir_wire::frame::write_frame;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
+use weir_seams::clock::Clock;
+use weir_seams::net::Net;
+use weir_wire::frame::write_frame;
 
 /// Messages queued from subtasks to the job manager before they wait.
 const OUTBOX_MESSAGES_MAX: usize = 256;

@@ -15,11 +15,11 @@ use super::source::{BoxFuture, Source, SourcePoll};
 use super::state::{HeapBackend, KeyedStore};
 use super::watermark::{SplitWatermarks, WatermarkStrategy};
 use super::window::WindowMetrics;
-use weir_seams::clock::Clock;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
+use weir_seams::clock::Clock;
 
 /// How long the executor sleeps when no source had anything, in milliseconds.
 const IDLE_SLEEP_MS: u64 = 10;

@@ -11,10 +11,10 @@ use super::state::{
     StoreSnapshot, ValueState, ValueStateDescriptor, decode, encode,
 };
 use super::timers::{TimeDomain, TimerService};
-use weir_seams::clock::Clock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::rc::Rc;
+use weir_seams::clock::Clock;
 
 /// What a keyed process function sees while it handles a record or a timer.
 pub struct KeyedContext<'a, K, O> {

@@ -2,11 +2,11 @@
 
 use super::element::StreamRecord;
 use super::source::BoxFuture;
-use weir_client::{ClientError, Delivery, Producer, Record};
 use bytes::Bytes;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
+use weir_client::{ClientError, Delivery, Producer, Record};
 
 /// Why a sink failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

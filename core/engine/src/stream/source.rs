@@ -2,12 +2,12 @@
 //! position so that a snapshot can resume it.
 
 use super::state::{decode, encode};
-use weir_client::{ClientError, Cluster, Consumer, ConsumerConfig, ConsumerRecord};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use weir_client::{ClientError, Cluster, Consumer, ConsumerConfig, ConsumerRecord};
 
 /// A boxed future borrowed from its owner.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;

@@ -93,7 +93,6 @@ fn be_i16(b: &[u8], at: usize) -> i16 {
     i16::from_be_bytes(b[at..at + 2].try_into().expect("2 bytes"))
 }
 
-
 impl BatchHeader {
     /// Parses the header at the start of `buf`, checking only that the lengths are plausible.
     pub fn parse(buf: &[u8]) -> Result<Self, BatchError> {

@@ -42,14 +42,14 @@ use std::time::Duration;
 use weir_client::{
     Cluster, Consumer, ConsumerConfig, Delivery, Isolation, OffsetReset, Producer, Record,
 };
-use weir_seams::clock::Clock;
-use weir_seams::disk::Disk;
-use weir_seams::net::Net;
-use weir_seams::rng;
 use weir_engine::runtime::{
     ExecutionModel, JobEvent, JobManagerConfig, Tables, TaskManagerConfig, Throttle,
     run_job_manager, run_task_manager,
 };
+use weir_seams::clock::Clock;
+use weir_seams::disk::Disk;
+use weir_seams::net::Net;
+use weir_seams::rng;
 use weir_workloads::jobs;
 
 /// Keys the feeder draws from.

@@ -1,9 +1,9 @@
 //! Why an exchange failed.
 
 use super::wire::WireError;
-use weir_wire::frame::FrameError;
 use std::io;
 use std::sync::Arc;
+use weir_wire::frame::FrameError;
 
 /// Why an exchange operation failed.
 #[derive(Debug, thiserror::Error)]

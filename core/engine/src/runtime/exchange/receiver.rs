@@ -6,8 +6,6 @@ use super::event::Event;
 use super::metrics::{ChannelMetrics, ReceiverMetrics};
 use super::pool::{NoCredit, Origin, Pool};
 use super::wire::{ToConsumer, ToProducer, WireError, read_frame_within, split_records};
-use weir_seams::net::{Net, Stream};
-use weir_wire::frame::write_frame;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,6 +13,8 @@ use std::time::Duration;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use weir_seams::net::{Net, Stream};
+use weir_wire::frame::write_frame;
 
 /// Where an input channel reads from.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

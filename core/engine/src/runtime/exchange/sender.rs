@@ -7,7 +7,6 @@ use super::event::Event;
 use super::metrics::SenderMetrics;
 use super::subpartition::{Append, Subpartition};
 use super::wire::{RECORD_HEADER_BYTES, ToConsumer, ToProducer, WireError, read_frame_within};
-use weir_seams::net::{Listener, Net, Stream};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,6 +15,7 @@ use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use weir_seams::net::{Listener, Net, Stream};
 
 /// Largest frame a consumer sends (hello or credit), in bytes.
 const CONSUMER_FRAME_BYTES_MAX: usize = 16;

@@ -19,11 +19,11 @@
 
 use super::error::ExchangeError;
 use super::event::Event;
-use weir_wire::frame::read_frame;
 use bytes::{Buf, Bytes};
 use std::io;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use weir_wire::frame::read_frame;
 
 /// Bytes in front of a buffer's records: the tag and the backlog.
 pub const BUFFER_HEADER_BYTES: usize = 1 + 4 + 4;

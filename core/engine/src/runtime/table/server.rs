@@ -11,10 +11,7 @@
 //! serves simulations and tests, not years of production traffic.
 
 use super::{TableContent, TableError, TableFuture, TableRow, TableState, TableStore};
-use weir_seams::disk::{Disk, DiskFile};
-use weir_seams::net::Net;
 use crate::runtime::rpc::{RpcError, read_message, write_message};
-use weir_wire::frame::write_frame;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io;
@@ -22,6 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinSet;
+use weir_seams::disk::{Disk, DiskFile};
+use weir_seams::net::Net;
+use weir_wire::frame::write_frame;
 
 /// The port a table host listens on.
 pub const TABLE_PORT: u16 = 7070;

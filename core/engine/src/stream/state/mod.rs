@@ -17,9 +17,9 @@ pub use handles::{
     StateTtlConfig, TtlUpdate, ValueState, ValueStateDescriptor,
 };
 
-use weir_seams::clock::Clock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use weir_seams::clock::Clock;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// Key groups a job can be split into; the most parallel a keyed operator can run.
