@@ -2,7 +2,8 @@
 //! and writes. Every limit carries its unit in its name.
 
 use super::exchange::ExchangeConfig;
-use super::graph::JobGraph;
+use crate::graph::Topology;
+use crate::operator::OperatorMutation;
 use serde::{Deserialize, Serialize};
 
 /// How barriers are aligned.
@@ -166,13 +167,30 @@ pub enum RuntimeMutation {
     /// A job manager resuming a stopped job from a savepoint drops the stopped run's
     /// checkpoints but starts from scratch instead of from the savepoint.
     SavepointIgnored,
+    /// Time windows put a record whose timestamp is exactly a window start into the window
+    /// before.
+    WindowOffByOne,
+    /// Operators and input gates with several inputs, and sources with several partitions,
+    /// combine their watermarks with max instead of min.
+    MaxWatermark,
+}
+
+impl RuntimeMutation {
+    /// The defect it builds into the operators, if it is one of theirs.
+    pub fn operator(self) -> Option<OperatorMutation> {
+        match self {
+            RuntimeMutation::WindowOffByOne => Some(OperatorMutation::WindowOffByOne),
+            RuntimeMutation::MaxWatermark => Some(OperatorMutation::MaxWatermark),
+            _ => None,
+        }
+    }
 }
 
 /// Everything the job manager needs to run a job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobConfig {
-    /// The job.
-    pub graph: JobGraph,
+    /// The job's shape; task managers run it from their own copy of the job's code.
+    pub topology: Topology,
     /// Broker bootstrap addresses ("host:port").
     pub bootstrap: Vec<String>,
     /// Pipelined, micro-batch, Kafka Streams or Storm.
@@ -203,9 +221,9 @@ pub struct JobConfig {
 
 impl JobConfig {
     /// A job with default settings.
-    pub fn new(graph: JobGraph, bootstrap: Vec<String>) -> Self {
+    pub fn new(topology: Topology, bootstrap: Vec<String>) -> Self {
         Self {
-            graph,
+            topology,
             bootstrap,
             model: ExecutionModel::default(),
             checkpoint: CheckpointConfig::default(),

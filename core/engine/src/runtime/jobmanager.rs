@@ -20,11 +20,11 @@
 
 use super::config::{ExecutionModel, JobConfig, RuntimeMutation};
 use super::exchange::ChannelSource;
-use super::graph::Stage;
+use crate::graph::{Stage, VertexKind};
 use super::metrics::{CheckpointStats, TaskSample};
 use super::rpc::{
-    JobState, RpcError, TaskDeployment, ToClient, ToJobManager, ToTaskManager, read_message,
-    write_message,
+    InputChannel, JobState, RpcError, TaskDeployment, ToClient, ToJobManager, ToTaskManager,
+    read_message, write_message,
 };
 use super::snapshot::{
     BatchPlan, CheckpointStore, CompletedCheckpoint, JobMeta, TaskId, TaskSnapshot,
@@ -217,7 +217,12 @@ pub async fn run_job_manager(
     disk: Disk,
     hook: Option<EventHook>,
 ) -> Result<Infallible, String> {
-    let stages = config.job.graph.stages().map_err(|e| e.to_string())?;
+    config
+        .job
+        .topology
+        .validate()
+        .map_err(|e| e.to_string())?;
+    let stages = config.job.topology.stages();
     let store = CheckpointStore::open(disk)
         .await
         .map_err(|e| e.to_string())?;
@@ -375,6 +380,15 @@ async fn accept_loop(
 }
 
 impl JobManager {
+    /// Whether stage `stage` reads a source (and so takes triggers and plans batches).
+    fn is_source(&self, stage: u32) -> bool {
+        let head = self.stages[stage as usize].vertices[0];
+        matches!(
+            self.job.topology.vertices[head as usize].kind,
+            VertexKind::Source { .. }
+        )
+    }
+
     fn event(&self, e: JobEvent) {
         tracing::info!(event = ?e, "job");
         if let Some(hook) = &self.hook {
@@ -501,13 +515,17 @@ impl JobManager {
                 task,
                 ends,
             } => {
+                let sources = self
+                    .placement
+                    .keys()
+                    .filter(|t| self.is_source(t.stage))
+                    .count();
                 if attempt == self.meta.attempt
                     && let Some(p) = &mut self.pending
                     && p.id == checkpoint_id
                     && !p.running
                 {
                     p.plans.insert(task, ends);
-                    let sources = self.placement.keys().filter(|t| t.stage == 0).count();
                     if p.plans.len() == sources {
                         self.log_batch().await;
                     }
@@ -658,7 +676,7 @@ impl JobManager {
             }
             let attempt = self.meta.attempt;
             for (task, tm) in &self.placement {
-                if task.stage == 0 {
+                if self.is_source(task.stage) {
                     self.send_tm(
                         tm,
                         ToTaskManager::Trigger {
@@ -718,7 +736,7 @@ impl JobManager {
         p.running = true;
         let attempt = self.meta.attempt;
         for (task, tm) in &self.placement {
-            if task.stage == 0 {
+            if self.is_source(task.stage) {
                 let mine = ends.get(&task.to_string()).cloned().unwrap_or_default();
                 self.send_tm(
                     tm,
@@ -837,16 +855,16 @@ impl JobManager {
     async fn check_finished(&mut self) {
         // Every subtask that writes a topic (its sink or a side output) must have committed;
         // under Storm, every source, whose trees complete only once the sinks have written.
-        let graph = &self.job.graph.vertices;
+        let vertices = &self.job.topology.vertices;
         let storm = matches!(self.job.model, ExecutionModel::Storm { .. });
         let writes = |t: &TaskId| {
             if storm {
-                return t.stage == 0;
+                return self.is_source(t.stage);
             }
             self.stages[t.stage as usize]
                 .vertices
                 .iter()
-                .any(|v| graph[*v].op.writes())
+                .any(|v| matches!(vertices[*v as usize].kind, VertexKind::Sink(_)))
         };
         let writers = self.placement.keys().filter(|t| writes(t)).count();
         if self.committed.iter().filter(|t| writes(t)).count() < writers {
@@ -1024,34 +1042,50 @@ impl JobManager {
         let storm = matches!(self.job.model, ExecutionModel::Storm { .. });
         let ack_block = ACK_PORT_BASE + ((attempt % PORT_BLOCKS) * 32) as u16;
         let mut per_tm: BTreeMap<String, Vec<TaskDeployment>> = BTreeMap::new();
+        let topology = &self.job.topology;
+        let is_source = |stage: u32| self.is_source(stage);
+        // The stage each vertex belongs to, to find where an edge's upstream subtasks run.
+        let stage_of: BTreeMap<u32, u32> = self
+            .stages
+            .iter()
+            .enumerate()
+            .flat_map(|(s, stage)| stage.vertices.iter().map(move |v| (*v, s as u32)))
+            .collect();
         for (task, (tm, slot)) in &placed {
             let stage = &self.stages[task.stage as usize];
-            let inputs = if task.stage == 0 {
-                Vec::new()
-            } else {
-                let upstream = &self.stages[task.stage as usize - 1];
-                (0..upstream.parallelism)
-                    .map(|i| ChannelSource {
-                        addr: address(&TaskId {
-                            stage: task.stage - 1,
-                            subtask: i,
-                        }),
-                        subpartition: task.subtask,
-                    })
-                    .collect()
-            };
-            let downstream = self.stages.get(task.stage as usize + 1);
+            let mut inputs = Vec::new();
+            for (k, e) in stage.inputs.iter().enumerate() {
+                let from = topology.edges[*e as usize].from;
+                let upstream = stage_of[&from];
+                let (offsets, _) = topology.output_offsets(&self.stages[upstream as usize]);
+                let at = self.stages[upstream as usize]
+                    .outputs
+                    .iter()
+                    .position(|o| o == e)
+                    .expect("an input edge is an output of the stage that feeds it");
+                for (u, sub) in topology.channels(*e, task.subtask) {
+                    inputs.push(InputChannel {
+                        edge: k as u32,
+                        source: ChannelSource {
+                            addr: address(&TaskId {
+                                stage: upstream,
+                                subtask: u,
+                            }),
+                            subpartition: offsets[at] + sub,
+                        },
+                    });
+                }
+            }
+            let sends = !stage.outputs.is_empty();
             per_tm.entry(tm.clone()).or_default().push(TaskDeployment {
                 task: *task,
-                stage: stage.clone(),
                 inputs,
-                output_port: downstream.map(|_| block + *slot as u16),
-                output_subpartitions: downstream.map_or(0, |d| d.parallelism),
-                ack_port: (storm && task.stage > 0).then_some(ack_block + *slot as u16),
-                ack_inputs: if storm && task.stage == 0 {
+                output_port: sends.then_some(block + *slot as u16),
+                ack_port: (storm && !is_source(task.stage)).then_some(ack_block + *slot as u16),
+                ack_inputs: if storm && is_source(task.stage) {
                     placed
                         .iter()
-                        .filter(|(t, _)| t.stage > 0)
+                        .filter(|(t, _)| !is_source(t.stage))
                         .map(|(_, (tm, slot))| ChannelSource {
                             addr: format!("{}:{}", self.tms[tm].host, ack_block + *slot as u16),
                             subpartition: task.subtask,

@@ -1,6 +1,8 @@
 //! What a running job reports: per-task samples, checkpoint figures and latencies.
 
 use super::snapshot::TaskId;
+use crate::operator::DropReason;
+use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// Latencies in milliseconds: count, mean and maximum.
@@ -67,8 +69,9 @@ pub struct TaskSample {
     pub lag_records: Option<u64>,
     /// The task's input watermark.
     pub watermark: i64,
-    /// Rows a window dropped as late.
-    pub late_dropped: u64,
+    /// Records its operators dropped, by reason.
+    #[serde(default)]
+    pub drops: DropCounts,
     /// Sinks: event time to commit.
     pub commit_latency: LatencyStats,
     /// Sinks: event time to the sink's write.
@@ -76,6 +79,42 @@ pub struct TaskSample {
     /// Storm model, sources: records emitted again because their tree timed out.
     #[serde(default)]
     pub replayed: u64,
+}
+
+/// Records dropped, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropCounts {
+    /// Inputs whose bytes did not deserialize.
+    pub unparseable: u64,
+    /// Inputs the job's validation refused.
+    pub invalid: u64,
+    /// Records behind the watermark after their windows closed.
+    pub late: u64,
+}
+
+impl DropCounts {
+    /// All of them.
+    pub fn total(&self) -> u64 {
+        self.unparseable + self.invalid + self.late
+    }
+
+    /// Both counts together.
+    pub fn merge(&mut self, other: &DropCounts) {
+        self.unparseable += other.unparseable;
+        self.invalid += other.invalid;
+        self.late += other.late;
+    }
+}
+
+impl From<BTreeMap<DropReason, u64>> for DropCounts {
+    fn from(counts: BTreeMap<DropReason, u64>) -> Self {
+        let get = |r| counts.get(&r).copied().unwrap_or(0);
+        Self {
+            unparseable: get(DropReason::Unparseable),
+            invalid: get(DropReason::Invalid),
+            late: get(DropReason::Late),
+        }
+    }
 }
 
 /// A completed checkpoint's figures.

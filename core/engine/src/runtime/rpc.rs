@@ -3,7 +3,6 @@
 
 use super::config::JobConfig;
 use super::exchange::ChannelSource;
-use super::graph::Stage;
 use super::metrics::TaskSample;
 use super::snapshot::{TaskId, TaskSnapshot};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -14,19 +13,26 @@ use weir_wire::frame::{FrameError, read_frame, write_frame};
 /// The job manager's port.
 pub const JOB_MANAGER_PORT: u16 = 6123;
 
-/// What one subtask is given to run.
+/// One input channel of a subtask: an upstream subpartition, and the head's input edge
+/// (its place in the stage's input edges) that it carries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputChannel {
+    /// The stage's input edge.
+    pub edge: u32,
+    /// Where to read it.
+    pub source: ChannelSource,
+}
+
+/// What one subtask is given to run; its stage is the one its id names, of the job's
+/// topology.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskDeployment {
     /// The subtask.
     pub task: TaskId,
-    /// Its stage.
-    pub stage: Stage,
     /// Upstream subpartitions it reads, one channel each (none for a source stage).
-    pub inputs: Vec<ChannelSource>,
-    /// Port its result partition binds, if the stage has a downstream stage.
+    pub inputs: Vec<InputChannel>,
+    /// Port its result partition binds, if the stage sends anything over the network.
     pub output_port: Option<u16>,
-    /// Subpartitions of that partition: the downstream stage's parallelism.
-    pub output_subpartitions: u32,
     /// Storm model: the port where this subtask's acknowledgements leave for the source
     /// subtasks (one subpartition each), if it is not a source.
     #[serde(default)]

@@ -17,7 +17,7 @@
 //! indistinguishable from a transaction the broker aborted).
 
 use super::config::RuntimeMutation;
-use super::element::Row;
+use crate::operator::sink::SinkRow;
 use super::metrics::LatencyStats;
 use kafka_protocol::error::ResponseError;
 use serde::{Deserialize, Serialize};
@@ -187,7 +187,7 @@ impl BrokerSink {
     }
 
     /// Writes a row (keyed: the topic's partitioner picks its partition by key).
-    pub async fn write(&mut self, row: Row) -> Result<(), SinkError> {
+    pub async fn write(&mut self, row: SinkRow) -> Result<(), SinkError> {
         let (producer, topic) = match self {
             BrokerSink::ExactlyOnce(s) => {
                 if s.open_ts.len() < LATENCY_SAMPLES_MAX {
@@ -202,7 +202,7 @@ impl BrokerSink {
         };
         let record = Record {
             timestamp: Some(row.ts),
-            ..Record::new(topic, Some(row.key), row.value)
+            ..Record::new(topic, row.key, row.value)
         };
         let delivery = producer.send(record).await?;
         if let BrokerSink::AtLeastOnce { deliveries, .. } = self {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
+use crate::operator::DropReason;
 use weir_seams::disk::Disk;
 
 /// One subtask of one stage.
@@ -28,26 +29,38 @@ impl fmt::Display for TaskId {
     }
 }
 
+/// A record that reached a subtask before its channel's barrier, in an unaligned checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlight {
+    /// The head's input edge it came on, in the stage's input-edge order.
+    pub edge: u32,
+    /// The record, encoded as an exchange element.
+    pub bytes: Vec<u8>,
+}
+
 /// What one subtask saved at a barrier.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSnapshot {
     /// Operator state by operator uid (sources: their offsets; sinks: their pending
     /// transaction).
     pub operators: BTreeMap<String, Vec<u8>>,
-    /// Unaligned checkpoints: rows that reached the task on a channel before that channel's
-    /// barrier, encoded as exchange elements; replayed first on restore.
-    pub in_flight: Vec<Vec<u8>>,
+    /// Unaligned checkpoints: records that reached the task on a channel before that
+    /// channel's barrier; replayed first on restore.
+    pub in_flight: Vec<InFlight>,
     /// The subtask had taken in all its input: a source, every partition's end marker; any
     /// other, the end-of-time watermark, with nothing in flight. A checkpoint where every
     /// subtask says so holds the job's whole output, and the job finishes with it.
     pub input_ended: bool,
+    /// Records the subtask's operators dropped up to the barrier, by reason.
+    #[serde(default)]
+    pub drops: BTreeMap<DropReason, u64>,
 }
 
 impl TaskSnapshot {
     /// Bytes of state held.
     pub fn size_bytes(&self) -> u64 {
         let ops: usize = self.operators.values().map(Vec::len).sum();
-        let flight: usize = self.in_flight.iter().map(Vec::len).sum();
+        let flight: usize = self.in_flight.iter().map(|f| f.bytes.len()).sum();
         (ops + flight) as u64
     }
 }
@@ -264,8 +277,12 @@ mod tests {
     fn checkpoint(id: u64) -> CompletedCheckpoint {
         let snapshot = TaskSnapshot {
             operators: BTreeMap::from([("op".to_string(), vec![id as u8; 3])]),
-            in_flight: vec![vec![1, 2]],
+            in_flight: vec![InFlight {
+                edge: 0,
+                bytes: vec![1, 2],
+            }],
             input_ended: false,
+            drops: BTreeMap::from([(DropReason::Late, 2)]),
         };
         CompletedCheckpoint {
             id,

@@ -1,8 +1,8 @@
-//! The broker source of a distributed job: one subtask's share of a topic's partitions, read
-//! under read_committed, with per-partition watermarks and offsets saved at each barrier.
+//! The broker side of a distributed job's topic source: one subtask's share of a topic's
+//! partitions, read under read_committed, with the offsets saved at each barrier and the end
+//! markers of bounded input. The typed side (deserializing, event time, watermarks) is the
+//! source operator's.
 
-use super::element::Row;
-use super::graph::OperatorSpec;
 use super::metrics::TaskSample;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -23,25 +23,24 @@ const POLL_RECORDS_MAX: usize = 200;
 struct Progress {
     /// The next offset to read.
     next_offset: i64,
-    /// Largest event time read, for the watermark.
-    max_ts: Option<i64>,
     /// Its end marker was read.
     ended: bool,
 }
 
-/// What a poll produced.
-pub(crate) struct Polled {
-    /// Rows, in the order read.
-    pub rows: Vec<Row>,
-    /// The subtask's watermark after them, if it advanced.
-    pub watermark: Option<i64>,
-}
-
-/// A row, with the partition and offset it was read at.
+/// A record, with the partition and offset it was read at.
 pub(crate) struct Read {
     pub partition: i32,
     pub offset: i64,
-    pub row: Row,
+    pub key: Option<Bytes>,
+    pub value: Bytes,
+    pub timestamp: i64,
+}
+
+/// What one read found: records, and the partitions whose end marker came.
+#[derive(Default)]
+pub(crate) struct Found {
+    pub records: Vec<Read>,
+    pub ended: Vec<i32>,
 }
 
 /// A source subtask's reader.
@@ -49,9 +48,7 @@ pub(crate) struct BrokerSource {
     consumer: Consumer,
     topic: String,
     progress: BTreeMap<i32, Progress>,
-    out_of_orderness_ms: i64,
     end_marker: Option<Bytes>,
-    watermark: i64,
 }
 
 impl BrokerSource {
@@ -61,8 +58,7 @@ impl BrokerSource {
         cluster: Arc<Cluster>,
         (topic, partitions): (&str, i32),
         (subtask, parallelism): (u32, u32),
-        out_of_orderness_ms: i64,
-        end_marker: Option<&str>,
+        end_marker: Option<Bytes>,
         restored: Option<&[u8]>,
     ) -> Result<Self, String> {
         let mine: Vec<i32> = (0..partitions)
@@ -73,7 +69,6 @@ impl BrokerSource {
             .map(|p| {
                 let fresh = Progress {
                     next_offset: 0,
-                    max_ts: None,
                     ended: false,
                 };
                 (*p, fresh)
@@ -111,37 +106,18 @@ impl BrokerSource {
             consumer,
             topic: topic.to_string(),
             progress,
-            out_of_orderness_ms,
-            end_marker: end_marker.map(|m| Bytes::from(m.to_string())),
-            watermark: i64::MIN,
+            end_marker,
         })
     }
 
-    /// The reader a source operator `op` describes, for subtask `subtask` of `parallelism`;
-    /// `None` if `op` is not a source.
-    pub fn of_operator(
-        cluster: &Arc<Cluster>,
-        op: &OperatorSpec,
-        (subtask, parallelism): (u32, u32),
-        restored: Option<&[u8]>,
-    ) -> Option<Result<Self, String>> {
-        let OperatorSpec::Source {
-            topic,
-            partitions,
-            out_of_orderness_ms,
-            end_marker,
-        } = op
-        else {
-            return None;
-        };
-        Some(Self::new(
-            Arc::clone(cluster),
-            (topic, *partitions),
-            (subtask, parallelism),
-            *out_of_orderness_ms,
-            end_marker.as_deref(),
-            restored,
-        ))
+    /// The partitions this subtask reads.
+    pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
+        self.progress.keys().copied()
+    }
+
+    /// Whether `partition` has reached its end marker.
+    pub fn partition_ended(&self, partition: i32) -> bool {
+        self.progress.get(&partition).is_some_and(|p| p.ended)
     }
 
     /// Whether every partition of this subtask has reached its end marker (true at once for a
@@ -151,38 +127,22 @@ impl BrokerSource {
     }
 
     /// Reads what is there, waiting briefly.
-    pub async fn poll(&mut self) -> Result<Polled, ClientError> {
-        let (read, watermark) = self.poll_read().await?;
-        Ok(Polled {
-            rows: read.into_iter().map(|r| r.row).collect(),
-            watermark,
-        })
-    }
-
-    /// Reads what is there, waiting briefly, with where each row was read; and the
-    /// watermark, if it advanced.
-    pub async fn poll_read(&mut self) -> Result<(Vec<Read>, Option<i64>), ClientError> {
-        let mut read = Vec::new();
-        if !self.ended() {
-            let records = self
-                .consumer
-                .poll(Duration::from_millis(POLL_WAIT_MS))
-                .await?;
-            read = self.take(records, None);
-        } else {
+    pub async fn poll(&mut self) -> Result<Found, ClientError> {
+        if self.ended() {
             tokio::time::sleep(Duration::from_millis(POLL_WAIT_MS)).await;
+            return Ok(Found::default());
         }
-        Ok((read, self.advance_watermark()))
+        let records = self
+            .consumer
+            .poll(Duration::from_millis(POLL_WAIT_MS))
+            .await?;
+        Ok(self.take(records, None))
     }
 
     /// Keeps the records this subtask has not read yet (and, in a batch, those before their
     /// partition's end), noting each partition's progress.
-    fn take(
-        &mut self,
-        records: Vec<ConsumerRecord>,
-        ends: Option<&BTreeMap<i32, i64>>,
-    ) -> Vec<Read> {
-        let mut read = Vec::new();
+    fn take(&mut self, records: Vec<ConsumerRecord>, ends: Option<&BTreeMap<i32, i64>>) -> Found {
+        let mut found = Found::default();
         for r in records {
             let Some(prog) = self.progress.get_mut(&r.partition) else {
                 continue;
@@ -196,29 +156,18 @@ impl BrokerSource {
             let value = r.value.unwrap_or_default();
             if self.end_marker.as_ref() == Some(&value) {
                 prog.ended = true;
+                found.ended.push(r.partition);
                 continue;
             }
-            prog.max_ts = Some(prog.max_ts.map_or(r.timestamp, |m| m.max(r.timestamp)));
-            let row = Row {
-                key: r.key.unwrap_or_default(),
-                value,
-                ts: r.timestamp,
-            };
-            read.push(Read {
+            found.records.push(Read {
                 partition: r.partition,
                 offset: r.offset,
-                row,
+                key: r.key,
+                value,
+                timestamp: r.timestamp,
             });
         }
-        read
-    }
-
-    /// The subtask's watermark, if it advanced since the last call.
-    pub fn advance_watermark(&mut self) -> Option<i64> {
-        let watermark = self.current_watermark();
-        let advanced = (watermark > self.watermark).then_some(watermark);
-        self.watermark = self.watermark.max(watermark);
-        advanced
+        found
     }
 
     /// Micro-batch: where each partition of this subtask that has not ended ends in the next
@@ -257,16 +206,12 @@ impl BrokerSource {
     }
 
     /// Micro-batch: reads what is there before the batch's ends, waiting briefly.
-    pub async fn poll_batch(&mut self, ends: &BTreeMap<i32, i64>) -> Result<Vec<Row>, ClientError> {
+    pub async fn poll_batch(&mut self, ends: &BTreeMap<i32, i64>) -> Result<Found, ClientError> {
         let records = self
             .consumer
             .poll(Duration::from_millis(POLL_WAIT_MS))
             .await?;
-        Ok(self
-            .take(records, Some(ends))
-            .into_iter()
-            .map(|r| r.row)
-            .collect())
+        Ok(self.take(records, Some(ends)))
     }
 
     /// Micro-batch: whether every partition has read up to its end (or ended). Once it has,
@@ -294,23 +239,6 @@ impl BrokerSource {
             }
         }
         read
-    }
-
-    /// The least per-partition watermark; a partition that has read nothing holds it back,
-    /// an ended one does not.
-    fn current_watermark(&self) -> i64 {
-        self.progress
-            .values()
-            .map(|p| {
-                if p.ended {
-                    i64::MAX
-                } else {
-                    p.max_ts
-                        .map_or(i64::MIN, |m| m.saturating_sub(self.out_of_orderness_ms + 1))
-                }
-            })
-            .min()
-            .unwrap_or(i64::MAX)
     }
 
     /// Kafka Streams model: resumes each partition of `committed` from its offset (the

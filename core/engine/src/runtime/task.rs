@@ -1,36 +1,43 @@
-//! One running subtask: its input (a broker source or an input gate), its chain of operators,
-//! its output (a result partition or the sink), and what it does at barriers and commits.
+//! One running subtask under the pipelined and micro-batch models: its input (a source or an
+//! input gate), its chain of operators, its output (a result partition and its sinks), and
+//! what it does at barriers and commits.
 //!
 //! A source subtask injects the barrier when the job manager triggers a checkpoint: between two
-//! polls, so its saved offsets are exactly the rows emitted before the barrier. A subtask with
-//! an input gate snapshots when the barrier has arrived on every channel. Aligned, it stops
+//! polls, so its saved position is exactly what it read before the barrier. A subtask with an
+//! input gate snapshots when the barrier has arrived on every channel. Aligned, it stops
 //! reading each channel whose barrier came until the others' arrive; that data waits in its
 //! buffers and holds back its producer's credit. Unaligned, it snapshots at the first barrier
-//! and saves, with the snapshot, the rows the other channels deliver before their barriers.
+//! and saves, with the snapshot, the records the other channels deliver before their barriers.
 //! The barrier then goes out on every output channel, in order with the data before it.
+//!
+//! After every input element the task drains what the chain staged: network writes wait for
+//! credit, and sink rows go to their writers. So a slow consumer holds the task's input back
+//! rather than letting memory grow.
 
+use super::chain::Chain;
 use super::config::{Alignment, ExecutionModel, JobConfig, RuntimeMutation};
-use super::element::{Element, Row};
 use super::exchange::{Delivery, Event, ExchangeConfig, InputGate, ResultPartition};
-use super::function::{Functions, RowFunction};
-use super::graph::{OperatorSpec, Partitioner, SinkMode};
 use super::metrics::{LatencyStats, TaskSample};
 use super::rpc::{TaskDeployment, ToJobManager};
-use super::running::KeyedRunning;
 use super::sink::{BrokerSink, SinkIdentity};
-use super::snapshot::{TaskId, TaskSnapshot};
-use super::source::{BrokerSource, Positions, lag_probe};
-use super::table::{TableSink, Tables};
+use super::snapshot::{InFlight, TaskId, TaskSnapshot};
+use super::source::{Positions, lag_probe};
+use super::table::{TableSink, TableStore, Tables};
 use super::throttle::{Slowdown, Throttle};
-use super::window::KeyedWindows;
-use bytes::Bytes;
+use crate::api::Job;
+use crate::element::{MAX_WATERMARK, is_record};
+use crate::graph::SinkTarget;
+use crate::operator::edge::Mark;
+use crate::operator::sink::SinkRow;
+use crate::port::{Merged, WatermarkMerger};
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use weir_client::{ClientConfig, ClientError, Cluster, partition_for_key};
+use weir_client::{ClientConfig, ClientError, Cluster};
 use weir_seams::clock::Clock;
 use weir_seams::net::Net;
 
@@ -40,7 +47,7 @@ const SAMPLE_MS: u64 = 100;
 const LAG_SAMPLE_MS: u64 = 1_000;
 /// How long a source keeps retrying a broker that fails before the task fails.
 const SOURCE_RETRY_MS: u64 = 10_000;
-/// Unaligned checkpoints: in-flight rows one snapshot may save, in bytes; past it the
+/// Unaligned checkpoints: in-flight records one snapshot may save, in bytes; past it the
 /// checkpoint is abandoned (the job manager's timeout ends it) rather than memory growing.
 const IN_FLIGHT_BYTES_MAX: usize = 16 * 1024 * 1024;
 
@@ -96,198 +103,204 @@ pub(crate) struct TaskLinks {
     pub clock: Clock,
     pub attempt: u64,
     pub config: Arc<JobConfig>,
+    pub job: Rc<Job>,
     pub commands: mpsc::Receiver<TaskCommand>,
     pub to_job_manager: mpsc::Sender<ToJobManager>,
     pub sample: Arc<Mutex<TaskSample>>,
     pub throttle: Throttle,
-    pub functions: Functions,
     pub tables: Tables,
 }
 
 pub(crate) type TaskResult = Result<(), String>;
 
+/// The broker cluster a subtask of `config` talks to, if the job has brokers (one that only
+/// reads collections and writes to memory needs none).
+pub(crate) fn cluster_for(config: &JobConfig, net: Net, id: TaskId) -> Option<Arc<Cluster>> {
+    if config.bootstrap.is_empty() {
+        return None;
+    }
+    let mut client = ClientConfig::new(config.bootstrap.clone(), net);
+    client.conn.client_id = format!("{}-{id}", config.topology.name);
+    client.conn.connect_timeout_ms = config.broker_connect_timeout_ms;
+    client.conn.request_timeout_ms = config.broker_request_timeout_ms;
+    Some(Cluster::new(client))
+}
+
+/// The cluster, for a task that needs one to reach `what`.
+fn need_cluster<'a>(cluster: &'a Option<Arc<Cluster>>, what: &str) -> Result<&'a Arc<Cluster>, String> {
+    cluster
+        .as_ref()
+        .ok_or_else(|| format!("{what} needs brokers, and the job has no bootstrap addresses"))
+}
+
+/// Checks that the job this task manager runs is the one the job manager deployed.
+pub(crate) fn check_job(job: &Job, config: &JobConfig) -> TaskResult {
+    if job.topology() != &config.topology {
+        return Err(format!(
+            "this task manager's job {:?} (fingerprint {:016x}) is not the job the job manager \
+             runs, {:?} (fingerprint {:016x}): both must run the same build of the job",
+            job.name(),
+            job.topology().fingerprint(),
+            config.topology.name,
+            config.topology.fingerprint()
+        ));
+    }
+    Ok(())
+}
+
 /// Runs a subtask until it fails or its commands close (it was cancelled).
 pub(crate) async fn run(deployment: TaskDeployment, mut links: TaskLinks) -> TaskResult {
     let config = Arc::clone(&links.config);
-    let graph = &config.graph;
+    check_job(&links.job, &config)?;
     let id = deployment.task;
-    let mut client = ClientConfig::new(config.bootstrap.clone(), links.net);
-    client.conn.client_id = format!("{}-{id}", graph.name);
-    client.conn.connect_timeout_ms = config.broker_connect_timeout_ms;
-    client.conn.request_timeout_ms = config.broker_request_timeout_ms;
-    let cluster = Cluster::new(client);
+    let cluster = cluster_for(&config, links.net, id);
     match config.model {
-        ExecutionModel::KafkaStreams { .. } => {
-            return super::streams::run(deployment, &mut links, cluster).await;
-        }
-        ExecutionModel::Storm { .. } => {
-            return super::storm::run(deployment, &mut links, cluster).await;
+        ExecutionModel::KafkaStreams { .. } | ExecutionModel::Storm { .. } => {
+            return Err("PORTING: model not yet on the new chain".into());
         }
         ExecutionModel::Pipelined | ExecutionModel::MicroBatch { .. } => {}
     }
     let restored = deployment.restore.as_ref();
-    let state_of =
-        |uid: &str| restored.and_then(|(c, s)| Some((*c, s.operators.get(uid)?.as_slice())));
-    if let Some((_, snap)) = restored {
-        for uid in snap.operators.keys() {
-            if !deployment
-                .stage
-                .vertices
-                .iter()
-                .any(|v| graph.vertices[*v].uid == *uid)
-            {
-                return Err(format!("restore: subtask {id} has no operator {uid:?}"));
-            }
-        }
-    }
-    let exchange = effective_exchange(&config);
-    let mut chain = Chain {
-        ops: Vec::new(),
-        sink: None,
-        output: None,
-        rows_out: 0,
-        write_latency: LatencyStats::default(),
-        clock: links.clock,
-        slowdown: None,
-    };
-    let function_of = |name: &str| {
-        links
-            .functions
-            .get(name)
-            .ok_or_else(|| format!("this task manager has no function {name:?}"))
-    };
-    // A topic writer: exactly-once ones commit `restore`'s transactions first.
-    let open_sink = async |uid: &str, topic: &str, mode: SinkMode| {
-        let identity = SinkIdentity {
-            job: graph.name.clone(),
-            uid: uid.to_string(),
-            subtask: id.subtask,
-        };
-        BrokerSink::open(
-            Arc::clone(&cluster),
-            identity,
-            (topic, mode == SinkMode::ExactlyOnce),
-            (links.clock, config.transaction_timeout_ms),
-            config.mutation,
-            state_of(uid).map(|(c, b)| (c, b, deployment.restore_savepoint)),
-        )
-        .await
-        .map(Writer::Topic)
-        .map_err(|e| format!("{uid}: {e}"))
-    };
-    let mut head = None;
-    for v in &deployment.stage.vertices {
-        let vertex = &graph.vertices[*v];
-        let uid = vertex.uid.clone();
-        match &vertex.op {
-            OperatorSpec::Source { .. } => {
-                let restored = state_of(&uid).map(|(_, b)| b);
-                let at = (id.subtask, vertex.parallelism);
-                let source = BrokerSource::of_operator(&cluster, &vertex.op, at, restored)
-                    .expect("a source operator")?;
-                let topic = source.topic().to_string();
-                head = Some((uid, source, topic));
-            }
-            OperatorSpec::Window { assigner } => {
-                let window = match state_of(&uid) {
-                    Some((_, bytes)) => KeyedWindows::restore(*assigner, bytes)
-                        .map_err(|e| format!("restore {uid}: {e}"))?,
-                    None => KeyedWindows::new(*assigner),
-                };
-                chain.ops.push(ChainOp::Window(uid, window));
-            }
-            OperatorSpec::Map { function } => {
-                chain.ops.push(ChainOp::Map(function_of(function)?));
-            }
-            OperatorSpec::RunningTotals => {
-                let running = match state_of(&uid) {
-                    Some((_, bytes)) => {
-                        KeyedRunning::restore(bytes).map_err(|e| format!("restore {uid}: {e}"))?
-                    }
-                    None => KeyedRunning::new(),
-                };
-                chain.ops.push(ChainOp::Running(uid, running));
-            }
-            OperatorSpec::SideOutput {
-                function,
+    let mutation = config.mutation.and_then(RuntimeMutation::operator);
+    let job = Rc::clone(&links.job);
+    let mut chain = Chain::build(
+        &job,
+        id.stage as usize,
+        id.subtask,
+        restored.map(|(_, s)| s),
+        (links.clock, mutation),
+    )?;
+    let mut writers = Vec::with_capacity(chain.sinks.len());
+    for sink in &chain.sinks {
+        let state = restored.and_then(|(c, s)| Some((*c, s.operators.get(&sink.uid)?.as_slice())));
+        let writer = match &sink.target {
+            SinkTarget::Topic {
                 topic,
-                mode,
+                exactly_once,
             } => {
-                let f = function_of(function)?;
-                let sink = open_sink(&uid, topic, *mode).await?;
-                chain.ops.push(ChainOp::Side(f, uid, sink));
+                let identity = SinkIdentity {
+                    job: config.topology.name.clone(),
+                    uid: sink.uid.clone(),
+                    subtask: id.subtask,
+                };
+                let sink = BrokerSink::open(
+                    Arc::clone(need_cluster(&cluster, &sink.uid)?),
+                    identity,
+                    (topic, *exactly_once),
+                    (links.clock, config.transaction_timeout_ms),
+                    config.mutation,
+                    state.map(|(c, b)| (c, b, deployment.restore_savepoint)),
+                )
+                .await
+                .map_err(|e| format!("{}: {e}", sink.uid))?;
+                Writer::Topic(sink)
             }
-            OperatorSpec::Upsert { function, table } => {
-                let f = function_of(function)?;
+            SinkTarget::Table { table } => {
                 let store = links
                     .tables
                     .get(table)
                     .ok_or_else(|| format!("this task manager has no table {table:?}"))?;
-                let writer = format!("{}-{uid}-{}", graph.name, id.subtask);
-                let restored = state_of(&uid);
-                let sink = TableSink::open(store, writer, config.mutation, restored)
-                    .await
-                    .map_err(|e| format!("{uid}: {e}"))?;
-                chain.ops.push(ChainOp::Side(f, uid, Writer::Table(sink)));
+                Writer::Table(table_writer(store, &config, &sink.uid, id, state).await?)
             }
-            OperatorSpec::Sink { topic, mode } => {
-                chain.sink = Some((uid.clone(), open_sink(&uid, topic, *mode).await?));
+            SinkTarget::Collect => {
+                let store: Arc<dyn TableStore> = sink
+                    .collector
+                    .clone()
+                    .expect("a collecting sink has its collection");
+                Writer::Table(table_writer(store, &config, &sink.uid, id, state).await?)
             }
-        }
+        };
+        writers.push(writer);
     }
+    let exchange = effective_exchange(&config);
+    let (_, subpartitions) = job.topology().output_offsets(&job.stages()[id.stage as usize]);
     let mut bound = 0;
-    if let (Some(port), Some(partitioner)) = (deployment.output_port, deployment.stage.output) {
-        let n = deployment.output_subpartitions as usize;
-        let partition =
-            ResultPartition::bind(links.net, &format!("0.0.0.0:{port}"), n, exchange.clone())
-                .await
-                .map_err(|e| format!("output partition: {e}"))?;
-        bound += n * config.exchange.buffers_per_subpartition_max;
-        chain.output = Some(Output {
-            partition,
-            partitioner,
-            next: 0,
-        });
-    }
+    let output = match deployment.output_port {
+        Some(port) if subpartitions > 0 => {
+            let n = subpartitions as usize;
+            let partition =
+                ResultPartition::bind(links.net, &format!("0.0.0.0:{port}"), n, exchange.clone())
+                    .await
+                    .map_err(|e| format!("output partition: {e}"))?;
+            bound += n * config.exchange.buffers_per_subpartition_max;
+            Some(partition)
+        }
+        _ => None,
+    };
+    let source = chain.source.take();
     let mut task = Task {
         id,
         links: &mut links,
         chain,
+        writers,
+        output,
         buffers_bound: bound,
         elements_in: 0,
+        write_latency: LatencyStats::default(),
         last_sample: None,
+        slowdown: None,
     };
-    match head {
-        Some((uid, source, topic)) => {
-            let positions: Positions = Arc::new(Mutex::new(source.positions()));
+    match source {
+        Some((uid, mut reader)) => {
+            let mut retry = BrokerRetry::default();
+            loop {
+                match reader.open(cluster.as_ref()).await {
+                    Ok(()) => break,
+                    Err(e) => retry.failed(e).await?,
+                }
+            }
+            let positions: Positions = Arc::new(Mutex::new(reader.positions()));
             // Dropping the set when the task ends stops the probe.
             let mut probe = JoinSet::new();
-            probe.spawn(lag_probe(
-                Arc::clone(&cluster),
-                topic,
-                Arc::clone(&positions),
-                Arc::clone(&task.links.sample),
-                LAG_SAMPLE_MS,
-            ));
-            task.run_source(uid, source, positions).await
+            if let Some(topic) = reader.topic() {
+                probe.spawn(lag_probe(
+                    Arc::clone(need_cluster(&cluster, &uid)?),
+                    topic.to_string(),
+                    Arc::clone(&positions),
+                    Arc::clone(&task.links.sample),
+                    LAG_SAMPLE_MS,
+                ));
+            }
+            let source = Source {
+                uid,
+                reader,
+                positions,
+            };
+            task.run_source(source).await
         }
         None => {
-            task.chain.slowdown = Some(Slowdown::new(task.links.throttle.clone()));
-            let gate = InputGate::connect(task.links.net, &deployment.inputs, exchange)
+            task.slowdown = Some(Slowdown::new(task.links.throttle.clone()));
+            let channels: Vec<_> = deployment.inputs.iter().map(|c| c.source.clone()).collect();
+            let gate = InputGate::connect(task.links.net, &channels, exchange)
                 .await
                 .map_err(|e| format!("input gate: {e}"))?;
-            task.buffers_bound += deployment.inputs.len() * config.exchange.exclusive_buffers
+            task.buffers_bound += channels.len() * config.exchange.exclusive_buffers
                 + config.exchange.floating_buffers;
+            let edges: Vec<u32> = deployment.inputs.iter().map(|c| c.edge).collect();
             let in_flight = restored
                 .map(|(_, s)| s.in_flight.clone())
                 .unwrap_or_default();
-            task.run_gate(gate, in_flight).await
+            task.run_gate(gate, &edges, in_flight).await
         }
     }
 }
 
+/// Opens the write-ahead writer of table (or collection) sink `uid` of subtask `id`.
+async fn table_writer(
+    store: Arc<dyn TableStore>,
+    config: &JobConfig,
+    uid: &str,
+    id: TaskId,
+    restored: Option<(u64, &[u8])>,
+) -> Result<TableSink, String> {
+    let writer = format!("{}-{uid}-{}", config.topology.name, id.subtask);
+    TableSink::open(store, writer, config.mutation, restored)
+        .await
+        .map_err(|e| format!("{uid}: {e}"))
+}
+
 /// The exchange settings a task uses: the job's, unless a mutant lifts the queue bound.
-fn effective_exchange(config: &JobConfig) -> ExchangeConfig {
+pub(crate) fn effective_exchange(config: &JobConfig) -> ExchangeConfig {
     let mut exchange = config.exchange.clone();
     if config.mutation == Some(RuntimeMutation::UnboundedBuffers) {
         exchange.buffers_per_subpartition_max = 1 << 20;
@@ -295,31 +308,15 @@ fn effective_exchange(config: &JobConfig) -> ExchangeConfig {
     exchange
 }
 
-struct Output {
-    partition: ResultPartition,
-    partitioner: Partitioner,
-    next: usize,
-}
-
-/// One operator of a chain after its head.
-enum ChainOp {
-    Map(Arc<dyn RowFunction>),
-    Window(String, KeyedWindows),
-    Running(String, KeyedRunning),
-    /// The function making the side output's (or upsert's) rows, the operator's uid, and its
-    /// writer.
-    Side(Arc<dyn RowFunction>, String, Writer),
-}
-
-/// Where a chain writes: a topic (side outputs and the sink) or a table (upserts). Both commit
+/// Where a sink writes: a topic or a table (collections are tables in memory). Both commit
 /// with the checkpoints.
-enum Writer {
+pub(crate) enum Writer {
     Topic(BrokerSink),
     Table(TableSink),
 }
 
 impl Writer {
-    async fn write(&mut self, row: Row) -> TaskResult {
+    pub(crate) async fn write(&mut self, row: SinkRow) -> TaskResult {
         match self {
             Writer::Topic(sink) => sink.write(row).await.map_err(|e| e.to_string()),
             Writer::Table(sink) => sink.write(row),
@@ -357,177 +354,139 @@ impl Writer {
     }
 }
 
-/// The operators after the head, and where their output goes.
-struct Chain {
-    ops: Vec<ChainOp>,
-    sink: Option<(String, Writer)>,
-    output: Option<Output>,
-    rows_out: u64,
-    write_latency: LatencyStats,
-    clock: Clock,
-    /// Only for tasks that read an exchange: a slowed task manager slows its downstream
-    /// operators, and its sources feel it through credit, as they would a slow operator.
-    slowdown: Option<Slowdown>,
-}
-
-impl Chain {
-    async fn row(&mut self, row: Row) -> TaskResult {
-        if let Some(slowdown) = &mut self.slowdown {
-            slowdown.row().await;
-        }
-        self.push(0, vec![row]).await
-    }
-
-    /// Runs `rows` through the operators from `from` on: a window keeps them, anything else
-    /// passes its output on, and what comes out of the last goes to the sink or the output.
-    async fn push(&mut self, from: usize, mut rows: Vec<Row>) -> TaskResult {
-        for op in &mut self.ops[from..] {
-            if rows.is_empty() {
-                return Ok(());
-            }
-            match op {
-                ChainOp::Map(f) => {
-                    let mut out = Vec::with_capacity(rows.len());
-                    for row in rows {
-                        f.apply(row, &mut out);
-                    }
-                    rows = out;
-                }
-                ChainOp::Window(_, window) => {
-                    for row in &rows {
-                        window.add(row);
-                    }
-                    return Ok(());
-                }
-                ChainOp::Running(_, running) => {
-                    for row in &rows {
-                        running.add(row);
-                    }
-                    return Ok(());
-                }
-                ChainOp::Side(f, _, sink) => {
-                    let mut side = Vec::new();
-                    for row in &rows {
-                        f.apply(row.clone(), &mut side);
-                    }
-                    for row in side {
-                        sink.write(row).await?;
-                    }
-                }
-            }
-        }
-        for row in rows {
-            self.emit(row).await?;
-        }
-        Ok(())
-    }
-
-    /// The state each stateful operator holds, and the rows it dropped as late.
-    fn state(&self) -> impl Iterator<Item = (u64, u64)> {
-        self.ops.iter().filter_map(|op| match op {
-            ChainOp::Window(_, w) => Some((w.state_bytes(), w.counters().late_dropped)),
-            ChainOp::Running(_, r) => Some((r.state_bytes(), r.counters().late_dropped)),
-            ChainOp::Map(_) | ChainOp::Side(..) => None,
-        })
-    }
-
-    /// The chain's writers: side outputs and upserts first, then the sink.
-    fn writers(&mut self) -> impl Iterator<Item = (&String, &mut Writer)> {
-        let sides = self.ops.iter_mut().filter_map(|op| match op {
-            ChainOp::Side(_, uid, sink) => Some((&*uid, sink)),
-            _ => None,
-        });
-        sides.chain(self.sink.as_mut().map(|(uid, sink)| (&*uid, sink)))
-    }
-
-    async fn watermark(&mut self, watermark: i64) -> TaskResult {
-        for i in 0..self.ops.len() {
-            let released = match &mut self.ops[i] {
-                ChainOp::Window(_, window) => window.advance(watermark),
-                ChainOp::Running(_, running) => running.advance(watermark),
-                ChainOp::Map(_) | ChainOp::Side(..) => continue,
-            };
-            self.push(i + 1, released).await?;
-        }
-        if let Some(out) = &mut self.output {
-            let bytes = Element::Watermark(watermark).encode();
-            for i in 0..out.partition.subpartitions() {
-                out.partition
-                    .send(i, bytes.clone())
-                    .await
-                    .map_err(|e| format!("output: {e}"))?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn emit(&mut self, row: Row) -> TaskResult {
-        self.rows_out += 1;
-        if let Some((_, sink)) = &mut self.sink {
-            let age = self.clock.now_ms().saturating_sub(row.ts);
-            self.write_latency.record(u64::try_from(age).unwrap_or(0));
-            return sink.write(row).await;
-        }
-        let out = self
-            .output
-            .as_mut()
-            .expect("a chain ends in a sink or an output");
-        let n = out.partition.subpartitions();
-        let i = match out.partitioner {
-            Partitioner::Hash => partition_for_key(&row.key, n as i32) as usize,
-            Partitioner::Rebalance => {
-                out.next = (out.next + 1) % n;
-                out.next
-            }
-        };
-        out.partition
-            .send(i, Element::Row(row).encode())
-            .await
-            .map_err(|e| format!("output: {e}"))
-    }
-
-    /// Snapshots the chain's operators (the sink pre-commits) and forwards the barrier.
-    async fn barrier(&mut self, checkpoint_id: u64) -> Result<BTreeMap<String, Vec<u8>>, String> {
-        let mut operators = BTreeMap::new();
-        for op in &self.ops {
-            match op {
-                ChainOp::Window(uid, w) => operators.insert(uid.clone(), w.snapshot()),
-                ChainOp::Running(uid, r) => operators.insert(uid.clone(), r.snapshot()),
-                ChainOp::Map(_) | ChainOp::Side(..) => None,
-            };
-        }
-        for (uid, sink) in self.writers() {
-            let bytes = sink.pre_commit(checkpoint_id).await?;
-            operators.insert(uid.clone(), bytes);
-        }
-        if let Some(out) = &self.output {
-            out.partition
-                .broadcast_event(Event::Barrier { checkpoint_id })
-                .map_err(|e| format!("output: {e}"))?;
-        }
-        Ok(operators)
-    }
+/// The source of a source subtask.
+struct Source {
+    uid: String,
+    reader: Box<dyn crate::operator::source::SourceReader>,
+    positions: Positions,
 }
 
 /// A barrier being aligned (or, unaligned, a snapshot waiting for the late barriers).
 struct Pending {
     checkpoint_id: u64,
     seen: Vec<bool>,
-    /// Unaligned: the snapshot taken at the first barrier, collecting in-flight rows.
+    /// Unaligned: the snapshot taken at the first barrier, collecting in-flight records.
     snapshot: Option<TaskSnapshot>,
     in_flight_bytes: usize,
+}
+
+/// How the channels of an input gate feed the head's inputs: each channel's input and its
+/// place among that input's channels, and a watermark merger per input.
+struct GateInputs {
+    channel_input: Vec<(usize, usize)>,
+    mergers: Vec<WatermarkMerger>,
+    /// Each input's merged watermark so far.
+    marks: Vec<i64>,
+}
+
+impl GateInputs {
+    fn new(chain: &Chain, edges: &[u32], mutation: bool) -> Self {
+        let inputs = chain.head_inputs as usize;
+        let mut counts = vec![0usize; inputs];
+        let channel_input = edges
+            .iter()
+            .map(|e| {
+                let input = chain.inputs[*e as usize].input as usize;
+                counts[input] += 1;
+                (input, counts[input] - 1)
+            })
+            .collect();
+        Self {
+            channel_input,
+            mergers: counts
+                .iter()
+                .map(|n| WatermarkMerger::new((*n).max(1), mutation))
+                .collect(),
+            marks: vec![i64::MIN; inputs],
+        }
+    }
+
+    /// Whether every input has reached the end of time.
+    fn ended(&self) -> bool {
+        self.marks.iter().all(|m| *m == MAX_WATERMARK)
+    }
 }
 
 struct Task<'a> {
     id: TaskId,
     links: &'a mut TaskLinks,
     chain: Chain,
+    writers: Vec<Writer>,
+    output: Option<ResultPartition>,
     buffers_bound: usize,
     elements_in: u64,
+    write_latency: LatencyStats,
     last_sample: Option<Instant>,
+    /// Only for tasks that read an exchange: a slowed task manager slows its downstream
+    /// operators, and its sources feel it through credit, as they would a slow operator.
+    slowdown: Option<Slowdown>,
 }
 
 impl Task<'_> {
+    /// Sends what the chain staged: network elements (waiting for credit) and sink rows.
+    async fn drain(&mut self) -> TaskResult {
+        self.chain.check()?;
+        let staged = std::mem::take(&mut *self.chain.staged.borrow_mut());
+        if let Some(out) = &mut self.output {
+            for (sub, bytes) in staged {
+                out.send(sub as usize, bytes)
+                    .await
+                    .map_err(|e| format!("output: {e}"))?;
+            }
+        } else {
+            assert!(staged.is_empty(), "a chain without outputs staged nothing");
+        }
+        let now = self.links.clock.now_ms();
+        for (sink, writer) in self.chain.sinks.iter().zip(self.writers.iter_mut()) {
+            let rows = std::mem::take(&mut *sink.rows.borrow_mut());
+            for row in rows {
+                self.write_latency
+                    .record(u64::try_from(now.saturating_sub(row.ts)).unwrap_or(0));
+                writer.write(row).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fires the processing-time timers that are due, and sends what they emitted.
+    async fn timers(&mut self) -> TaskResult {
+        let now = self.links.clock.now_ms();
+        if self
+            .chain
+            .next_processing_timer()
+            .is_some_and(|t| t <= now)
+        {
+            self.chain.on_processing_time(now);
+            self.drain().await?;
+        }
+        Ok(())
+    }
+
+    /// Snapshots the chain's operators (sinks pre-commit) and forwards the barrier, after
+    /// everything staged before it.
+    async fn barrier(&mut self, checkpoint_id: u64) -> Result<BTreeMap<String, Vec<u8>>, String> {
+        self.drain().await?;
+        let mut operators = self.chain.snapshot()?;
+        for (sink, writer) in self.chain.sinks.iter().zip(self.writers.iter_mut()) {
+            let bytes = writer.pre_commit(checkpoint_id).await?;
+            operators.insert(sink.uid.clone(), bytes);
+        }
+        if let Some(out) = &self.output {
+            out.broadcast_event(Event::Barrier { checkpoint_id })
+                .map_err(|e| format!("output: {e}"))?;
+        }
+        Ok(operators)
+    }
+
+    fn snapshot_of(&self, operators: BTreeMap<String, Vec<u8>>, input_ended: bool) -> TaskSnapshot {
+        TaskSnapshot {
+            operators,
+            in_flight: Vec::new(),
+            input_ended,
+            drops: self.chain.drops.snapshot(),
+        }
+    }
+
     async fn ack(&mut self, checkpoint_id: u64, snapshot: TaskSnapshot) -> TaskResult {
         let ack = ToJobManager::Ack {
             attempt: self.links.attempt,
@@ -543,12 +502,10 @@ impl Task<'_> {
     }
 
     async fn complete(&mut self, checkpoint_id: u64) -> TaskResult {
-        let mut writes = false;
-        for (_, sink) in self.chain.writers() {
-            sink.on_complete(checkpoint_id).await?;
-            writes = true;
+        for writer in &mut self.writers {
+            writer.on_complete(checkpoint_id).await?;
         }
-        if !writes {
+        if self.writers.is_empty() {
             return Ok(());
         }
         let done = ToJobManager::Committed {
@@ -578,14 +535,16 @@ impl Task<'_> {
             task: Some(self.id),
             attempt: self.links.attempt,
             elements_in: self.elements_in,
-            rows_out: self.chain.rows_out,
+            rows_out: self.chain.sent.get() + self.write_latency.count,
             buffers_bound: self.buffers_bound,
             watermark,
-            write_latency: self.chain.write_latency,
+            write_latency: self.write_latency,
+            state_bytes: self.chain.state_bytes(),
+            drops: self.chain.drops.snapshot().into(),
             ..TaskSample::default()
         };
-        if let Some(out) = &self.chain.output {
-            let m = out.partition.metrics();
+        if let Some(out) = &self.output {
+            let m = out.metrics();
             s.backpressured_ms = m.backpressured_ms;
             for sub in &m.subpartitions {
                 s.buffers_in_use += sub.buffers_queued;
@@ -597,39 +556,27 @@ impl Task<'_> {
             s.buffers_in_use += m.buffers_in_use;
             s.buffers_peak += m.buffers_in_use_peak;
         }
-        for (bytes, late) in self.chain.state() {
-            s.state_bytes += bytes;
-            s.late_dropped += late;
-        }
-        if let Some((_, sink)) = &self.chain.sink {
-            s.commit_latency = sink.latency();
+        for w in &self.writers {
+            s.commit_latency.merge(&w.latency());
         }
         let mut shared = self.links.sample.lock().unwrap_or_else(|e| e.into_inner());
         s.lag_records = shared.lag_records;
         *shared = s;
     }
 
-    async fn run_source(
-        &mut self,
-        uid: String,
-        mut source: BrokerSource,
-        positions: Positions,
-    ) -> TaskResult {
+    async fn run_source(&mut self, mut source: Source) -> TaskResult {
         if let ExecutionModel::MicroBatch {
             batch_offsets_max, ..
         } = self.links.config.model
         {
-            return self
-                .run_batches(uid, source, positions, batch_offsets_max)
-                .await;
+            return self.run_batches(source, batch_offsets_max).await;
         }
-        let mut watermark = i64::MIN;
         let mut retry = BrokerRetry::default();
         loop {
             loop {
                 match self.links.commands.try_recv() {
                     Ok(TaskCommand::Trigger(id)) => {
-                        self.source_checkpoint(&uid, &mut source, id).await?;
+                        self.source_checkpoint(&mut source, id).await?;
                     }
                     Ok(TaskCommand::Complete(id)) => self.complete(id).await?,
                     // Only the micro-batch model runs batches.
@@ -638,17 +585,22 @@ impl Task<'_> {
                     Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
                 }
             }
-            match source.poll().await {
-                Ok(polled) => {
+            self.timers().await?;
+            match source.reader.poll().await {
+                Ok(n) => {
                     retry.succeeded();
-                    self.push(polled.rows, polled.watermark).await?;
-                    if let Some(w) = polled.watermark {
-                        watermark = w;
-                    }
+                    self.elements_in += n as u64;
+                    self.drain().await?;
                 }
                 Err(e) => retry.failed(e).await?,
             }
-            *positions.lock().unwrap_or_else(|e| e.into_inner()) = source.positions();
+            *source.positions.lock().unwrap_or_else(|e| e.into_inner()) =
+                source.reader.positions();
+            let watermark = if source.reader.ended() {
+                MAX_WATERMARK
+            } else {
+                i64::MIN
+            };
             self.sample(watermark, None, false);
         }
     }
@@ -657,23 +609,15 @@ impl Task<'_> {
     /// its share of the batch ends, and once the job manager has logged the batch it reads up
     /// to there and ends the batch with the barrier. The watermark moves at the start of a
     /// batch, to what the batches before it read.
-    async fn run_batches(
-        &mut self,
-        uid: String,
-        mut source: BrokerSource,
-        positions: Positions,
-        batch_offsets_max: u64,
-    ) -> TaskResult {
-        let mut watermark = i64::MIN;
-        // The watermark as of the end of the last batch read, sent at the next one's start.
-        let mut held = source.advance_watermark();
+    async fn run_batches(&mut self, mut source: Source, batch_offsets_max: u64) -> TaskResult {
+        source.reader.hold_watermarks();
         let offsets_max = if self.links.config.mutation == Some(RuntimeMutation::BatchUnbounded) {
             u64::MAX
         } else {
             batch_offsets_max
         };
         loop {
-            self.sample(watermark, None, false);
+            self.sample(i64::MIN, None, false);
             let Some(command) = self.links.commands.recv().await else {
                 return Ok(());
             };
@@ -681,7 +625,7 @@ impl Task<'_> {
                 TaskCommand::Trigger(id) => {
                     let mut retry = BrokerRetry::default();
                     let ends = loop {
-                        match source.plan(offsets_max).await {
+                        match source.reader.plan(offsets_max).await {
                             Ok(ends) => break ends,
                             Err(e) => retry.failed(e).await?,
                         }
@@ -699,86 +643,121 @@ impl Task<'_> {
                         .map_err(|_| "the task manager is gone".to_string())?;
                 }
                 TaskCommand::RunBatch(id, ends) => {
-                    if let Some(w) = held.take() {
-                        self.chain.watermark(w).await?;
-                        watermark = w;
-                    }
-                    source.start_batch(&ends)?;
+                    source.reader.release_watermark();
+                    self.drain().await?;
+                    source.reader.start_batch(&ends)?;
                     let mut retry = BrokerRetry::default();
-                    while !source.batch_read(&ends) {
-                        match source.poll_batch(&ends).await {
-                            Ok(rows) => {
+                    while !source.reader.batch_read(&ends) {
+                        match source.reader.poll_batch(&ends).await {
+                            Ok(n) => {
                                 retry.succeeded();
-                                self.push(rows, None).await?;
+                                self.elements_in += n as u64;
+                                self.drain().await?;
                             }
                             Err(e) => retry.failed(e).await?,
                         }
-                        *positions.lock().unwrap_or_else(|e| e.into_inner()) = source.positions();
+                        *source.positions.lock().unwrap_or_else(|e| e.into_inner()) =
+                            source.reader.positions();
                     }
-                    held = source.advance_watermark();
-                    self.source_checkpoint(&uid, &mut source, id).await?;
+                    self.source_checkpoint(&mut source, id).await?;
                 }
                 TaskCommand::Complete(id) => self.complete(id).await?,
             }
         }
     }
 
-    async fn push(&mut self, rows: Vec<Row>, watermark: Option<i64>) -> TaskResult {
-        for row in rows {
-            self.elements_in += 1;
-            self.chain.row(row).await?;
-        }
-        if let Some(w) = watermark {
-            self.chain.watermark(w).await?;
-        }
-        Ok(())
-    }
-
-    /// A source's checkpoint: offsets, then the chain's snapshot and the barrier, with
+    /// A source's checkpoint: its position, then the chain's snapshot and the barrier, with
     /// nothing read in between.
-    async fn source_checkpoint(
-        &mut self,
-        uid: &str,
-        source: &mut BrokerSource,
-        checkpoint_id: u64,
-    ) -> TaskResult {
-        let offsets = if self.links.config.mutation == Some(RuntimeMutation::OffsetsAfterBarrier) {
+    async fn source_checkpoint(&mut self, source: &mut Source, checkpoint_id: u64) -> TaskResult {
+        let position = if self.links.config.mutation == Some(RuntimeMutation::OffsetsAfterBarrier)
+        {
             None
         } else {
-            Some(source.snapshot())
+            Some(source.reader.snapshot().map_err(|e| format!("{}: {e}", source.uid))?)
         };
-        let mut operators = self.chain.barrier(checkpoint_id).await?;
-        let offsets = match offsets {
-            Some(o) => o,
+        let mut operators = self.barrier(checkpoint_id).await?;
+        let position = match position {
+            Some(p) => p,
             None => {
-                // The defect: rows read after the barrier count as before it.
-                let polled = source.poll().await.map_err(|e| format!("source: {e}"))?;
-                self.push(polled.rows, polled.watermark).await?;
-                source.snapshot()
+                // The defect: records read after the barrier count as before it.
+                source
+                    .reader
+                    .poll()
+                    .await
+                    .map_err(|e| format!("source: {e}"))?;
+                self.drain().await?;
+                source.reader.snapshot().map_err(|e| format!("{}: {e}", source.uid))?
             }
         };
-        operators.insert(uid.to_string(), offsets);
-        let snapshot = TaskSnapshot {
-            operators,
-            in_flight: Vec::new(),
-            input_ended: source.ended(),
-        };
+        operators.insert(source.uid.clone(), position);
+        let snapshot = self.snapshot_of(operators, source.reader.ended());
         self.ack(checkpoint_id, snapshot).await
     }
 
-    async fn run_gate(&mut self, mut gate: InputGate, in_flight: Vec<Vec<u8>>) -> TaskResult {
-        let channels = gate.channels();
-        let mut marks = vec![i64::MIN; channels];
-        let mut watermark = i64::MIN;
-        for bytes in in_flight {
-            match Element::decode(Bytes::from(bytes)).map_err(|e| format!("restore: {e}"))? {
-                Element::Row(row) => self.chain.row(row).await?,
-                Element::Watermark(_) => return Err("restore: a watermark in flight".into()),
+    /// Takes one element from channel `channel` (of the head's input edge `edge`).
+    async fn deliver(
+        &mut self,
+        inputs: &mut GateInputs,
+        (channel, edge): (usize, u32),
+        bytes: bytes::Bytes,
+    ) -> TaskResult {
+        self.elements_in += 1;
+        let writer = &self.chain.inputs[edge as usize].writer;
+        let mark = writer
+            .deliver(bytes)
+            .map_err(|e| format!("input: {e}"))?;
+        let (input, at) = inputs.channel_input[channel];
+        let merged = match mark {
+            Mark::Record => {
+                if let Some(slowdown) = &mut self.slowdown {
+                    slowdown.row().await;
+                }
+                inputs.mergers[input].record(at)
             }
+            Mark::Watermark(w) => inputs.mergers[input].watermark(at, w),
+            Mark::Idle => inputs.mergers[input].idle(at),
+        };
+        match merged {
+            Merged::Watermark(w) if w > inputs.marks[input] => {
+                inputs.marks[input] = w;
+                writer.mark(Mark::Watermark(w));
+            }
+            Merged::Idle => writer.mark(Mark::Idle),
+            Merged::Watermark(_) | Merged::Nothing => {}
+        }
+        self.drain().await
+    }
+
+    async fn run_gate(
+        &mut self,
+        mut gate: InputGate,
+        edges: &[u32],
+        in_flight: Vec<InFlight>,
+    ) -> TaskResult {
+        let mutation = self.links.config.mutation == Some(RuntimeMutation::MaxWatermark);
+        let mut inputs = GateInputs::new(&self.chain, edges, mutation);
+        for f in in_flight {
+            let writer = self
+                .chain
+                .inputs
+                .get(f.edge as usize)
+                .ok_or_else(|| format!("restore: in-flight records of input edge {}", f.edge))?;
+            match writer.writer.deliver(bytes::Bytes::from(f.bytes)) {
+                Ok(Mark::Record) => {}
+                Ok(_) => return Err("restore: a watermark in flight".into()),
+                Err(e) => return Err(format!("restore: {e}")),
+            }
+            self.drain().await?;
         }
         let alignment = self.links.config.checkpoint.alignment;
         let mut pending: Option<Pending> = None;
         loop {
+            let watermark = inputs.marks.iter().copied().min().unwrap_or(i64::MIN);
+            let timer = self.chain.next_processing_timer();
+            let wait = timer.map(|t| {
+                let now = self.links.clock.now_ms();
+                Duration::from_millis(u64::try_from(t - now).unwrap_or(0))
+            });
             let delivery = tokio::select! {
                 biased;
                 command = self.links.commands.recv() => match command {
@@ -790,43 +769,38 @@ impl Task<'_> {
                     }
                     Some(TaskCommand::Trigger(_) | TaskCommand::RunBatch(..)) => continue,
                 },
+                () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {
+                    self.timers().await?;
+                    continue;
+                }
                 d = gate.next() => d.map_err(|e| format!("input: {e}"))?,
             };
             match delivery {
                 None => return Err("input ended: upstream subtasks finished".into()),
                 Some(Delivery::Record { channel, record }) => {
-                    self.elements_in += 1;
-                    let element =
-                        Element::decode(record.clone()).map_err(|e| format!("input: {e}"))?;
-                    match element {
-                        Element::Row(row) => {
-                            // Unaligned: a row that overtook its channel's barrier is in flight
-                            // for the pending snapshot, and is replayed if it is restored.
-                            if let Some(p) = &mut pending
-                                && let Some(snap) = &mut p.snapshot
-                                && !p.seen[channel]
-                            {
-                                p.in_flight_bytes += record.len();
-                                snap.in_flight.push(record.to_vec());
-                                if p.in_flight_bytes > IN_FLIGHT_BYTES_MAX {
-                                    tracing::warn!(
-                                        checkpoint = p.checkpoint_id,
-                                        "too much in flight; abandoning the checkpoint"
-                                    );
-                                    pending = None;
-                                }
-                            }
-                            self.chain.row(row).await?;
-                        }
-                        Element::Watermark(w) => {
-                            marks[channel] = marks[channel].max(w);
-                            let least = *marks.iter().min().expect("a gate has channels");
-                            if least > watermark {
-                                watermark = least;
-                                self.chain.watermark(least).await?;
-                            }
+                    // Unaligned: a record that overtook its channel's barrier is in flight for
+                    // the pending snapshot, and is replayed if it is restored. Watermarks are
+                    // not kept: the restored upstream sends them again.
+                    if let Some(p) = &mut pending
+                        && let Some(snap) = &mut p.snapshot
+                        && !p.seen[channel]
+                        && is_record(&record)
+                    {
+                        p.in_flight_bytes += record.len();
+                        snap.in_flight.push(InFlight {
+                            edge: edges[channel],
+                            bytes: record.to_vec(),
+                        });
+                        if p.in_flight_bytes > IN_FLIGHT_BYTES_MAX {
+                            tracing::warn!(
+                                checkpoint = p.checkpoint_id,
+                                "too much in flight; abandoning the checkpoint"
+                            );
+                            pending = None;
                         }
                     }
+                    self.deliver(&mut inputs, (channel, edges[channel]), record)
+                        .await?;
                 }
                 Some(Delivery::Event {
                     channel,
@@ -835,7 +809,7 @@ impl Task<'_> {
                     pending = self
                         .on_barrier(
                             &mut gate,
-                            (alignment, watermark),
+                            (alignment, inputs.ended()),
                             pending,
                             (channel, checkpoint_id),
                         )
@@ -853,12 +827,12 @@ impl Task<'_> {
     }
 
     /// Handles a barrier on `channel`; the snapshot records whether the task had taken in
-    /// all its input (its watermark at the end of time, nothing in flight), which is what lets
+    /// all its input (every input at the end of time, nothing in flight), which is what lets
     /// the job finish at this checkpoint.
     async fn on_barrier(
         &mut self,
         gate: &mut InputGate,
-        (alignment, watermark): (Alignment, i64),
+        (alignment, ended): (Alignment, bool),
         pending: Option<Pending>,
         (channel, checkpoint_id): (usize, u64),
     ) -> Result<Option<Pending>, String> {
@@ -871,11 +845,10 @@ impl Task<'_> {
                 gate.unblock_all();
                 let snapshot = match alignment {
                     Alignment::Aligned => None,
-                    Alignment::Unaligned => Some(TaskSnapshot {
-                        operators: self.chain.barrier(checkpoint_id).await?,
-                        in_flight: Vec::new(),
-                        input_ended: watermark == i64::MAX,
-                    }),
+                    Alignment::Unaligned => {
+                        let operators = self.barrier(checkpoint_id).await?;
+                        Some(self.snapshot_of(operators, ended))
+                    }
                 };
                 Pending {
                     checkpoint_id,
@@ -898,11 +871,10 @@ impl Task<'_> {
                 s.input_ended &= s.in_flight.is_empty();
                 s
             }
-            None => TaskSnapshot {
-                operators: self.chain.barrier(checkpoint_id).await?,
-                in_flight: Vec::new(),
-                input_ended: watermark == i64::MAX,
-            },
+            None => {
+                let operators = self.barrier(checkpoint_id).await?;
+                self.snapshot_of(operators, ended)
+            }
         };
         self.ack(checkpoint_id, snapshot).await?;
         Ok(None)

@@ -5,13 +5,13 @@
 //! `heartbeat_timeout_ms`) stops every subtask and registers again: the job manager restarts
 //! the job from its last checkpoint anyway, and subtasks left running would only be zombies.
 
-use super::function::Functions;
 use super::metrics::TaskSample;
 use super::rpc::{RpcError, ToJobManager, ToTaskManager, read_message, write_message};
 use super::snapshot::TaskId;
 use super::table::Tables;
 use super::task::{self, TaskCommand, TaskLinks};
 use super::throttle::Throttle;
+use crate::api::Job;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -53,8 +53,8 @@ pub struct TaskManagerConfig {
     pub control_frame_bytes_max: usize,
     /// Delay per row its subtasks process (a fault; zero unless injected).
     pub throttle: Throttle,
-    /// The user functions its subtasks can run.
-    pub functions: Functions,
+    /// The job's code: a task manager runs the subtasks of the job it was built with.
+    pub job: Rc<Job>,
     /// The tables its subtasks can upsert into.
     pub tables: Tables,
 }
@@ -101,7 +101,7 @@ async fn session(config: &TaskManagerConfig, hook: Option<&SampleHook>) -> Resul
     let mut set: JoinSet<()> = JoinSet::new();
     let (inbox_tx, mut inbox) = mpsc::channel::<Result<ToTaskManager, RpcError>>(COMMANDS_MAX);
     let limit = config.control_frame_bytes_max;
-    set.spawn(async move {
+    set.spawn_local(async move {
         loop {
             let message = read_message(&mut reader, limit).await;
             let failed = message.is_err();
@@ -143,11 +143,11 @@ async fn session(config: &TaskManagerConfig, hook: Option<&SampleHook>) -> Resul
                                 to_job_manager: outbox_tx.clone(),
                                 sample: Arc::clone(&sample),
                                 throttle: config.throttle.clone(),
-                                functions: config.functions.clone(),
+                                job: Rc::clone(&config.job),
                                 tables: config.tables.clone(),
                             };
                             let report = outbox_tx.clone();
-                            let abort = set.spawn(async move {
+                            let abort = set.spawn_local(async move {
                                 if let Err(reason) = task::run(deployment, links).await {
                                     tracing::warn!(task = %id, attempt, reason, "subtask failed");
                                     let _ = report.send(ToJobManager::Failed { attempt, task: id, reason }).await;

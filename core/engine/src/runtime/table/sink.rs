@@ -4,7 +4,7 @@
 
 use super::{TableRow, TableStore};
 use crate::runtime::config::RuntimeMutation;
-use crate::runtime::element::Row;
+use crate::operator::sink::SinkRow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -59,15 +59,15 @@ impl TableSink {
         Ok(sink)
     }
 
-    /// Stages a row (key and value as text).
-    pub fn write(&mut self, row: Row) -> Result<(), String> {
+    /// Stages a row (key and value as text; a row without a key has the empty key).
+    pub fn write(&mut self, row: SinkRow) -> Result<(), String> {
         if self.staged >= STAGED_ROWS_MAX {
             return Err(format!(
                 "table writer: {STAGED_ROWS_MAX} rows staged; checkpoints are not completing"
             ));
         }
         self.open.push(TableRow {
-            key: String::from_utf8_lossy(&row.key).into_owned(),
+            key: String::from_utf8_lossy(row.key.as_deref().unwrap_or_default()).into_owned(),
             value: String::from_utf8_lossy(&row.value).into_owned(),
             ts: row.ts,
         });

@@ -1,19 +1,25 @@
 //! The window operator: assigns records to windows per key, keeps their contents in keyed
 //! state, fires them by trigger, lets late records within the allowed lateness fire a window
-//! again, sends records beyond it to the late-data side output, and frees a window's state
-//! once the watermark passes its end plus the allowed lateness.
+//! again, sends records beyond it to the late-data side output (or counts them dropped as
+//! late), and frees a window's state once the watermark passes its end plus the allowed
+//! lateness.
 
 use super::{TimeWindow, Trigger, WindowAssigner, WindowLogic};
-use crate::stream::JobError;
-use crate::stream::element::{Element, MIN_WATERMARK, StreamRecord};
-use crate::stream::operator::StatefulOperator;
-use crate::stream::port::PortRef;
-use crate::stream::state::{
+use crate::element::{Element, MIN_WATERMARK, StreamRecord};
+use crate::operator::keyed::KeyFn;
+use crate::operator::{
+    AnyPort, Build, DropCounters, DropReason, Failure, OperatorFactory, OperatorMutation, Outputs,
+    StatefulOperator, port_of,
+};
+use crate::port::PortRef;
+use crate::state::{
     KeyedStore, MapStateDescriptor, StateError, StoreSnapshot, ValueStateDescriptor, decode, encode,
 };
-use crate::stream::timers::{TimeDomain, TimerService};
+use crate::tag::SidePorts;
+use crate::timers::{TimeDomain, TimerService};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::cell::RefCell;
 use std::rc::Rc;
 
 /// Per key: each session window and the window whose namespace holds its state.
@@ -21,21 +27,6 @@ const MERGING: MapStateDescriptor<TimeWindow, TimeWindow> =
     MapStateDescriptor::new("window-merging");
 /// Per window: records seen since the last firing of a count trigger.
 const COUNT: ValueStateDescriptor<u64> = ValueStateDescriptor::new("window-count");
-
-/// Counters a window operator keeps.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WindowMetrics {
-    /// Records added to windows.
-    pub records: u64,
-    /// Firings at the watermark or by count.
-    pub firings: u64,
-    /// Firings caused by a late record within the allowed lateness.
-    pub late_firings: u64,
-    /// Records beyond the allowed lateness sent to the late-data side output.
-    pub late_to_side_output: u64,
-    /// Records beyond the allowed lateness with no side output to go to.
-    pub late_dropped: u64,
-}
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Snapshot {
@@ -47,7 +38,7 @@ struct Snapshot {
 /// The window operator of one keyed stream.
 pub(crate) struct WindowOperator<K, T, L: WindowLogic<K, T>> {
     uid: String,
-    key_fn: Rc<dyn Fn(&T) -> K>,
+    key_fn: KeyFn<T, K>,
     assigner: WindowAssigner,
     trigger: Trigger,
     lateness: i64,
@@ -58,18 +49,34 @@ pub(crate) struct WindowOperator<K, T, L: WindowLogic<K, T>> {
     out: PortRef<L::Out>,
     late: Option<PortRef<T>>,
     off_by_one: bool,
-    metrics: WindowMetrics,
+    drops: DropCounters,
+    failure: Failure,
     fired: Vec<L::Out>,
 }
 
 /// Settings of a window operator.
 pub(crate) struct WindowSpec<K, T> {
-    pub uid: String,
-    pub key_fn: Rc<dyn Fn(&T) -> K>,
+    pub key_fn: KeyFn<T, K>,
     pub assigner: WindowAssigner,
     pub trigger: Trigger,
     pub lateness: i64,
-    pub off_by_one: bool,
+    /// The name of the late-data side output, if it has one.
+    pub late: Option<&'static str>,
+}
+
+impl<K, T> Clone for WindowSpec<K, T> {
+    fn clone(&self) -> Self {
+        Self {
+            key_fn: Rc::clone(&self.key_fn),
+            ..*self
+        }
+    }
+}
+
+/// Builds window operators.
+pub(crate) struct WindowFactory<K, T, L> {
+    pub spec: WindowSpec<K, T>,
+    pub logic: L,
 }
 
 impl<K, T, L> WindowOperator<K, T, L>
@@ -78,29 +85,32 @@ where
     T: Clone + 'static,
     L: WindowLogic<K, T>,
 {
-    pub fn new(
-        spec: WindowSpec<K, T>,
-        logic: L,
-        store: KeyedStore,
-        out: PortRef<L::Out>,
-        late: Option<PortRef<T>>,
-    ) -> Self {
+    fn new(b: &Build<'_>, spec: WindowSpec<K, T>, logic: L, sides: &SidePorts) -> Self {
         Self {
-            uid: spec.uid,
+            uid: b.uid.to_string(),
             key_fn: spec.key_fn,
             assigner: spec.assigner,
             trigger: spec.trigger,
             lateness: spec.lateness,
             logic,
-            store,
+            store: b.new_store(),
             timers: TimerService::default(),
             watermark: MIN_WATERMARK,
-            out,
-            late,
-            off_by_one: spec.off_by_one,
-            metrics: WindowMetrics::default(),
+            out: PortRef::new(),
+            late: spec.late.map(|name| sides.port_named(name)),
+            off_by_one: b.mutated(OperatorMutation::WindowOffByOne),
+            drops: b.drops.clone(),
+            failure: b.failure.clone(),
             fired: Vec::new(),
         }
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        let s: Snapshot = decode(bytes)?;
+        self.store.restore(s.store)?;
+        self.timers = s.timers;
+        self.watermark = s.watermark;
+        Ok(())
     }
 
     fn cleanup_time(&self, w: &TimeWindow) -> i64 {
@@ -120,10 +130,17 @@ where
     }
 
     /// Handles one element from upstream.
-    pub fn on_element(&mut self, el: Element<T>) -> Result<(), JobError> {
-        match el {
+    fn on_element(&mut self, el: Element<T>) {
+        let done = match el {
             Element::Record(r) => self.process(r),
             Element::Watermark(w) => self.advance(w),
+            Element::Idle => {
+                self.out.emit(Element::Idle);
+                Ok(())
+            }
+        };
+        if let Err(e) = done {
+            self.failure.set(format!("{}: {e}", self.uid));
         }
     }
 
@@ -177,10 +194,10 @@ where
         Ok(Some((merged, target)))
     }
 
-    fn process(&mut self, r: StreamRecord<T>) -> Result<(), JobError> {
-        let ts = r
-            .timestamp
-            .ok_or_else(|| JobError::MissingTimestamp(self.uid.clone()))?;
+    fn process(&mut self, r: StreamRecord<T>) -> Result<(), StateError> {
+        let ts = r.timestamp.ok_or_else(|| {
+            StateError::Codec("event-time windows need timestamps, and a record had none".into())
+        })?;
         let key = (self.key_fn)(&r.value);
         let key_bytes = encode(&key)?;
         self.store.set_key(key_bytes.clone());
@@ -198,7 +215,6 @@ where
                 (assigned, assigned)
             };
             skipped = false;
-            self.metrics.records += 1;
             let ns = encode(&window)?;
             let state_ns = if state_window == window {
                 ns.clone()
@@ -212,7 +228,6 @@ where
             match self.trigger {
                 Trigger::EventTime => {
                     if window.max_timestamp() <= self.watermark {
-                        self.metrics.late_firings += 1;
                         self.fire(&key, &window, &state_ns)?;
                     } else if set_timers {
                         self.timers.register(
@@ -228,7 +243,6 @@ where
                     let seen = count.get()?.unwrap_or(0) + 1;
                     if seen >= n {
                         count.clear()?;
-                        self.metrics.firings += 1;
                         self.fire(&key, &window, &state_ns)?;
                         self.logic.clear(&mut self.store, &state_ns)?;
                     } else {
@@ -246,20 +260,14 @@ where
         }
         if skipped && self.element_is_late(ts) {
             match &self.late {
-                Some(port) => {
-                    self.metrics.late_to_side_output += 1;
-                    port.record(r.value, Some(ts));
-                }
-                None => {
-                    self.metrics.late_dropped += 1;
-                    tracing::debug!(operator = %self.uid, ts, "late record dropped: no late-data side output");
-                }
+                Some(port) => port.record(r.value, Some(ts)),
+                None => self.drops.add(DropReason::Late),
             }
         }
         Ok(())
     }
 
-    fn advance(&mut self, wm: i64) -> Result<(), JobError> {
+    fn advance(&mut self, wm: i64) -> Result<(), StateError> {
         self.watermark = self.watermark.max(wm);
         while let Some((at, key_bytes, ns)) =
             self.timers.pop_due(TimeDomain::EventTime, self.watermark)
@@ -278,7 +286,6 @@ where
             let state_ns = encode(&state_window)?;
             if at == window.max_timestamp() && self.trigger == Trigger::EventTime {
                 let key: K = decode(&key_bytes)?;
-                self.metrics.firings += 1;
                 self.fire(&key, &window, &state_ns)?;
             }
             if at == self.cleanup_time(&window) {
@@ -311,27 +318,35 @@ where
         })
     }
 
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
-        let s: Snapshot = decode(bytes)?;
-        self.store.restore(s.store)?;
-        self.timers = s.timers;
-        self.watermark = s.watermark;
-        Ok(())
-    }
-
     fn next_processing_timer(&self) -> Option<i64> {
         None
     }
 
-    fn on_processing_time(&mut self, _now: i64) -> Result<(), JobError> {
-        Ok(())
-    }
+    fn on_processing_time(&mut self, _now: i64) {}
 
     fn state_bytes(&self) -> u64 {
         self.store.size_bytes()
     }
+}
 
-    fn window_metrics(&self) -> Option<WindowMetrics> {
-        Some(self.metrics)
+impl<K, T, L> OperatorFactory for WindowFactory<K, T, L>
+where
+    K: Clone + Serialize + DeserializeOwned + 'static,
+    T: Clone + 'static,
+    L: WindowLogic<K, T> + 'static,
+{
+    fn create(&self, b: &mut Build<'_>, inputs: Vec<AnyPort>) -> Result<Outputs, String> {
+        let sides = SidePorts::default();
+        let mut op = WindowOperator::new(b, self.spec.clone(), self.logic.clone(), &sides);
+        if let Some(bytes) = b.restored {
+            op.restore(bytes)
+                .map_err(|e| format!("restore {}: {e}", b.uid))?;
+        }
+        let main: AnyPort = Box::new(op.out.clone());
+        let op = Rc::new(RefCell::new(op));
+        let o = Rc::clone(&op);
+        port_of::<T>(&inputs[0]).subscribe(Box::new(move |el| o.borrow_mut().on_element(el)));
+        b.register(op);
+        Ok(Outputs { main, sides })
     }
 }

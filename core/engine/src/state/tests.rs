@@ -105,3 +105,15 @@ async fn ttl_expires_entries_and_reads_can_extend_them() {
     assert!(s.list(&list, b"").unwrap().get().unwrap().is_empty());
     assert_eq!(s.len(), 1, "expired entries are removed when read");
 }
+
+#[test]
+fn key_groups_map_to_contiguous_subtask_ranges() {
+    for parallelism in [1, 2, 3, 7, 128] {
+        let owners: Vec<u32> = (0..MAX_PARALLELISM)
+            .map(|g| subtask_of_key_group(g, parallelism))
+            .collect();
+        assert!(owners.windows(2).all(|w| w[0] <= w[1]), "ranges are contiguous");
+        assert_eq!(owners[0], 0);
+        assert_eq!(*owners.last().unwrap(), parallelism - 1, "every subtask owns some");
+    }
+}

@@ -1,6 +1,6 @@
 //! Side outputs: extra typed streams an operator can emit to, named by an [`OutputTag`].
 
-use super::port::PortRef;
+use crate::port::PortRef;
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -39,23 +39,24 @@ impl<T> OutputTag<T> {
 
 /// The side output ports of one operator, created on first use.
 #[derive(Clone, Default)]
-pub(crate) struct SidePorts(Rc<RefCell<BTreeMap<&'static str, Box<dyn Any>>>>);
+pub(crate) struct SidePorts(Rc<RefCell<BTreeMap<String, Box<dyn Any>>>>);
 
 impl SidePorts {
-    /// The port for `tag`. A tag name used with two different types is a bug in the job.
+    /// The port for `tag`.
     pub fn port<T: Clone + 'static>(&self, tag: &OutputTag<T>) -> PortRef<T> {
+        self.port_named(tag.name)
+    }
+
+    /// The port of the side output called `name`. A name used with two different types is a
+    /// bug in the job, which the API's typed tags rule out.
+    pub fn port_named<T: Clone + 'static>(&self, name: &str) -> PortRef<T> {
         let mut ports = self.0.borrow_mut();
         let entry = ports
-            .entry(tag.name)
+            .entry(name.to_string())
             .or_insert_with(|| Box::new(PortRef::<T>::new()));
         entry
             .downcast_ref::<PortRef<T>>()
-            .unwrap_or_else(|| {
-                panic!(
-                    "side output {:?} is used with two different types",
-                    tag.name
-                )
-            })
+            .unwrap_or_else(|| panic!("side output {name:?} is used with two different types"))
             .clone()
     }
 }

@@ -2,7 +2,7 @@
 //! element for a function that sees the whole window.
 
 use super::{TimeWindow, Windowed};
-use crate::stream::state::{
+use crate::state::{
     AggregateFunction, AggregatingStateDescriptor, KeyedStore, ListStateDescriptor,
     ReducingStateDescriptor, StateError,
 };
@@ -13,8 +13,8 @@ use std::rc::Rc;
 /// Name of the state holding window contents.
 const CONTENTS: &str = "window-contents";
 
-/// The contents of windows and the results they produce.
-pub(crate) trait WindowLogic<K, T> {
+/// The contents of windows and the results they produce. Each subtask runs its own clone.
+pub(crate) trait WindowLogic<K, T>: Clone {
     /// What a firing emits.
     type Out: Clone + 'static;
     /// Adds `value` to the window whose state lives in namespace `ns`; returns whether the
@@ -39,6 +39,14 @@ pub(crate) trait WindowLogic<K, T> {
 /// Keeps an accumulator per window.
 pub(crate) struct AggregateLogic<T, A: AggregateFunction<T>> {
     desc: AggregatingStateDescriptor<T, A::Acc, A::Out>,
+}
+
+impl<T, A: AggregateFunction<T>> Clone for AggregateLogic<T, A> {
+    fn clone(&self) -> Self {
+        Self {
+            desc: self.desc.clone(),
+        }
+    }
 }
 
 impl<T, A: AggregateFunction<T> + 'static> AggregateLogic<T, A> {
@@ -101,6 +109,15 @@ where
 pub(crate) struct ReduceLogic<T> {
     desc: ReducingStateDescriptor<T>,
     reduce: Rc<dyn Fn(T, T) -> T>,
+}
+
+impl<T> Clone for ReduceLogic<T> {
+    fn clone(&self) -> Self {
+        Self {
+            desc: self.desc.clone(),
+            reduce: Rc::clone(&self.reduce),
+        }
+    }
 }
 
 impl<T: 'static> ReduceLogic<T> {
@@ -171,6 +188,15 @@ pub(crate) struct ProcessLogic<T, F> {
     f: F,
 }
 
+impl<T, F: Clone> Clone for ProcessLogic<T, F> {
+    fn clone(&self) -> Self {
+        Self {
+            desc: self.desc.clone(),
+            f: self.f.clone(),
+        }
+    }
+}
+
 impl<T, F> ProcessLogic<T, F> {
     pub fn new(f: F) -> Self {
         Self {
@@ -184,7 +210,7 @@ impl<K, T, O, F> WindowLogic<K, T> for ProcessLogic<T, F>
 where
     T: Clone + Serialize + DeserializeOwned + 'static,
     O: Clone + 'static,
-    F: FnMut(&K, &TimeWindow, Vec<T>) -> Vec<O>,
+    F: FnMut(&K, &TimeWindow, Vec<T>) -> Vec<O> + Clone,
 {
     type Out = O;
 

@@ -4,8 +4,7 @@ mod logic;
 mod operator;
 
 pub(crate) use logic::{AggregateLogic, ProcessLogic, ReduceLogic, WindowLogic};
-pub use operator::WindowMetrics;
-pub(crate) use operator::{WindowOperator, WindowSpec};
+pub(crate) use operator::{WindowFactory, WindowSpec};
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -187,7 +186,7 @@ impl WindowAssigner {
 }
 
 /// When a window emits its result.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Trigger {
     /// When the watermark passes the window's end, and again for each late record within the
     /// allowed lateness. The default for time windows.
@@ -248,7 +247,7 @@ mod tests {
 }
 
 /// A window result: the key, the window and the value computed for it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Windowed<K, V> {
     /// The key.
     pub key: K,

@@ -67,6 +67,17 @@ pub fn key_group(key: &[u8]) -> u16 {
     (xxh3_64(key) % u64::from(MAX_PARALLELISM)) as u16
 }
 
+/// The subtask, of `parallelism`, that owns key group `group`: subtasks own contiguous ranges
+/// of key groups, so that a job rescaled from a savepoint can hand each subtask whole ranges.
+pub fn subtask_of_key_group(group: u16, parallelism: u32) -> u32 {
+    assert!(
+        (1..=u32::from(MAX_PARALLELISM)).contains(&parallelism),
+        "parallelism {parallelism} is outside 1..={MAX_PARALLELISM}"
+    );
+    assert!(group < MAX_PARALLELISM, "key group {group} out of range");
+    u32::from(group) * parallelism / u32::from(MAX_PARALLELISM)
+}
+
 /// The kinds of keyed state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum StateKind {

@@ -6,7 +6,7 @@
 //! are emitted after every record that advances them, so where a record falls relative to the
 //! watermark depends only on the order records are read in.
 
-use super::element::{MIN_WATERMARK, Timestamp};
+use crate::element::{MAX_WATERMARK, MIN_WATERMARK, Timestamp};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -94,9 +94,21 @@ struct Split {
     max_ts: Option<Timestamp>,
     last_record_ms: i64,
     idle: bool,
+    ended: bool,
 }
 
-/// The watermark state of one source.
+/// What a source says about time after a record or a check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SourceTime {
+    /// Its watermark.
+    Watermark(Timestamp),
+    /// Every split that has not ended is idle.
+    Idle,
+    /// Nothing: the strategy makes no watermarks.
+    Nothing,
+}
+
+/// The watermark state of one source subtask: a watermark per split (partition).
 #[derive(Debug)]
 pub(crate) struct SplitWatermarks {
     bound_ms: Option<i64>,
@@ -106,24 +118,24 @@ pub(crate) struct SplitWatermarks {
 }
 
 impl SplitWatermarks {
-    /// Tracks `splits`; with `take_max` (a deliberate defect) it combines them with max.
+    /// Tracks `splits`, each starting from the largest event time saved for it; with
+    /// `take_max` (a deliberate defect) it combines them with max.
     pub fn new<T>(
         strategy: &WatermarkStrategy<T>,
-        splits: &[u32],
+        splits: &[(u32, Option<Timestamp>)],
         now_ms: i64,
         take_max: bool,
     ) -> Self {
         let splits = splits
             .iter()
-            .map(|s| {
-                (
-                    *s,
-                    Split {
-                        max_ts: None,
-                        last_record_ms: now_ms,
-                        idle: false,
-                    },
-                )
+            .map(|(s, max_ts)| {
+                let split = Split {
+                    max_ts: *max_ts,
+                    last_record_ms: now_ms,
+                    idle: false,
+                    ended: false,
+                };
+                (*s, split)
             })
             .collect();
         Self {
@@ -140,11 +152,19 @@ impl SplitWatermarks {
             max_ts: None,
             last_record_ms: now_ms,
             idle: false,
+            ended: false,
         });
         s.last_record_ms = now_ms;
         s.idle = false;
         if let Some(ts) = ts {
             s.max_ts = Some(s.max_ts.map_or(ts, |m| m.max(ts)));
+        }
+    }
+
+    /// `split` has no more records: it no longer holds the watermark back.
+    pub fn end(&mut self, split: u32) {
+        if let Some(s) = self.splits.get_mut(&split) {
+            s.ended = true;
         }
     }
 
@@ -159,23 +179,31 @@ impl SplitWatermarks {
         }
     }
 
-    /// The source's watermark, or `None` when it has none to give (no watermarks, or every split
-    /// idle).
-    pub fn current(&self) -> Option<Timestamp> {
-        let bound = self.bound_ms?;
-        let active = self
-            .splits
-            .values()
-            .filter(|s| !s.idle)
-            .map(|s| match s.max_ts {
-                Some(m) => m.saturating_sub(bound).saturating_sub(1),
-                None => MIN_WATERMARK,
-            });
-        if self.take_max {
+    /// The largest event time seen on each split, for a snapshot.
+    pub fn max_timestamps(&self) -> BTreeMap<u32, Option<Timestamp>> {
+        self.splits.iter().map(|(k, s)| (*k, s.max_ts)).collect()
+    }
+
+    /// What the source says about time now: the least watermark over the splits that are
+    /// neither idle nor ended, the end of time once every split has ended, or idle.
+    pub fn current(&self) -> SourceTime {
+        let Some(bound) = self.bound_ms else {
+            return SourceTime::Nothing;
+        };
+        let live = self.splits.values().filter(|s| !s.ended);
+        if live.clone().next().is_none() {
+            return SourceTime::Watermark(MAX_WATERMARK);
+        }
+        let active = live.filter(|s| !s.idle).map(|s| match s.max_ts {
+            Some(m) => m.saturating_sub(bound).saturating_sub(1),
+            None => MIN_WATERMARK,
+        });
+        let combined = if self.take_max {
             active.max()
         } else {
             active.min()
-        }
+        };
+        combined.map_or(SourceTime::Idle, SourceTime::Watermark)
     }
 }
 
@@ -183,46 +211,74 @@ impl SplitWatermarks {
 mod tests {
     use super::*;
 
+    fn splits(n: u32) -> Vec<(u32, Option<Timestamp>)> {
+        (0..n).map(|s| (s, None)).collect()
+    }
+
     #[test]
     fn watermark_is_the_min_over_splits_minus_the_bound() {
         let s: WatermarkStrategy<()> =
             WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(5));
-        let mut w = SplitWatermarks::new(&s, &[0, 1], 0, false);
+        let mut w = SplitWatermarks::new(&s, &splits(2), 0, false);
         w.on_record(0, Some(100), 0);
-        assert_eq!(w.current(), Some(MIN_WATERMARK), "split 1 has seen nothing");
+        assert_eq!(
+            w.current(),
+            SourceTime::Watermark(MIN_WATERMARK),
+            "split 1 has seen nothing"
+        );
         w.on_record(1, Some(50), 0);
-        assert_eq!(w.current(), Some(44));
+        assert_eq!(w.current(), SourceTime::Watermark(44));
         w.on_record(1, Some(40), 0);
         assert_eq!(
             w.current(),
-            Some(44),
+            SourceTime::Watermark(44),
             "an older record does not move it back"
         );
         w.on_record(1, Some(200), 0);
-        assert_eq!(w.current(), Some(94));
-        let mut m = SplitWatermarks::new(&s, &[0, 1], 0, true);
+        assert_eq!(w.current(), SourceTime::Watermark(94));
+        w.end(0);
+        assert_eq!(w.current(), SourceTime::Watermark(194), "an ended split stops counting");
+        w.end(1);
+        assert_eq!(w.current(), SourceTime::Watermark(MAX_WATERMARK));
+        let mut m = SplitWatermarks::new(&s, &splits(2), 0, true);
         m.on_record(0, Some(100), 0);
         m.on_record(1, Some(50), 0);
-        assert_eq!(m.current(), Some(94), "the deliberate defect takes the max");
+        assert_eq!(
+            m.current(),
+            SourceTime::Watermark(94),
+            "the deliberate defect takes the max"
+        );
+        let restored = SplitWatermarks::new(&s, &[(0, Some(100)), (1, Some(50))], 0, false);
+        assert_eq!(restored.current(), SourceTime::Watermark(44));
+        assert_eq!(restored.max_timestamps()[&0], Some(100));
     }
 
     #[test]
     fn idle_splits_stop_holding_the_watermark_back() {
         let s: WatermarkStrategy<()> = WatermarkStrategy::for_monotonous_timestamps()
             .with_idleness(Duration::from_millis(100));
-        let mut w = SplitWatermarks::new(&s, &[0, 1], 0, false);
+        let mut w = SplitWatermarks::new(&s, &splits(2), 0, false);
         w.on_record(0, Some(10), 50);
         w.check_idle(99);
-        assert_eq!(w.current(), Some(MIN_WATERMARK));
+        assert_eq!(w.current(), SourceTime::Watermark(MIN_WATERMARK));
         w.check_idle(120);
-        assert_eq!(w.current(), Some(9), "split 1 went idle at 100 ms");
+        assert_eq!(
+            w.current(),
+            SourceTime::Watermark(9),
+            "split 1 went idle at 100 ms"
+        );
         w.on_record(1, Some(5), 130);
         assert_eq!(
             w.current(),
-            Some(4),
+            SourceTime::Watermark(4),
             "an idle split that speaks again counts again"
         );
         w.check_idle(1000);
-        assert_eq!(w.current(), None, "all idle");
+        assert_eq!(w.current(), SourceTime::Idle, "all idle");
+        let none: WatermarkStrategy<()> = WatermarkStrategy::no_watermarks();
+        assert_eq!(
+            SplitWatermarks::new(&none, &splits(1), 0, false).current(),
+            SourceTime::Nothing
+        );
     }
 }

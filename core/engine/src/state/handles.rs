@@ -128,6 +128,14 @@ macro_rules! descriptor {
             _t: PhantomData<fn() -> ($($t,)*)>,
         }
 
+        impl<$($t),*> Clone for $name<$($t),*> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+
+        impl<$($t),*> Copy for $name<$($t),*> {}
+
         impl<$($t),*> $name<$($t),*> {
             /// A state called `name` (unique within its operator).
             pub const fn new(name: &'static str) -> Self {
@@ -360,6 +368,16 @@ pub struct ReducingStateDescriptor<T> {
     reduce: Rc<dyn Fn(T, T) -> T>,
 }
 
+impl<T> Clone for ReducingStateDescriptor<T> {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name,
+            ttl: self.ttl,
+            reduce: Rc::clone(&self.reduce),
+        }
+    }
+}
+
 impl<T> ReducingStateDescriptor<T> {
     /// A state called `name` that combines values with `reduce`.
     pub fn new(name: &'static str, reduce: impl Fn(T, T) -> T + 'static) -> Self {
@@ -444,6 +462,16 @@ pub struct AggregatingStateDescriptor<I, A, O> {
     name: &'static str,
     ttl: Option<StateTtlConfig>,
     agg: Rc<dyn AggregateFunction<I, Acc = A, Out = O>>,
+}
+
+impl<I, A, O> Clone for AggregatingStateDescriptor<I, A, O> {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name,
+            ttl: self.ttl,
+            agg: Rc::clone(&self.agg),
+        }
+    }
 }
 
 impl<I, A, O> AggregatingStateDescriptor<I, A, O> {
