@@ -15,9 +15,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use weir_engine::stream::state::CountSum;
-use weir_engine::stream::window::{WindowAssigner, Windowed};
-use weir_engine::stream::{DataStream, OutputTag};
+use weir_engine::state::CountSum;
+use weir_engine::{DataStream, OutputTag, WindowAssigner, Windowed};
 
 /// One event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,13 +68,13 @@ pub const LATE: OutputTag<Event> = OutputTag::new("late-events");
 pub fn job(events: &DataStream<Event>, t: Timing) -> (DataStream<WindowResult>, DataStream<Event>) {
     let windows = events
         .key_by(|e: &Event| e.key)
-        .uid("late-data-windows")
         .window(WindowAssigner::tumbling(Duration::from_millis(
             t.window_ms as u64,
         )))
         .allowed_lateness(Duration::from_millis(t.lateness_ms as u64))
         .side_output_late_data(&LATE)
-        .aggregate(CountSum::new(|e: &Event| e.amount));
+        .aggregate(CountSum::new(|e: &Event| e.amount))
+        .uid("late-data-windows");
     let late = windows.side_output(&LATE);
     (windows, late)
 }

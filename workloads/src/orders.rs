@@ -12,7 +12,8 @@ use crate::generator::{
 };
 use crate::keys::KeyDist;
 use rand::Rng;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use std::collections::VecDeque;
 use weir_seams::rng::{self, WeirRng};
 
@@ -173,19 +174,107 @@ impl Iterator for Orders {
     }
 }
 
+/// An order event as the jobs read it, from Weir's generated events or from the seed's
+/// producer (whose `order_id` is text such as `"ORD-12345"`, whose `timestamp` is
+/// `time.time()`, in float seconds, and whose events carry no `event_type`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderEvent {
+    /// `order_created`, `order_updated` or `order_cancelled`; an event without one is a
+    /// creation.
+    pub event_type: String,
+    /// The order's id as text (Weir writes integers).
+    pub order_id: String,
+    /// The customer.
+    pub customer_id: String,
+    /// `total_amount` in whole cents.
+    pub total_cents: i64,
+    /// `timestamp` in milliseconds since the epoch: integer milliseconds, float seconds or
+    /// ISO-8601 text (UTC when it names no offset).
+    pub timestamp_ms: i64,
+    /// The event's JSON object as written.
+    pub json: String,
+}
+
+impl OrderEvent {
+    /// Whether this event creates its order.
+    pub fn is_creation(&self) -> bool {
+        self.event_type == "order_created"
+    }
+}
+
+/// An amount in whole cents; amounts have at most two decimals.
+pub fn to_cents(amount: f64) -> i64 {
+    (amount * 100.0).round() as i64
+}
+
+/// `timestamp` of `o` in milliseconds.
+fn timestamp_ms(o: &serde_json::Map<String, Value>) -> Result<i64, Invalid> {
+    const NAME: &str = "timestamp";
+    let v = field(o, NAME)?;
+    let ms = if let Some(n) = v.as_i64() {
+        n
+    } else if let Some(seconds) = v.as_f64() {
+        (seconds * 1_000.0).round() as i64
+    } else if let Some(text) = v.as_str() {
+        iso_8601_ms(text).ok_or(Invalid::Unparseable(NAME))?
+    } else {
+        return Err(Invalid::Unparseable(NAME));
+    };
+    if ms < 0 {
+        return Err(Invalid::Negative(NAME));
+    }
+    Ok(ms)
+}
+
+/// Milliseconds since the epoch of ISO-8601 `text`, with an offset or (taken as UTC) without.
+fn iso_8601_ms(text: &str) -> Option<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(t.timestamp_millis());
+    }
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())
+        .map(|t| t.and_utc().timestamp_millis())
+}
+
+/// Reads an order event as a validating job would, naming the first defect found.
+pub fn parse_event(value: &[u8]) -> Result<OrderEvent, Invalid> {
+    let o = parse(value)?;
+    let event_type = match o.get("event_type") {
+        Some(_) => {
+            one_of(&o, "event_type", &EVENT_TYPES)?;
+            str_field(&o, "event_type")?.to_string()
+        }
+        None => EVENT_TYPES[0].to_string(),
+    };
+    let order_id = match field(&o, "order_id")? {
+        Value::String(s) if !s.is_empty() => s.clone(),
+        _ => count_field(&o, "order_id")?.to_string(),
+    };
+    let customer_id = str_field(&o, "customer_id")?.to_string();
+    let total_cents = to_cents(amount_field(&o, "total_amount")?);
+    if o.contains_key("items") {
+        field(&o, "items")?
+            .as_array()
+            .ok_or(Invalid::Unparseable("items"))?;
+    }
+    if o.contains_key("status") {
+        one_of(&o, "status", &STATUSES)?;
+    }
+    let timestamp_ms = timestamp_ms(&o)?;
+    Ok(OrderEvent {
+        event_type,
+        order_id,
+        customer_id,
+        total_cents,
+        timestamp_ms,
+        json: String::from_utf8_lossy(value).into_owned(),
+    })
+}
+
 /// Checks an order event as a validating job would, naming the first defect found.
 pub fn validate(value: &[u8]) -> Result<(), Invalid> {
-    let o = parse(value)?;
-    one_of(&o, "event_type", &EVENT_TYPES)?;
-    count_field(&o, "order_id")?;
-    str_field(&o, "customer_id")?;
-    amount_field(&o, "total_amount")?;
-    field(&o, "items")?
-        .as_array()
-        .ok_or(Invalid::Unparseable("items"))?;
-    one_of(&o, "status", &STATUSES)?;
-    count_field(&o, "timestamp")?;
-    Ok(())
+    parse_event(value).map(drop)
 }
 
 #[cfg(test)]
@@ -234,6 +323,28 @@ mod tests {
         assert!(changes > N / 4, "{changes} changes");
         let share = above_100 as f64 / created as f64;
         assert!((0.25..0.75).contains(&share), "{share} above 100.0");
+    }
+
+    #[test]
+    fn the_seeds_producer_format_reads_as_weirs() {
+        let seed = br#"{"order_id": "ORD-12345", "customer_id": "CUST-7", "total_amount": 120.5,
+            "items": [], "status": "created", "timestamp": 1700000000.25}"#;
+        let e = parse_event(seed).unwrap();
+        assert_eq!(e.order_id, "ORD-12345");
+        assert!(e.is_creation());
+        assert_eq!((e.total_cents, e.timestamp_ms), (12_050, 1_700_000_000_250));
+        for (text, ms) in [
+            ("2023-11-14T22:13:20Z", 1_700_000_000_000),
+            ("2023-11-14T23:13:20.5+01:00", 1_700_000_000_500),
+            ("2023-11-14 22:13:20", 1_700_000_000_000),
+        ] {
+            let v = format!(r#"{{"order_id": 1, "customer_id": "c", "total_amount": 1, "timestamp": "{text}"}}"#);
+            assert_eq!(parse_event(v.as_bytes()).unwrap().timestamp_ms, ms, "{text}");
+        }
+        let bad = br#"{"order_id": 1, "customer_id": "c", "total_amount": 1, "timestamp": "n/a"}"#;
+        assert_eq!(validate(bad), Err(Invalid::Unparseable("timestamp")));
+        let typed = br#"{"event_type": "order_paid", "order_id": 1, "customer_id": "c", "total_amount": 1, "timestamp": 1}"#;
+        assert_eq!(validate(typed), Err(Invalid::Unknown("event_type")));
     }
 
     #[test]

@@ -3,10 +3,7 @@
 
 use proptest::prelude::*;
 use rand::SeedableRng;
-use weir_engine::stream::mutation::Mutation;
-use weir_engine::stream::source::{BoundedSource, SourceRecord};
-use weir_engine::stream::watermark::WatermarkStrategy;
-use weir_engine::stream::{EnvConfig, StreamEnv};
+use weir_engine::{CollectSink, OperatorMutation, StreamEnv, WatermarkStrategy};
 use weir_seams::clock::Clock;
 use weir_workloads::late_data::{
     Event, Kind, Timing, check_design, compare, generate, job, oracle,
@@ -18,42 +15,41 @@ const TIMING: Timing = Timing {
     lateness_ms: 5_000,
 };
 
-/// Runs the job on `reads` (split, event) in order, one record per poll.
+/// Runs the job in local mode on `reads` (split, event), read in order.
 fn run(
     t: Timing,
     splits: &[u32],
     reads: &[(u32, Event)],
-    mutation: Option<Mutation>,
+    mutation: Option<OperatorMutation>,
 ) -> Vec<String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let env = StreamEnv::new(EnvConfig {
-            clock: Clock::starting_at(0),
-            mutation,
-        });
-        let records = reads
-            .iter()
-            .map(|(s, e)| SourceRecord {
-                split: *s,
-                value: e.clone(),
-                timestamp: None,
-            })
-            .collect();
+        let env = StreamEnv::new("late-data");
         let strategy = WatermarkStrategy::for_bounded_out_of_orderness(
             std::time::Duration::from_millis(t.bound_ms as u64),
         )
         .with_timestamp_assigner(|e: &Event, _| e.ts);
-        let events = env.from_source(
-            BoundedSource::from_records(records, splits.to_vec()).with_batch(1),
-            strategy,
-        );
-        let (windows, late) = job(&events, t);
-        let (windows, late) = (windows.collect(), late.collect());
-        env.execute().await.unwrap();
-        compare(&oracle(t, splits, reads), &windows.values(), &late.values())
+        let events = env.from_splits(splits, reads.to_vec(), strategy);
+        let (results, late) = job(&events, t);
+        let (sink, windows) = CollectSink::new();
+        results.sink_to(sink);
+        let (sink, late_events) = CollectSink::new();
+        late.sink_to(sink);
+        let built = env.build().unwrap();
+        built
+            .local(Clock::starting_at(0), mutation)
+            .unwrap()
+            .run()
+            .await
+            .unwrap();
+        compare(
+            &oracle(t, splits, reads),
+            &windows.values(),
+            &late_events.values(),
+        )
     })
 }
 
@@ -64,7 +60,6 @@ fn designed(seed: u64, n: usize) -> Vec<(u32, Event)> {
         .map(|e| (0, e))
         .collect()
 }
-
 #[test]
 fn designed_inputs_match_the_oracle_and_their_design() {
     for seed in 0..20 {
@@ -87,7 +82,7 @@ fn designed_inputs_match_the_oracle_and_their_design() {
 #[test]
 fn an_off_by_one_window_is_caught() {
     let reads = designed(3, 600);
-    let diffs = run(TIMING, &[0], &reads, Some(Mutation::WindowOffByOne));
+    let diffs = run(TIMING, &[0], &reads, Some(OperatorMutation::WindowOffByOne));
     assert!(
         !diffs.is_empty(),
         "records on window boundaries land in the wrong window"
@@ -110,7 +105,7 @@ fn a_max_instead_of_min_watermark_is_caught() {
         reads.push((1, mk(i as u64 * 2 + 1, 1_000_000 + i * 100)));
     }
     assert_eq!(run(TIMING, &[0, 1], &reads, None), Vec::<String>::new());
-    assert!(!run(TIMING, &[0, 1], &reads, Some(Mutation::MaxWatermark)).is_empty());
+    assert!(!run(TIMING, &[0, 1], &reads, Some(OperatorMutation::MaxWatermark)).is_empty());
 }
 
 #[test]

@@ -31,8 +31,8 @@ pub mod window;
 
 pub use api::{
     CollectSink, Collected, ConnectedStreams, DataStream, DeliveryGuarantee, IntervalJoin, Job,
-    JoinedStreams, KafkaSink, KafkaSource, KeyedConnectedStreams, KeyedStream, StreamEnv,
-    TableSink, WindowedStream,
+    JoinedStreams, KafkaRecord, KafkaSink, KafkaSource, KeyedConnectedStreams, KeyedStream,
+    SinkHandle, StreamEnv, TableSink, WindowedStream,
 };
 pub use element::{Data, StreamRecord, Timestamp};
 pub use function::{

@@ -24,11 +24,8 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use weir_client::{ConsumerConfig, Producer, Record};
-use weir_engine::stream::mutation::Mutation;
-use weir_engine::stream::source::{BoxFuture, BrokerTopicSource, Source, SourceError, SourcePoll};
-use weir_engine::stream::watermark::WatermarkStrategy;
-use weir_engine::stream::{EnvConfig, StreamEnv};
+use weir_client::{Producer, Record};
+use weir_engine::{CollectSink, KafkaSource, OperatorMutation, StreamEnv, WatermarkStrategy};
 use weir_seams::clock::Clock;
 use weir_seams::rng;
 use weir_workloads::late_data::{
@@ -56,14 +53,15 @@ const FAULT_MS: u64 = 20_000;
 /// After the heal the job must have finished within this bound.
 const FINISH_BOUND_MS: u64 = 30_000;
 
+/// The value that ends the input, written once every send has settled.
+const END_MARKER: &str = "END";
+
 #[derive(Default)]
 struct Shared {
     /// Acknowledged events: offset -> id.
     acked: BTreeMap<i64, u64>,
-    /// Where the producer's input ends, once every send has settled.
-    stop: Option<BTreeMap<i32, i64>>,
-    /// What the job's source read, in order: (offset, event).
-    reads: Vec<(i64, Event)>,
+    /// What the job read, in order.
+    reads: Vec<Event>,
     results: Vec<WindowResult>,
     late: Vec<Event>,
     job: Option<Result<(), String>>,
@@ -128,56 +126,32 @@ async fn producer(rec: Rec, shared: Rc<RefCell<Shared>>, seed: u64) -> turmoil::
         }
         sleep_ms(gaps.random_range(10..=25)).await;
     }
-    producer.close().await;
     for d in deliveries {
         d.await?;
     }
-    let end = shared
-        .borrow()
-        .acked
-        .keys()
-        .next_back()
-        .map_or(0, |o| o + 1);
-    note(&rec, name, format!("input ends at offset {end}"));
-    shared.borrow_mut().stop = Some(BTreeMap::from([(0, end)]));
-    Ok(())
-}
-
-/// The broker source, told where the input ends once the producer knows.
-struct UntilEnd {
-    inner: BrokerTopicSource<Event>,
-    shared: Rc<RefCell<Shared>>,
-    told: bool,
-}
-
-impl Source<Event> for UntilEnd {
-    fn splits(&self) -> Vec<u32> {
-        self.inner.splits()
-    }
-
-    fn poll(&mut self) -> BoxFuture<'_, Result<SourcePoll<Event>, SourceError>> {
-        if !self.told
-            && let Some(stop) = self.shared.borrow().stop.clone()
-        {
-            self.inner.set_stop_at(stop);
-            self.told = true;
+    loop {
+        let marker = Record {
+            partition: Some(0),
+            ..Record::new(TOPIC, None::<Bytes>, Bytes::from_static(END_MARKER.as_bytes()))
+        };
+        let acked = match producer.send(marker).await {
+            Ok(d) => d.wait().await.is_ok(),
+            Err(_) => false,
+        };
+        if acked {
+            break;
         }
-        self.inner.poll()
+        sleep_ms(RETRY_MS).await;
     }
-
-    fn position(&self) -> Vec<u8> {
-        self.inner.position()
-    }
-
-    fn restore_position(&mut self, bytes: &[u8]) -> Result<(), SourceError> {
-        self.inner.restore_position(bytes)
-    }
+    producer.close().await;
+    note(&rec, name, "input ended".into());
+    Ok(())
 }
 
 async fn stream_job(
     rec: Rec,
     shared: Rc<RefCell<Shared>>,
-    mutation: Option<Mutation>,
+    mutation: Option<OperatorMutation>,
 ) -> turmoil::Result {
     let name = "job";
     let cluster = weir_client::Cluster::new(client_config(name, &broker_names(1)));
@@ -186,64 +160,48 @@ async fn stream_job(
         shared.borrow_mut().job = Some(Err("the input topic never appeared".into()));
         return Ok(());
     }
-    let clock = Clock::starting_at(EPOCH_MS + now_ms() as i64);
-    let env = StreamEnv::new(EnvConfig { clock, mutation });
-    let (reads, r) = (Rc::clone(&shared), Rc::clone(&rec));
-    let source = BrokerTopicSource::new(
-        cluster,
-        TOPIC,
-        &[(0, 0)],
-        ConsumerConfig {
-            fetch_max_wait_ms: 200,
-            ..ConsumerConfig::default()
-        },
-        Box::new(|r| {
-            r.value
-                .as_ref()
-                .and_then(|v| serde_json::from_slice::<Event>(v).ok())
-        }),
-    )
-    .with_observer(move |cr| {
-        if let Some(e) = cr
-            .value
-            .as_ref()
-            .and_then(|v| serde_json::from_slice::<Event>(v).ok())
-        {
-            note(
-                &r,
-                "job",
-                format!("read @{} id {} key {} ts {}", cr.offset, e.id, e.key, e.ts),
-            );
-            reads.borrow_mut().reads.push((cr.offset, e));
-        }
-    });
+    let env = StreamEnv::new("late-data");
     let strategy = WatermarkStrategy::for_bounded_out_of_orderness(
         std::time::Duration::from_millis(TIMING.bound_ms as u64),
     )
     .with_timestamp_assigner(|e: &Event, _| e.ts);
-    let events = env.from_source(
-        UntilEnd {
-            inner: source,
-            shared: Rc::clone(&shared),
-            told: false,
-        },
-        strategy,
-    );
+    let (reads, r) = (Rc::clone(&shared), Rc::clone(&rec));
+    let events = env
+        .from_source(
+            KafkaSource::json(TOPIC).bounded_by_marker(END_MARKER),
+            strategy,
+        )
+        .process(move |e: Event, ctx| {
+            note(&r, "job", format!("read id {} key {} ts {}", e.id, e.key, e.ts));
+            reads.borrow_mut().reads.push(e.clone());
+            ctx.emit(e);
+        });
     let (windows, late) = job(&events, TIMING);
-    let (windows, late) = (windows.collect(), late.collect());
-    let outcome = loop {
-        if now_ms() >= deadline {
-            break Err(format!(
-                "the job had not finished {FINISH_BOUND_MS} ms after the heal"
-            ));
-        }
-        match env.step().await {
-            Ok(true) => break env.finish().await.map(|_| ()).map_err(|e| e.to_string()),
-            Ok(false) => {}
-            Err(e) => break Err(e.to_string()),
-        }
+    let (sink, window_results) = CollectSink::new();
+    windows.sink_to(sink);
+    let (sink, late_events) = CollectSink::new();
+    late.sink_to(sink);
+    let clock = Clock::starting_at(EPOCH_MS + now_ms() as i64);
+    let outcome = match env
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|built| built.local_on(Some(cluster), clock, mutation))
+    {
+        Err(e) => Err(e),
+        Ok(mut run) => loop {
+            if now_ms() >= deadline {
+                break Err(format!(
+                    "the job had not finished {FINISH_BOUND_MS} ms after the heal"
+                ));
+            }
+            match run.step().await {
+                Ok(true) => break Ok(()),
+                Ok(false) => {}
+                Err(e) => break Err(e),
+            }
+        },
     };
-    for w in windows.values() {
+    for w in window_results.values() {
         note(
             &rec,
             name,
@@ -253,38 +211,38 @@ async fn stream_job(
             ),
         );
     }
-    for e in late.values() {
+    for e in late_events.values() {
         note(&rec, name, format!("late id {}", e.id));
     }
     let mut s = shared.borrow_mut();
-    s.results = windows.values();
-    s.late = late.values();
+    s.results = window_results.values();
+    s.late = late_events.values();
     s.job = Some(outcome);
     Ok(())
 }
 
-/// Every acknowledged event was read exactly once, at its offset, and offsets were dense.
+/// Every acknowledged event was read exactly once, in the order of its offset, and nothing
+/// was read twice.
 fn check_reads(s: &Shared) -> Vec<String> {
     let mut out = Vec::new();
-    for (i, (offset, _)) in s.reads.iter().enumerate() {
-        if *offset != i as i64 {
-            out.push(format!(
-                "the source read offset {offset} as its record #{i}: skipped or repeated"
-            ));
-            break;
+    let mut seen = std::collections::BTreeSet::new();
+    for e in &s.reads {
+        if !seen.insert(e.id) {
+            out.push(format!("event {} was read twice", e.id));
         }
     }
-    let by_offset: BTreeMap<i64, u64> = s.reads.iter().map(|(o, e)| (*o, e.id)).collect();
-    for (offset, id) in &s.acked {
-        match by_offset.get(offset) {
-            Some(read) if read == id => {}
-            Some(read) => out.push(format!(
-                "offset {offset} was acknowledged as event {id} but read as {read}"
-            )),
-            None => out.push(format!(
-                "acknowledged event {id} at offset {offset} was never read"
-            )),
-        }
+    let acked: Vec<u64> = s.acked.values().copied().collect();
+    let read_acked: Vec<u64> = s
+        .reads
+        .iter()
+        .map(|e| e.id)
+        .filter(|id| acked.contains(id))
+        .collect();
+    for id in acked.iter().filter(|id| !seen.contains(id)) {
+        out.push(format!("acknowledged event {id} was never read"));
+    }
+    if out.is_empty() && read_acked != acked {
+        out.push("the acknowledged events were read out of their offset order".into());
     }
     out
 }
@@ -294,7 +252,7 @@ pub fn run(spec: &RunSpec) -> RunReport {
     let seed = spec.seed;
     let mutation = match spec.mutant.as_deref() {
         None => None,
-        Some("window-off-by-one") => Some(Mutation::WindowOffByOne),
+        Some("window-off-by-one") => Some(OperatorMutation::WindowOffByOne),
         Some(m) => panic!("unknown mutant {m:?}"),
     };
     let mut rng = rng::derive(seed, "late-data");
@@ -325,7 +283,7 @@ pub fn run(spec: &RunSpec) -> RunReport {
     let mut violations = Vec::new();
     match &s.job {
         Some(Ok(())) => {
-            let reads: Vec<(u32, Event)> = s.reads.iter().map(|(_, e)| (0, e.clone())).collect();
+            let reads: Vec<(u32, Event)> = s.reads.iter().map(|e| (0, e.clone())).collect();
             let expected = oracle(TIMING, &[0], &reads);
             violations.extend(check_reads(&s));
             violations.extend(compare(&expected, &s.results, &s.late));
@@ -353,26 +311,19 @@ mod tests {
     }
 
     #[test]
-    fn check_reads_catches_skips_repeats_and_unread_acknowledged_events() {
+    fn check_reads_catches_repeats_reorders_and_unread_acknowledged_events() {
         let mut s = Shared {
             acked: BTreeMap::from([(0, 0), (1, 1), (2, 2)]),
-            reads: vec![(0, event(0)), (1, event(1)), (2, event(2))],
+            reads: vec![event(0), event(1), event(2)],
             ..Shared::default()
         };
         assert_eq!(check_reads(&s), Vec::<String>::new());
-        s.reads = vec![(0, event(0)), (2, event(2))];
+        s.reads = vec![event(0), event(2)];
         let v = check_reads(&s);
-        assert!(v.iter().any(|m| m.contains("skipped or repeated")), "{v:?}");
-        assert!(
-            v.iter()
-                .any(|m| m.contains("event 1 at offset 1 was never read")),
-            "{v:?}"
-        );
-        s.reads = vec![(0, event(0)), (1, event(7)), (2, event(2))];
-        assert!(
-            check_reads(&s)
-                .iter()
-                .any(|m| m.contains("acknowledged as event 1 but read as 7"))
-        );
+        assert!(v.iter().any(|m| m.contains("event 1 was never read")), "{v:?}");
+        s.reads = vec![event(0), event(1), event(1), event(2)];
+        assert!(check_reads(&s).iter().any(|m| m.contains("read twice")));
+        s.reads = vec![event(0), event(2), event(1)];
+        assert!(check_reads(&s).iter().any(|m| m.contains("out of their offset order")));
     }
 }

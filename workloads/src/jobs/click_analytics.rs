@@ -11,18 +11,14 @@
 //! is `{"user_id", "window_end", "count", "sum", "avg", "min", "max"}` in dollars, where `avg`
 //! is the sum over the count.
 
-use super::{
-    ExpectedRecords, Input, Settings, expect, keyed_windows, parse_valid, to_cents, tumbling,
-    window_start, with_json,
-};
+use super::{ExpectedRecords, Input, Keyed, Outputs, expect, valid_records, window_start};
 use crate::clicks;
-use bytes::Bytes;
+use crate::orders::to_cents;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use weir_engine::runtime::element::Row;
-use weir_engine::runtime::window::WindowResult;
-use weir_engine::runtime::{Functions, JobGraph, RowFunction};
+use std::time::Duration;
+use weir_engine::state::AggregateFunction;
+use weir_engine::{DataStream, KafkaRecord, WindowAssigner, Windowed};
 
 /// The job's name and output topic.
 pub const NAME: &str = "click-analytics";
@@ -30,9 +26,6 @@ pub const NAME: &str = "click-analytics";
 pub const WINDOW_MS: i64 = 60_000;
 /// How far the watermark trails the largest event time seen: ten minutes.
 pub const OUT_OF_ORDERNESS_MS: i64 = 10 * 60_000;
-
-const TRANSACTIONS: &str = "click-analytics/transactions-by-user";
-const FORMAT: &str = "click-analytics/format";
 
 /// One output record's value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -69,61 +62,57 @@ impl UserMinute {
     }
 }
 
-/// The job's graph.
-pub fn graph(settings: &Settings) -> JobGraph {
-    let windows = ("user-windows", tumbling(WINDOW_MS));
-    keyed_windows(NAME, settings, TRANSACTIONS, windows, FORMAT)
-}
-
-/// Adds the job's functions to `functions`.
-pub fn register(functions: Functions) -> Functions {
-    functions
-        .with(TRANSACTIONS, Arc::new(TransactionsByUser))
-        .with(FORMAT, Arc::new(Format))
-}
-
 /// The fields of a click the job reads.
-#[derive(Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Click {
     user_id: String,
     action: String,
     amount: f64,
 }
 
-/// Keeps valid transactions, keyed by user, valued in cents.
-struct TransactionsByUser;
+/// Count, sum, least and greatest of a user's amounts in cents.
+#[derive(Clone)]
+struct CentsStats;
 
-impl RowFunction for TransactionsByUser {
-    fn apply(&self, row: Row, out: &mut Vec<Row>) {
-        let Some(click) = parse_valid::<Click, _>(clicks::validate, &row.value) else {
-            return;
-        };
-        if click.action == "transaction" {
-            out.push(Row {
-                key: Bytes::from(click.user_id),
-                value: Bytes::from(to_cents(click.amount).to_string()),
-                ts: row.ts,
-            });
-        }
+type Stats = (u64, i64, i64, i64);
+
+impl AggregateFunction<(String, i64)> for CentsStats {
+    type Acc = Stats;
+    type Out = Stats;
+
+    fn create_accumulator(&self) -> Stats {
+        (0, 0, i64::MAX, i64::MIN)
+    }
+
+    fn add(&self, (_, cents): &(String, i64), a: &mut Stats) {
+        *a = (a.0 + 1, a.1 + cents, a.2.min(*cents), a.3.max(*cents));
+    }
+
+    fn get_result(&self, a: &Stats) -> Stats {
+        *a
+    }
+
+    fn merge(&self, a: &mut Stats, b: Stats) {
+        *a = (a.0 + b.0, a.1 + b.1, a.2.min(b.2), a.3.max(b.3));
     }
 }
 
-/// Turns a window's aggregate of cents into the output record.
-struct Format;
-
-impl RowFunction for Format {
-    fn apply(&self, row: Row, out: &mut Vec<Row>) {
-        let Ok(w) = serde_json::from_slice::<WindowResult>(&row.value) else {
-            return;
-        };
-        // Every row the window saw had an amount, so a fired window has both extremes.
-        let (Some(min), Some(max)) = (w.min, w.max) else {
-            return;
-        };
-        let user = String::from_utf8_lossy(&row.key).into_owned();
-        let value = UserMinute::of(user, w.end, w.count, (w.sum, min.value, max.value));
-        out.push(with_json(row, &value));
-    }
+/// The job's logic: each user's valid transactions, aggregated in cents per minute.
+pub fn logic(input: &DataStream<KafkaRecord>) -> Outputs {
+    let minutes = valid_records(input, clicks::validate)
+        .flat_map(|r: KafkaRecord| serde_json::from_slice::<Click>(&r.value).ok())
+        .filter(|c: &Click| c.action == "transaction")
+        .map(|c: Click| (c.user_id, to_cents(c.amount)))
+        .key_by(|(user, _): &(String, i64)| user.clone())
+        .window(WindowAssigner::tumbling(Duration::from_millis(WINDOW_MS as u64)))
+        .aggregate(CentsStats)
+        .uid("user-windows")
+        .map(|w: Windowed<String, Stats>| {
+            let (count, sum, min, max) = w.value;
+            let minute = UserMinute::of(w.key.clone(), w.window.end, count, (sum, min, max));
+            Keyed::json(w.key, &minute)
+        });
+    Outputs::one(NAME, minutes)
 }
 
 /// The exact output for `input`, computed without the engine.
@@ -164,11 +153,10 @@ pub fn oracle(input: &[Input<'_>]) -> ExpectedRecords {
 mod tests {
     use super::*;
     use crate::generator::{GeneratorConfig, Workload};
-    use crate::jobs::row_of;
-    use weir_engine::runtime::window::KeyedWindows;
+    use crate::jobs::{Job, assert_matches_oracle};
 
     #[test]
-    fn the_functions_through_a_window_match_the_oracle() {
+    fn the_job_and_the_oracle_agree_on_generated_clicks() {
         let config = GeneratorConfig {
             rate_per_s: 5.0,
             keys: 10,
@@ -180,28 +168,7 @@ mod tests {
             .unwrap()
             .collect();
         let input: Vec<Input<'_>> = events.iter().map(Input::from).collect();
-        let expected = oracle(&input);
-        assert!(expected.len() > 50, "{} windows", expected.len());
-        let mut window = KeyedWindows::new(tumbling(WINDOW_MS));
-        let mut rows = Vec::new();
-        for e in &events {
-            let row = row_of(e);
-            TransactionsByUser.apply(row, &mut rows);
-        }
-        rows.iter().for_each(|r| window.add(r));
-        let mut got = ExpectedRecords::new();
-        for fired in window.advance(i64::MAX) {
-            let mut out = Vec::new();
-            Format.apply(fired, &mut out);
-            let value: serde_json::Value = serde_json::from_slice(&out[0].value).unwrap();
-            expect(&mut got, &out[0].key, &value);
-        }
-        let show = |m: &ExpectedRecords, n: &ExpectedRecords| -> Vec<String> {
-            m.keys()
-                .filter(|k| !n.contains_key(k))
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                .collect()
-        };
-        assert_eq!(show(&got, &expected), show(&expected, &got));
+        assert!(oracle(&input).len() > 50);
+        assert_matches_oracle(Job::ClickAnalytics, &events);
     }
 }

@@ -1,9 +1,11 @@
-//! Jobs from the field, written for Weir's distributed runtime, each with an oracle that
-//! computes its exact output from its input without the engine.
+//! Jobs from the field, written on Weir's DataStream API as a user would write them, each with
+//! an oracle that computes its exact output from its input without the engine.
 //!
-//! A job here is a graph (plain data the job manager ships to task managers) plus the user
-//! functions it names, which every task manager registers with [`functions`]. [`Job`] is the
-//! catalog that `weir job` runs and the simulator's scenarios check.
+//! A job's logic takes the stream of its input topic's records and returns the streams of its
+//! output records; [`Job::build`] reads the input from the broker and writes the outputs to
+//! their topics (and table), and the jobs' tests run the same logic in local mode over
+//! generated input, against the oracle. [`Job`] is the catalog that `weir job` runs and the
+//! simulator's scenarios check.
 
 pub mod click_analytics;
 pub mod nexmark_queries;
@@ -12,36 +14,25 @@ pub mod order_aggregates;
 pub mod order_pipeline;
 pub mod order_sessions;
 
-use crate::generator::Event;
-use crate::generator::Workload;
-use bytes::Bytes;
+use crate::generator::{Invalid, Workload};
+use crate::orders::{self, OrderEvent};
 use nexmark_queries::Query;
 use nexmark_windows::WindowQuery;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use weir_engine::runtime::element::Row;
-use weir_engine::runtime::{Edge, Functions, JobGraph, OperatorSpec, SinkMode, Vertex};
-use weir_engine::stream::window::WindowAssigner;
-
-/// Every job's user functions, for a task manager's registry.
-pub fn functions() -> Functions {
-    let f = order_aggregates::register(Functions::default());
-    let f = order_sessions::register(f);
-    let f = order_pipeline::register(f);
-    let f = click_analytics::register(f);
-    let f = nexmark_queries::register(f);
-    nexmark_windows::register(f)
-}
+use std::time::Duration;
+use weir_engine::graph::GraphError;
+use weir_engine::{
+    DataStream, DeliveryGuarantee, DropReason, KafkaRecord, KafkaSink, KafkaSource, StreamEnv,
+    TableSink, WatermarkStrategy,
+};
 
 /// Where a job reads, how wide it runs and how it writes.
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// The input topic.
     pub input_topic: String,
-    /// Its partition count.
-    pub input_partitions: i32,
     /// Subtasks of every operator.
     pub parallelism: u32,
     /// How far behind the largest event time seen the watermark trails.
@@ -49,7 +40,44 @@ pub struct Settings {
     /// A value that ends an input partition (bounded runs).
     pub end_marker: Option<String>,
     /// Exactly-once or at-least-once output.
-    pub sink_mode: SinkMode,
+    pub guarantee: DeliveryGuarantee,
+}
+
+/// One record for an output topic or table: its key and its value, a JSON document.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Keyed {
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: String,
+}
+
+impl Keyed {
+    /// `value` as JSON, under `key`.
+    pub fn json<T: Serialize>(key: impl Into<String>, value: &T) -> Self {
+        Self {
+            key: key.into(),
+            value: serde_json::to_string(value).expect("job outputs serialize"),
+        }
+    }
+}
+
+/// What a job's logic makes of its input.
+pub struct Outputs {
+    /// Each output topic and the records it gets.
+    pub topics: Vec<(&'static str, DataStream<Keyed>)>,
+    /// The table it upserts into and the rows, if it has one.
+    pub table: Option<(&'static str, DataStream<Keyed>)>,
+}
+
+impl Outputs {
+    /// Outputs that are one topic.
+    fn one(topic: &'static str, records: DataStream<Keyed>) -> Self {
+        Self {
+            topics: vec![(topic, records)],
+            table: None,
+        }
+    }
 }
 
 /// Output records the oracle expects: (key, value in [`canonical`] form) to how many times
@@ -67,40 +95,14 @@ pub struct Input<'a> {
     pub ts: i64,
 }
 
-impl<'a> From<&'a Event> for Input<'a> {
-    fn from(e: &'a Event) -> Self {
+impl<'a> From<&'a crate::generator::Event> for Input<'a> {
+    fn from(e: &'a crate::generator::Event) -> Self {
         Input {
             key: &e.key,
             value: &e.value,
             ts: e.timestamp_ms,
         }
     }
-}
-
-/// A generated event as the row a source makes of it.
-#[cfg(test)]
-fn row_of(e: &Event) -> Row {
-    Row {
-        key: Bytes::from(e.key.clone()),
-        value: Bytes::from(e.value.clone()),
-        ts: e.timestamp_ms,
-    }
-}
-
-/// Generated orders for the jobs' unit tests: the first `count` of seed 3, 5% invalid, from
-/// 20 customers at `rate_per_s`.
-#[cfg(test)]
-fn test_orders(rate_per_s: f64, count: u64) -> Vec<Event> {
-    let config = crate::generator::GeneratorConfig {
-        rate_per_s,
-        keys: 20,
-        invalid_fraction: 0.05,
-        ..Default::default()
-    };
-    Workload::Orders
-        .events(3, &config, count)
-        .unwrap()
-        .collect()
 }
 
 /// A job of the catalog.
@@ -174,16 +176,45 @@ impl Job {
         }
     }
 
-    /// The job's graph.
-    pub fn graph(self, settings: &Settings) -> JobGraph {
+    /// The job's logic over its input records.
+    pub fn logic(self, input: &DataStream<KafkaRecord>) -> Outputs {
         match self {
-            Job::OrderAggregates => order_aggregates::graph(settings),
-            Job::OrderPipeline => order_pipeline::graph(settings),
-            Job::OrderSessions => order_sessions::graph(settings),
-            Job::ClickAnalytics => click_analytics::graph(settings),
-            Job::Nexmark(q) => nexmark_queries::graph(q, settings),
-            Job::NexmarkWindows(q) => nexmark_windows::graph(q, settings),
+            Job::OrderAggregates => order_aggregates::logic(input),
+            Job::OrderPipeline => order_pipeline::logic(input),
+            Job::OrderSessions => order_sessions::logic(input),
+            Job::ClickAnalytics => click_analytics::logic(input),
+            Job::Nexmark(q) => nexmark_queries::logic(q, input),
+            Job::NexmarkWindows(q) => nexmark_windows::logic(q, input),
         }
+    }
+
+    /// The job: its input topic read under read_committed, with per-partition watermarks
+    /// `settings.out_of_orderness_ms` behind, its logic, and its outputs written to their
+    /// topics (keyed) and table.
+    pub fn build(self, settings: &Settings) -> Result<weir_engine::Job, GraphError> {
+        let env = StreamEnv::new(self.name());
+        env.set_parallelism(settings.parallelism);
+        let mut source = KafkaSource::raw(&settings.input_topic);
+        if let Some(marker) = &settings.end_marker {
+            source = source.bounded_by_marker(marker);
+        }
+        let bound = Duration::from_millis(settings.out_of_orderness_ms as u64);
+        let input = env
+            .from_source(source, WatermarkStrategy::for_bounded_out_of_orderness(bound))
+            .uid("source");
+        let outputs = self.logic(&input);
+        for (topic, records) in outputs.topics {
+            let sink = KafkaSink::new(topic, |r: &Keyed| {
+                Ok((Some(r.key.clone().into_bytes()), r.value.clone().into_bytes()))
+            })
+            .delivery_guarantee(settings.guarantee);
+            records.sink_to(sink).uid(&format!("sink-{topic}"));
+        }
+        if let Some((table, rows)) = outputs.table {
+            let sink = TableSink::new(table, |r: &Keyed| (r.key.clone(), r.value.clone()));
+            rows.sink_to(sink).uid(&format!("table-{table}"));
+        }
+        env.build()
     }
 
     /// The topics the job writes.
@@ -242,137 +273,128 @@ fn expect(expected: &mut ExpectedRecords, key: &[u8], value: &Value) {
         .or_default() += 1;
 }
 
-/// An operator of a [`linear`] job: its uid, the edge that feeds it, what it does.
-type Step = (&'static str, Edge, OperatorSpec);
-
-/// The graph `source -> steps -> sink`, every operator at the settings' parallelism, writing
-/// to the topic named after the job.
-fn linear(name: &str, settings: &Settings, steps: Vec<Step>) -> JobGraph {
-    linear_to((name, name), settings, steps)
+/// The valid order events among `input`: values that are not JSON objects are dropped as
+/// unparseable, events with a defect (see [`orders::parse_event`]) as invalid.
+fn order_events(input: &DataStream<KafkaRecord>) -> DataStream<OrderEvent> {
+    input
+        .process(|r: KafkaRecord, ctx| match orders::parse_event(&r.value) {
+            Ok(e) => ctx.emit(e),
+            Err(defect) => ctx.dropped(drop_reason(defect)),
+        })
+        .uid("orders")
 }
 
-/// [`linear`], for a job (`.0`) whose sink writes a topic (`.1`) of another name.
-fn linear_to((name, topic): (&str, &str), settings: &Settings, steps: Vec<Step>) -> JobGraph {
-    let vertex = |uid: &str, op| Vertex {
-        uid: uid.into(),
-        op,
-        parallelism: settings.parallelism,
-    };
-    let mut vertices = vec![vertex(
-        "source",
-        OperatorSpec::Source {
-            topic: settings.input_topic.clone(),
-            partitions: settings.input_partitions,
-            out_of_orderness_ms: settings.out_of_orderness_ms,
-            end_marker: settings.end_marker.clone(),
-        },
-    )];
-    let mut edges = Vec::new();
-    for (uid, edge, op) in steps {
-        vertices.push(vertex(uid, op));
-        edges.push(edge);
-    }
-    vertices.push(vertex(
-        "sink",
-        OperatorSpec::Sink {
-            topic: topic.into(),
-            mode: settings.sink_mode,
-        },
-    ));
-    edges.push(Edge::Forward);
-    JobGraph {
-        name: name.into(),
-        vertices,
-        edges,
+/// What a record's defect counts as when a job drops it.
+fn drop_reason(defect: Invalid) -> DropReason {
+    match defect {
+        Invalid::Unparseable("value") => DropReason::Unparseable,
+        _ => DropReason::Invalid,
     }
 }
 
-/// The shape most windowed jobs share: `source -> prepare ==by key==> windows -> format ->
-/// sink`, where the function `prepare` keys and values the rows and `format` turns each
-/// window's result into a record.
-fn keyed_windows(
-    name: &str,
-    settings: &Settings,
-    prepare: &str,
-    (uid, assigner): (&'static str, WindowAssigner),
-    format: &str,
-) -> JobGraph {
-    let steps = vec![
-        map("prepare", Edge::Forward, prepare),
-        windows(uid, assigner),
-        map("format", Edge::Forward, format),
-    ];
-    linear(name, settings, steps)
-}
-
-/// A step that keys rows by a hash exchange and aggregates them in `assigner`'s windows.
-fn windows(uid: &'static str, assigner: WindowAssigner) -> Step {
-    (uid, Edge::Hash, OperatorSpec::Window { assigner })
-}
-
-/// Tumbling windows of `size` ms.
-fn tumbling(size: i64) -> WindowAssigner {
-    WindowAssigner::Tumbling { size, offset: 0 }
-}
-
-/// A value the workload's `validate` accepts, parsed as `T`.
-fn parse_valid<T: DeserializeOwned, E>(
-    validate: fn(&[u8]) -> Result<(), E>,
-    value: &[u8],
-) -> Option<T> {
-    validate(value).ok()?;
-    serde_json::from_slice(value).ok()
-}
-
-/// `row` with `value`, as JSON, for its value.
-fn with_json<T: Serialize>(row: Row, value: &T) -> Row {
-    let value = serde_json::to_vec(value).expect("job outputs serialize");
-    Row {
-        value: Bytes::from(value),
-        ..row
-    }
-}
-
-/// The fields of an order event that jobs keying orders by customer read.
-#[derive(Deserialize)]
-struct OrderFields {
-    event_type: String,
-    order_id: u64,
-    customer_id: String,
-    total_amount: f64,
-}
-
-/// An order's creation as a row keyed by its customer and valued `<cents> <order id>`, so that
-/// a window's extremes name their order; other events make none.
-fn creation_by_customer(order: OrderFields, ts: i64) -> Option<Row> {
-    (order.event_type == "order_created").then(|| Row {
-        key: Bytes::from(order.customer_id),
-        value: Bytes::from(format!(
-            "{} {}",
-            to_cents(order.total_amount),
-            order.order_id
-        )),
-        ts,
-    })
-}
-
-/// A step that runs the registered function `function`.
-fn map(uid: &'static str, edge: Edge, function: &str) -> Step {
-    (
-        uid,
-        edge,
-        OperatorSpec::Map {
-            function: function.into(),
-        },
-    )
-}
-
-/// An amount in whole cents; amounts have at most two decimals.
-fn to_cents(amount: f64) -> i64 {
-    (amount * 100.0).round() as i64
+/// The records of `input` that `validate` accepts; the others are dropped and counted.
+fn valid_records(
+    input: &DataStream<KafkaRecord>,
+    validate: fn(&[u8]) -> Result<(), Invalid>,
+) -> DataStream<KafkaRecord> {
+    input
+        .process(move |r: KafkaRecord, ctx| match validate(&r.value) {
+            Ok(()) => ctx.emit(r),
+            Err(defect) => ctx.dropped(drop_reason(defect)),
+        })
+        .uid("validate")
 }
 
 /// The start of the `size_ms` window that holds `ts`.
 fn window_start(ts: i64, size_ms: i64) -> i64 {
     ts - ts.rem_euclid(size_ms)
+}
+
+/// Runs `job`'s logic in local mode over `events` (stamped with their event times) and
+/// returns what each output topic and the table received, for the jobs' tests.
+#[cfg(test)]
+fn run_locally(
+    job: Job,
+    events: &[crate::generator::Event],
+) -> (BTreeMap<&'static str, Vec<Keyed>>, Vec<Keyed>) {
+    use weir_engine::CollectSink;
+    let env = StreamEnv::new(job.name());
+    let input: Vec<(KafkaRecord, i64)> = events
+        .iter()
+        .map(|e| {
+            let r = KafkaRecord {
+                key: Some(e.key.clone()),
+                value: e.value.clone(),
+            };
+            (r, e.timestamp_ms)
+        })
+        .collect();
+    let bound = Duration::from_millis(job.out_of_orderness_ms() as u64 * 4);
+    let strategy = WatermarkStrategy::for_bounded_out_of_orderness(bound)
+        .with_timestamp_assigner(|r: &(KafkaRecord, i64), _| r.1);
+    let records = env
+        .from_collection(input, strategy)
+        .map(|(r, _): (KafkaRecord, i64)| r);
+    let outputs = job.logic(&records);
+    let mut topics = BTreeMap::new();
+    for (topic, stream) in outputs.topics {
+        let (sink, collected) = CollectSink::new();
+        stream.sink_to(sink);
+        topics.insert(topic, collected);
+    }
+    let table = outputs.table.map(|(_, rows)| {
+        let (sink, collected) = CollectSink::new();
+        rows.sink_to(sink);
+        collected
+    });
+    let clock = weir_seams::clock::Clock::starting_at(1_700_000_000_000);
+    let built = env.build().expect("the job builds");
+    let run = built.local(clock, None).expect("local mode runs it");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(async move {
+            let mut run = run;
+            run.run().await.expect("the job runs")
+        });
+    (
+        topics
+            .into_iter()
+            .map(|(t, c)| (t, c.values()))
+            .collect(),
+        table.map(|c| c.values()).unwrap_or_default(),
+    )
+}
+
+/// Checks that what `job` committed locally over `events` is what its oracle expects.
+#[cfg(test)]
+fn assert_matches_oracle(job: Job, events: &[crate::generator::Event]) {
+    let (topics, _) = run_locally(job, events);
+    let input: Vec<Input<'_>> = events.iter().map(Input::from).collect();
+    for (topic, expected) in job.oracle(&input) {
+        let mut found = ExpectedRecords::new();
+        for r in &topics[topic] {
+            let value: Value = serde_json::from_str(&r.value).expect("outputs are JSON");
+            expect(&mut found, r.key.as_bytes(), &value);
+        }
+        assert!(!expected.is_empty(), "{topic}: the oracle expects output");
+        assert_eq!(found, expected, "{topic}");
+    }
+}
+
+/// Generated orders for the jobs' unit tests: the first `count` of seed 3, 5% invalid, from
+/// 20 customers at `rate_per_s`.
+#[cfg(test)]
+fn test_orders(rate_per_s: f64, count: u64) -> Vec<crate::generator::Event> {
+    let config = crate::generator::GeneratorConfig {
+        rate_per_s,
+        keys: 20,
+        invalid_fraction: 0.05,
+        ..Default::default()
+    };
+    Workload::Orders
+        .events(3, &config, count)
+        .unwrap()
+        .collect()
 }

@@ -10,14 +10,11 @@
 //! The queries follow the Nexmark benchmark's definitions (Tucker et al., "NEXMark - A
 //! Benchmark for Queries over Data Streams", and the Flink and Beam suites' SQL for q0-q2).
 
-use super::{ExpectedRecords, Input, Settings, expect, linear, map};
+use super::{ExpectedRecords, Input, Keyed, Outputs, expect, valid_records};
 use crate::nexmark;
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::sync::Arc;
-use weir_engine::runtime::element::Row;
-use weir_engine::runtime::{Edge, Functions, JobGraph, RowFunction};
+use weir_engine::{DataStream, KafkaRecord};
 
 /// Euros per dollar in q1, fixed by the benchmark.
 const EUROS_PER_THOUSAND_DOLLARS: i64 = 908;
@@ -52,14 +49,6 @@ impl Query {
     pub fn named(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|q| q.name() == name)
     }
-
-    fn function(self) -> &'static str {
-        match self {
-            Query::Q0 => "nexmark/q0",
-            Query::Q1 => "nexmark/q1",
-            Query::Q2 => "nexmark/q2",
-        }
-    }
 }
 
 /// q1's output value.
@@ -84,22 +73,6 @@ pub struct SelectedBid {
     pub price: i64,
 }
 
-/// The job running `query`: `source -> query -> sink`, chained into one task per subtask.
-pub fn graph(query: Query, settings: &Settings) -> JobGraph {
-    linear(
-        query.name(),
-        settings,
-        vec![map("query", Edge::Forward, query.function())],
-    )
-}
-
-/// Adds every query's function to `functions`.
-pub fn register(functions: Functions) -> Functions {
-    Query::ALL.into_iter().fold(functions, |f, q| {
-        f.with(q.function(), Arc::new(QueryFunction(q)))
-    })
-}
-
 /// The fields of a bid the queries read.
 #[derive(Deserialize)]
 struct Bid {
@@ -110,39 +83,40 @@ struct Bid {
     date_time: i64,
 }
 
-struct QueryFunction(Query);
-
-impl RowFunction for QueryFunction {
-    fn apply(&self, row: Row, out: &mut Vec<Row>) {
-        if nexmark::validate(&row.value).is_err() {
-            return;
-        }
-        let Ok(bid) = serde_json::from_slice::<Bid>(&row.value) else {
-            return;
-        };
-        if bid.kind != "bid" {
-            return;
-        }
-        let value = match self.0 {
-            Query::Q0 => row.value.clone(),
-            Query::Q1 => to_json(&EuroBid {
-                auction: bid.auction,
-                bidder: bid.bidder,
-                price: bid.price * EUROS_PER_THOUSAND_DOLLARS / 1_000,
-                date_time: bid.date_time,
-            }),
-            Query::Q2 if bid.auction % Q2_AUCTION_MODULUS == 0 => to_json(&SelectedBid {
-                auction: bid.auction,
-                price: bid.price,
-            }),
-            Query::Q2 => return,
-        };
-        out.push(Row { value, ..row });
+/// What `query` makes of one valid event: its output value, if any.
+fn answer(query: Query, value: &[u8]) -> Option<String> {
+    let bid = serde_json::from_slice::<Bid>(value).ok()?;
+    if bid.kind != "bid" {
+        return None;
+    }
+    match query {
+        Query::Q0 => Some(String::from_utf8_lossy(value).into_owned()),
+        Query::Q1 => Some(to_json(&EuroBid {
+            auction: bid.auction,
+            bidder: bid.bidder,
+            price: bid.price * EUROS_PER_THOUSAND_DOLLARS / 1_000,
+            date_time: bid.date_time,
+        })),
+        Query::Q2 if bid.auction % Q2_AUCTION_MODULUS == 0 => Some(to_json(&SelectedBid {
+            auction: bid.auction,
+            price: bid.price,
+        })),
+        Query::Q2 => None,
     }
 }
 
-fn to_json<T: Serialize>(value: &T) -> Bytes {
-    Bytes::from(serde_json::to_vec(value).expect("query results serialize"))
+fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("query results serialize")
+}
+
+/// The job running `query`: `source -> query -> sink`, chained into one task per subtask,
+/// each output keyed as its input was.
+pub fn logic(query: Query, input: &DataStream<KafkaRecord>) -> Outputs {
+    let answers = valid_records(input, nexmark::validate).flat_map(move |r: KafkaRecord| {
+        let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+        answer(query, &r.value).map(|value| Keyed { key, value })
+    });
+    Outputs::one(query.name(), answers)
 }
 
 /// The output `query` must produce for one input record's value, computed from the JSON
@@ -186,6 +160,7 @@ pub fn expected_records(query: Query, input: &[Input<'_>]) -> ExpectedRecords {
 mod tests {
     use super::*;
     use crate::generator::{GeneratorConfig, Workload};
+    use crate::jobs::{Job, assert_matches_oracle};
 
     #[test]
     fn each_query_matches_its_oracle_on_generated_events() {
@@ -198,23 +173,7 @@ mod tests {
             .unwrap()
             .collect();
         for query in Query::ALL {
-            let mut got = Vec::new();
-            let mut want = Vec::new();
-            for e in &events {
-                let row = Row {
-                    key: Bytes::from(e.key.clone()),
-                    value: Bytes::from(e.value.clone()),
-                    ts: e.timestamp_ms,
-                };
-                QueryFunction(query).apply(row, &mut got);
-                want.extend(oracle(query, &e.value));
-            }
-            let got: Vec<Value> = got
-                .iter()
-                .map(|r| serde_json::from_slice(&r.value).unwrap())
-                .collect();
-            assert_eq!(got, want, "{query:?}");
-            assert!(!got.is_empty(), "{query:?} selects something");
+            assert_matches_oracle(Job::Nexmark(query), &events);
         }
     }
 }

@@ -22,20 +22,16 @@
 //! q8's join rides on the window's extremes: a person row carries 0 and its name, an auction
 //! row 1; a window whose least value is 0 and greatest is 1 saw both.
 
-use super::{
-    ExpectedRecords, Input, Settings, expect, keyed_windows, linear, map, parse_valid, tumbling,
-    window_start, windows, with_json,
-};
+use super::{ExpectedRecords, Input, Keyed, Outputs, expect, valid_records, window_start};
+use crate::generator::parse;
 use crate::nexmark;
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::cmp::Reverse;
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use weir_engine::runtime::element::Row;
-use weir_engine::runtime::window::WindowResult;
-use weir_engine::runtime::{Edge, Functions, JobGraph, RowFunction};
-use weir_engine::stream::window::WindowAssigner;
+use std::time::Duration;
+use weir_engine::state::CountSum;
+use weir_engine::{DataStream, KafkaRecord, TimeWindow, WindowAssigner, Windowed};
 
 /// q5's window length.
 pub const Q5_SIZE_MS: i64 = 10_000;
@@ -43,8 +39,6 @@ pub const Q5_SIZE_MS: i64 = 10_000;
 pub const Q5_SLIDE_MS: i64 = 2_000;
 /// q7's and q8's window length.
 pub const TUMBLE_MS: i64 = 10_000;
-/// q7 keys every bid alike: the highest of a window is found in one subtask.
-const ALL_BIDS: &str = "bids";
 
 /// One of the windowed queries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,14 +64,6 @@ impl WindowQuery {
         }
     }
 }
-
-const Q5_BIDS: &str = "nexmark-q5/bids-by-auction";
-const Q5_BY_WINDOW: &str = "nexmark-q5/counts-by-window";
-const Q5_FORMAT: &str = "nexmark-q5/format";
-const Q7_BIDS: &str = "nexmark-q7/bids";
-const Q7_FORMAT: &str = "nexmark-q7/format";
-const Q8_ROWS: &str = "nexmark-q8/persons-and-sellers";
-const Q8_JOIN: &str = "nexmark-q8/join";
 
 /// q5's output value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,51 +102,10 @@ pub struct NewUser {
     pub window_end: i64,
 }
 
-/// The job running `query`.
-pub fn graph(query: WindowQuery, settings: &Settings) -> JobGraph {
-    let name = query.name();
-    match query {
-        WindowQuery::Q5 => {
-            let sliding = WindowAssigner::Sliding {
-                size: Q5_SIZE_MS,
-                slide: Q5_SLIDE_MS,
-                offset: 0,
-            };
-            let steps = vec![
-                map("bids", Edge::Forward, Q5_BIDS),
-                windows("auction-counts", sliding),
-                map("by-window", Edge::Forward, Q5_BY_WINDOW),
-                windows("hottest", tumbling(Q5_SLIDE_MS)),
-                map("format", Edge::Forward, Q5_FORMAT),
-            ];
-            linear(name, settings, steps)
-        }
-        WindowQuery::Q7 => {
-            let windows = ("highest", tumbling(TUMBLE_MS));
-            keyed_windows(name, settings, Q7_BIDS, windows, Q7_FORMAT)
-        }
-        WindowQuery::Q8 => {
-            let windows = ("windows", tumbling(TUMBLE_MS));
-            keyed_windows(name, settings, Q8_ROWS, windows, Q8_JOIN)
-        }
-    }
-}
-
-/// Adds every query's functions to `functions`.
-pub fn register(functions: Functions) -> Functions {
-    functions
-        .with(Q5_BIDS, Arc::new(Q5Bids))
-        .with(Q5_BY_WINDOW, Arc::new(Q5ByWindow))
-        .with(Q5_FORMAT, Arc::new(Q5Format))
-        .with(Q7_BIDS, Arc::new(Q7Bids))
-        .with(Q7_FORMAT, Arc::new(Q7Format))
-        .with(Q8_ROWS, Arc::new(Q8Rows))
-        .with(Q8_JOIN, Arc::new(Q8Join))
-}
-
 /// A valid event's JSON, or `None`.
-fn valid(value: &[u8]) -> Option<Value> {
-    parse_valid(nexmark::validate, value)
+fn valid(value: &[u8]) -> Option<serde_json::Map<String, Value>> {
+    nexmark::validate(value).ok()?;
+    parse(value).ok()
 }
 
 /// A valid bid's auction, bidder, price and time.
@@ -177,155 +122,111 @@ fn bid(value: &[u8]) -> Option<(u64, u64, i64, i64)> {
     ))
 }
 
-fn text(s: impl ToString) -> Bytes {
-    Bytes::from(s.to_string())
+/// A person's account or an auction's creation, for q8.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Joined {
+    Person { id: u64, name: String },
+    Auction { seller: u64 },
 }
 
-/// A fired window's result, or `None` if the row is not one.
-fn window(row: &Row) -> Option<WindowResult> {
-    serde_json::from_slice(&row.value).ok()
-}
-
-/// Numbers in payloads are zero-padded, so that their text order is their numeric order.
-fn padded(n: impl std::fmt::Display) -> String {
-    format!("{n:0>20}")
-}
-
-struct Q5Bids;
-
-impl RowFunction for Q5Bids {
-    fn apply(&self, row: Row, out: &mut Vec<Row>) {
-        if let Some((auction, ..)) = bid(&row.value) {
-            out.push(Row {
-                key: text(auction),
-                value: Bytes::from_static(b"1"),
-                ts: row.ts,
-            });
+impl Joined {
+    fn person(&self) -> u64 {
+        match self {
+            Joined::Person { id, .. } => *id,
+            Joined::Auction { seller } => *seller,
         }
     }
 }
 
-/// An auction's count in one sliding window, re-keyed by the window's end; the payload names
-/// the auction.
-struct Q5ByWindow;
-
-impl RowFunction for Q5ByWindow {
-    fn apply(&self, row: Row, out: &mut Vec<Row>) {
-        let Some(w) = window(&row) else { return };
-        let auction = String::from_utf8_lossy(&row.key);
-        out.push(Row {
-            key: text(w.end),
-            value: text(format!("{} {}", w.count, padded(auction))),
-            ts: row.ts,
-        });
-    }
+/// The better of two candidates: the most bids, then the smallest auction.
+fn hotter(a: HotItem, b: HotItem) -> HotItem {
+    if (b.count, Reverse(b.auction)) > (a.count, Reverse(a.auction)) { b } else { a }
 }
 
-struct Q5Format;
-
-impl RowFunction for Q5Format {
-    fn apply(&self, row: Row, out: &mut Vec<Row>) {
-        let Some(top) = window(&row).and_then(|w| w.max) else {
-            return;
-        };
-        let (Ok(auction), Ok(count), Some(window_end)) = (
-            top.of.parse::<u64>(),
-            u64::try_from(top.value),
-            std::str::from_utf8(&row.key)
-                .ok()
-                .and_then(|k| k.parse::<i64>().ok()),
-        ) else {
-            return;
-        };
-        let item = HotItem {
-            window_end,
-            auction,
-            count,
-        };
-        out.push(with_json(row, &item));
-    }
+/// The higher of two bids: the highest price, then the smallest auction, bidder and time.
+fn higher(a: HighestBid, b: HighestBid) -> HighestBid {
+    let rank = |x: &HighestBid| (x.price, Reverse((x.auction, x.bidder, x.date_time)));
+    if rank(&b) > rank(&a) { b } else { a }
 }
 
-struct Q7Bids;
-
-impl RowFunction for Q7Bids {
-    fn apply(&self, row: Row, out: &mut Vec<Row>) {
-        if let Some((auction, bidder, price, date_time)) = bid(&row.value) {
-            let payload = [auction, bidder, date_time as u64].map(padded).join(" ");
-            out.push(Row {
-                key: Bytes::from_static(ALL_BIDS.as_bytes()),
-                value: text(format!("{price} {payload}")),
-                ts: row.ts,
-            });
-        }
-    }
-}
-
-struct Q7Format;
-
-impl RowFunction for Q7Format {
-    fn apply(&self, row: Row, out: &mut Vec<Row>) {
-        let Some(w) = window(&row) else { return };
-        let Some(top) = w.max else { return };
-        let fields: Vec<u64> = top.of.split(' ').filter_map(|f| f.parse().ok()).collect();
-        let [auction, bidder, date_time] = fields[..] else {
-            return;
-        };
-        let highest = HighestBid {
-            window_end: w.end,
-            auction,
-            bidder,
-            price: top.value,
-            date_time: date_time as i64,
-        };
-        let keyed = Row {
-            key: text(w.end),
-            ..row
-        };
-        out.push(with_json(keyed, &highest));
-    }
-}
-
-struct Q8Rows;
-
-impl RowFunction for Q8Rows {
-    fn apply(&self, row: Row, out: &mut Vec<Row>) {
-        let Some(v) = valid(&row.value) else { return };
-        let (key, value) = match (v["kind"].as_str(), v["name"].as_str()) {
-            (Some("person"), Some(name)) => (v["id"].as_u64(), format!("0 {name}")),
-            (Some("auction"), _) => (v["seller"].as_u64(), "1".to_string()),
-            _ => return,
-        };
-        if let Some(key) = key {
-            out.push(Row {
-                key: text(key),
-                value: text(value),
-                ts: row.ts,
-            });
-        }
-    }
-}
-
-struct Q8Join;
-
-impl RowFunction for Q8Join {
-    fn apply(&self, row: Row, out: &mut Vec<Row>) {
-        let Some(w) = window(&row) else { return };
-        let (Some(person), Some(auction)) = (w.min, w.max) else {
-            return;
-        };
-        let id = std::str::from_utf8(&row.key)
-            .ok()
-            .and_then(|k| k.parse::<u64>().ok());
-        if let (0, 1, Some(id)) = (person.value, auction.value, id) {
-            let user = NewUser {
-                id,
-                name: person.of,
-                window_end: w.end,
-            };
-            out.push(with_json(row, &user));
-        }
-    }
+/// The job running `query`.
+pub fn logic(query: WindowQuery, input: &DataStream<KafkaRecord>) -> Outputs {
+    let valid = valid_records(input, nexmark::validate);
+    let bids = valid.flat_map(|r: KafkaRecord| bid(&r.value));
+    let ms = |ms: i64| Duration::from_millis(ms as u64);
+    let out = match query {
+        WindowQuery::Q5 => bids
+            .key_by(|b: &(u64, u64, i64, i64)| b.0)
+            .window(WindowAssigner::sliding(ms(Q5_SIZE_MS), ms(Q5_SLIDE_MS)))
+            .aggregate(CountSum::new(|_: &(u64, u64, i64, i64)| 0i64))
+            .uid("auction-counts")
+            .map(|w: Windowed<u64, (u64, i64)>| HotItem {
+                window_end: w.window.end,
+                auction: w.key,
+                count: w.value.0,
+            })
+            .key_by(|h: &HotItem| h.window_end)
+            .window(WindowAssigner::tumbling(ms(Q5_SLIDE_MS)))
+            .reduce(hotter)
+            .uid("hottest")
+            .map(|w: Windowed<i64, HotItem>| Keyed::json(w.key.to_string(), &w.value)),
+        WindowQuery::Q7 => bids
+            .map(|(auction, bidder, price, date_time)| HighestBid {
+                window_end: 0,
+                auction,
+                bidder,
+                price,
+                date_time,
+            })
+            // Every bid alike: the highest of a window is found in one subtask.
+            .key_by(|_: &HighestBid| ())
+            .window(WindowAssigner::tumbling(ms(TUMBLE_MS)))
+            .reduce(higher)
+            .uid("highest")
+            .map(|w: Windowed<(), HighestBid>| {
+                let highest = HighestBid {
+                    window_end: w.window.end,
+                    ..w.value
+                };
+                Keyed::json(w.window.end.to_string(), &highest)
+            }),
+        WindowQuery::Q8 => valid
+            .flat_map(|r: KafkaRecord| {
+                let v = parse(&r.value).ok()?;
+                match v["kind"].as_str()? {
+                    "person" => Some(Joined::Person {
+                        id: v["id"].as_u64()?,
+                        name: v["name"].as_str()?.to_string(),
+                    }),
+                    "auction" => Some(Joined::Auction {
+                        seller: v["seller"].as_u64()?,
+                    }),
+                    _ => None,
+                }
+            })
+            .key_by(Joined::person)
+            .window(WindowAssigner::tumbling(ms(TUMBLE_MS)))
+            .process(|id: &u64, w: &TimeWindow, rows: Vec<Joined>| {
+                let name = rows.iter().find_map(|r| match r {
+                    Joined::Person { name, .. } => Some(name.clone()),
+                    Joined::Auction { .. } => None,
+                });
+                let sold = rows.iter().any(|r| matches!(r, Joined::Auction { .. }));
+                match (name, sold) {
+                    (Some(name), true) => {
+                        let user = NewUser {
+                            id: *id,
+                            name,
+                            window_end: w.end,
+                        };
+                        vec![Keyed::json(id.to_string(), &user)]
+                    }
+                    _ => Vec::new(),
+                }
+            })
+            .uid("new-users"),
+    };
+    Outputs::one(query.name(), out)
 }
 
 /// The exact output of `query` for `input`, computed without the engine.
@@ -417,50 +318,10 @@ pub fn oracle(query: WindowQuery, input: &[Input<'_>]) -> ExpectedRecords {
 mod tests {
     use super::*;
     use crate::generator::{GeneratorConfig, Workload};
-    use crate::jobs::row_of;
-    use weir_engine::runtime::OperatorSpec;
-    use weir_engine::runtime::window::KeyedWindows;
-
-    /// Runs `query`'s steps over `rows` the way the runtime chains them, with the whole input
-    /// before one final watermark.
-    fn engine(query: WindowQuery, rows: Vec<Row>) -> ExpectedRecords {
-        let functions = register(Functions::default());
-        let settings = Settings {
-            input_topic: "nexmark".into(),
-            input_partitions: 1,
-            parallelism: 1,
-            out_of_orderness_ms: 0,
-            end_marker: None,
-            sink_mode: weir_engine::runtime::SinkMode::ExactlyOnce,
-        };
-        let g = graph(query, &settings);
-        let mut rows = rows;
-        for v in &g.vertices[1..g.vertices.len() - 1] {
-            rows = match &v.op {
-                OperatorSpec::Map { function } => {
-                    let f = functions.get(function).unwrap();
-                    let mut out = Vec::new();
-                    rows.into_iter().for_each(|r| f.apply(r, &mut out));
-                    out
-                }
-                OperatorSpec::Window { assigner } => {
-                    let mut w = KeyedWindows::new(*assigner);
-                    rows.iter().for_each(|r| w.add(r));
-                    w.advance(i64::MAX)
-                }
-                other => panic!("unexpected step {other:?}"),
-            };
-        }
-        let mut got = ExpectedRecords::new();
-        for r in rows {
-            let value: Value = serde_json::from_slice(&r.value).unwrap();
-            expect(&mut got, &r.key, &value);
-        }
-        got
-    }
+    use crate::jobs::{Job, assert_matches_oracle};
 
     #[test]
-    fn each_query_through_its_steps_matches_its_oracle() {
+    fn each_query_matches_its_oracle() {
         let config = GeneratorConfig {
             rate_per_s: 100.0,
             invalid_fraction: 0.05,
@@ -472,10 +333,9 @@ mod tests {
             .collect();
         let input: Vec<Input<'_>> = events.iter().map(Input::from).collect();
         for query in WindowQuery::ALL {
-            let rows = events.iter().map(row_of).collect();
             let expected = oracle(query, &input);
             assert!(expected.len() >= 3, "{query:?}: {} records", expected.len());
-            assert_eq!(engine(query, rows), expected, "{query:?}");
+            assert_matches_oracle(Job::NexmarkWindows(query), &events);
         }
     }
 }

@@ -20,22 +20,17 @@
 //!   `order_created` events, amounts summed in whole cents. Of equal largest amounts, the
 //!   smaller order id (as text) is named.
 
-use super::{
-    ExpectedRecords, Input, OrderFields, Settings, creation_by_customer, expect, linear_to, map,
-    to_cents, window_start,
-};
-use crate::{customers, orders};
-use bytes::Bytes;
+use super::{ExpectedRecords, Input, Keyed, Outputs, expect, window_start};
+use crate::orders::{self, OrderEvent};
+use crate::customers;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use weir_engine::runtime::element::Row;
+use std::time::Duration;
 use weir_engine::runtime::table::TableContent;
-use weir_engine::runtime::window::WindowResult;
-use weir_engine::runtime::{Edge, Functions, JobGraph, OperatorSpec, RowFunction};
-use weir_engine::stream::window::WindowAssigner;
+use weir_engine::state::AggregateFunction;
+use weir_engine::{DataStream, DropReason, KafkaRecord, OutputTag, WindowAssigner, Windowed};
 
 /// The job's name.
 pub const NAME: &str = "order-pipeline";
@@ -50,11 +45,8 @@ pub const WINDOW_MS: i64 = 60 * 60_000;
 /// Window slide: five minutes.
 pub const SLIDE_MS: i64 = 5 * 60_000;
 
-const DEAD_LETTERS: &str = "order-pipeline/dead-letters";
-const ENRICH: &str = "order-pipeline/enrich";
-const ORDER_ROW: &str = "order-pipeline/order-row";
-const AMOUNTS: &str = "order-pipeline/amounts-by-customer";
-const FORMAT: &str = "order-pipeline/format";
+/// Rejected events, with their reasons.
+const DEAD_LETTERS: OutputTag<Keyed> = OutputTag::new("dead-letters");
 
 /// The table's content the oracle expects: order id to (value in [`super::canonical`] form,
 /// upserts applied).
@@ -77,73 +69,30 @@ pub struct Metrics {
     pub total: f64,
     /// The largest one's amount.
     pub largest: f64,
-    /// The largest one's id.
-    pub largest_order_id: u64,
+    /// The largest one's id: a number for Weir's integer ids, else the id's text.
+    pub largest_order_id: Value,
 }
 
-/// The job's graph.
-pub fn graph(settings: &Settings) -> JobGraph {
-    let sliding = WindowAssigner::Sliding {
-        size: WINDOW_MS,
-        slide: SLIDE_MS,
-        offset: 0,
-    };
-    linear_to(
-        (NAME, METRICS_TOPIC),
-        settings,
-        vec![
-            (
-                "dead-letters",
-                Edge::Forward,
-                OperatorSpec::SideOutput {
-                    function: DEAD_LETTERS.into(),
-                    topic: DLQ_TOPIC.into(),
-                    mode: settings.sink_mode,
-                },
-            ),
-            map("enrich", Edge::Forward, ENRICH),
-            (
-                "orders-table",
-                Edge::Forward,
-                OperatorSpec::Upsert {
-                    function: ORDER_ROW.into(),
-                    table: TABLE.into(),
-                },
-            ),
-            map("amounts", Edge::Forward, AMOUNTS),
-            (
-                "customer-windows",
-                Edge::Hash,
-                OperatorSpec::Window { assigner: sliding },
-            ),
-            map("format", Edge::Forward, FORMAT),
-        ],
-    )
-}
-
-/// Adds the job's functions to `functions`.
-pub fn register(functions: Functions) -> Functions {
-    functions
-        .with(DEAD_LETTERS, Arc::new(DeadLetters))
-        .with(ENRICH, Arc::new(Enrich))
-        .with(ORDER_ROW, Arc::new(OrderRow))
-        .with(AMOUNTS, Arc::new(Amounts))
-        .with(FORMAT, Arc::new(Format))
+/// An accepted event: the event, and its JSON object with the customer's fields added.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Accepted {
+    order: OrderEvent,
+    enriched: String,
 }
 
 /// The event, valid and enriched with its customer, or why it is rejected.
-fn accept(value: &[u8]) -> Result<serde_json::Map<String, Value>, String> {
-    orders::validate(value).map_err(|e| e.to_string())?;
+fn accept(value: &[u8]) -> Result<(OrderEvent, serde_json::Map<String, Value>), String> {
+    let event = orders::parse_event(value).map_err(|e| e.to_string())?;
     let Ok(Value::Object(mut order)) = serde_json::from_slice::<Value>(value) else {
         return Err("the event is not a JSON object".into());
     };
-    let id = order["customer_id"].as_str().unwrap_or_default();
+    let id = &event.customer_id;
     let customer = customers::lookup(id)
         .ok_or_else(|| format!("customer_id {id} is not in the customer table"))?;
     order.insert("customer_name".into(), json!(customer.name));
     order.insert("tier".into(), json!(customer.tier));
     order.insert("region".into(), json!(customer.region));
-    Ok(order)
+    Ok((event, order))
 }
 
 /// The dead letter of a rejected event's value.
@@ -151,88 +100,102 @@ fn dead_letter(value: &[u8], reason: String) -> Value {
     json!({"reason": reason, "order": String::from_utf8_lossy(value)})
 }
 
-/// Rejected events, with their reasons.
-struct DeadLetters;
+/// An order id as the metrics name it.
+fn id_value(id: &str) -> Value {
+    id.parse::<u64>().map_or_else(|_| json!(id), |n| json!(n))
+}
 
-impl RowFunction for DeadLetters {
-    fn apply(&self, row: Row, out: &mut Vec<Row>) {
-        if let Err(reason) = accept(&row.value) {
-            let letter = dead_letter(&row.value, reason);
-            out.push(Row {
-                value: Bytes::from(letter.to_string()),
-                ..row
-            });
-        }
+/// Per window: orders, cents, and the largest order as (cents, id); of equal amounts the
+/// smaller id (as text) is the largest, so that a result never depends on arrival order.
+#[derive(Clone)]
+struct OrderStats;
+
+type Stats = (u64, i64, Option<(i64, String)>);
+
+fn larger(a: Option<(i64, String)>, b: Option<(i64, String)>) -> Option<(i64, String)> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if (Reverse(x.0), &x.1) <= (Reverse(y.0), &y.1) { x } else { y }),
+        (x, None) => x,
+        (None, y) => y,
     }
 }
 
-/// Accepted events, enriched, keyed by order id.
-struct Enrich;
+impl AggregateFunction<OrderEvent> for OrderStats {
+    type Acc = Stats;
+    type Out = Stats;
 
-impl RowFunction for Enrich {
-    fn apply(&self, row: Row, out: &mut Vec<Row>) {
-        let Ok(order) = accept(&row.value) else {
-            return;
-        };
-        let Some(id) = order["order_id"].as_u64() else {
-            return;
-        };
-        out.push(Row {
-            key: Bytes::from(id.to_string()),
-            value: Bytes::from(Value::Object(order).to_string()),
-            ts: row.ts,
+    fn create_accumulator(&self) -> Stats {
+        (0, 0, None)
+    }
+
+    fn add(&self, o: &OrderEvent, acc: &mut Stats) {
+        acc.0 += 1;
+        acc.1 += o.total_cents;
+        acc.2 = larger(acc.2.take(), Some((o.total_cents, o.order_id.clone())));
+    }
+
+    fn get_result(&self, acc: &Stats) -> Stats {
+        acc.clone()
+    }
+
+    fn merge(&self, into: &mut Stats, other: Stats) {
+        into.0 += other.0;
+        into.1 += other.1;
+        into.2 = larger(into.2.take(), other.2);
+    }
+}
+
+/// The job's logic: dead letters for rejected events, the accepted ones enriched into the
+/// orders table, and each customer's creations over the last hour, every five minutes.
+pub fn logic(input: &DataStream<KafkaRecord>) -> Outputs {
+    let accepted = input
+        .process(|r: KafkaRecord, ctx| match accept(&r.value) {
+            Ok((order, enriched)) => ctx.emit(Accepted {
+                order,
+                enriched: Value::Object(enriched).to_string(),
+            }),
+            Err(reason) => {
+                let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default());
+                let letter = Keyed::json(key, &dead_letter(&r.value, reason));
+                ctx.side_output(&DEAD_LETTERS, letter);
+                ctx.dropped(DropReason::Invalid);
+            }
+        })
+        .uid("validate");
+    let dead = accepted.side_output(&DEAD_LETTERS);
+    let rows = accepted.map(|a: Accepted| Keyed {
+        key: a.order.order_id,
+        value: a.enriched,
+    });
+    let sliding = WindowAssigner::sliding(
+        Duration::from_millis(WINDOW_MS as u64),
+        Duration::from_millis(SLIDE_MS as u64),
+    );
+    let metrics = accepted
+        .filter(|a: &Accepted| a.order.is_creation())
+        .map(|a: Accepted| a.order)
+        .key_by(|o: &OrderEvent| o.customer_id.clone())
+        .window(sliding)
+        .aggregate(OrderStats)
+        .uid("customer-windows")
+        .flat_map(|w: Windowed<String, Stats>| {
+            let (orders, cents, largest) = w.value;
+            let (customer, (largest, id)) = (customers::lookup(&w.key)?, largest?);
+            let metrics = Metrics {
+                customer_id: w.key.clone(),
+                tier: customer.tier.to_string(),
+                window_start: w.window.start,
+                window_end: w.window.end,
+                orders,
+                total: cents as f64 / 100.0,
+                largest: largest as f64 / 100.0,
+                largest_order_id: id_value(&id),
+            };
+            Some(Keyed::json(w.key, &metrics))
         });
-    }
-}
-
-/// An enriched order as its table row: the same key and value.
-struct OrderRow;
-
-impl RowFunction for OrderRow {
-    fn apply(&self, row: Row, out: &mut Vec<Row>) {
-        out.push(row);
-    }
-}
-
-/// Creations, keyed by customer, valued `<cents> <order id>`.
-struct Amounts;
-
-impl RowFunction for Amounts {
-    fn apply(&self, row: Row, out: &mut Vec<Row>) {
-        let order = serde_json::from_slice::<OrderFields>(&row.value).ok();
-        out.extend(order.and_then(|o| creation_by_customer(o, row.ts)));
-    }
-}
-
-/// A fired window, as its record.
-struct Format;
-
-impl RowFunction for Format {
-    fn apply(&self, row: Row, out: &mut Vec<Row>) {
-        let Ok(w) = serde_json::from_slice::<WindowResult>(&row.value) else {
-            return;
-        };
-        let customer_id = String::from_utf8_lossy(&row.key).into_owned();
-        let (Some(customer), Some(max)) = (customers::lookup(&customer_id), w.max) else {
-            return;
-        };
-        let Ok(largest_order_id) = max.of.parse() else {
-            return;
-        };
-        let metrics = Metrics {
-            customer_id,
-            tier: customer.tier.to_string(),
-            window_start: w.start,
-            window_end: w.end,
-            orders: w.count,
-            total: w.sum as f64 / 100.0,
-            largest: max.value as f64 / 100.0,
-            largest_order_id,
-        };
-        out.push(Row {
-            value: Bytes::from(serde_json::to_vec(&metrics).expect("metrics serialize")),
-            ..row
-        });
+    Outputs {
+        topics: vec![(METRICS_TOPIC, metrics), (DLQ_TOPIC, dead)],
+        table: Some((TABLE, rows)),
     }
 }
 
@@ -245,20 +208,17 @@ pub fn oracle(input: &[Input<'_>]) -> (ExpectedRecords, ExpectedRecords) {
     let mut windows: BTreeMap<(String, i64), Window> = BTreeMap::new();
     for i in input {
         let order = match accept(i.value) {
-            Ok(order) => order,
+            Ok((order, _)) => order,
             Err(reason) => {
                 expect(&mut dead, i.key, &dead_letter(i.value, reason));
                 continue;
             }
         };
-        let Ok(order) = serde_json::from_value::<OrderFields>(Value::Object(order)) else {
-            continue;
-        };
-        if order.event_type != "order_created" {
+        if !order.is_creation() {
             continue;
         }
-        let cents = to_cents(order.total_amount);
-        let candidate = (Reverse(cents), order.order_id.to_string());
+        let cents = order.total_cents;
+        let candidate = (Reverse(cents), order.order_id.clone());
         let mut start = window_start(i.ts, SLIDE_MS);
         while start > i.ts - WINDOW_MS {
             let w = windows
@@ -278,7 +238,7 @@ pub fn oracle(input: &[Input<'_>]) -> (ExpectedRecords, ExpectedRecords) {
             "window_start": start, "window_end": start + WINDOW_MS,
             "orders": orders, "total": cents as f64 / 100.0,
             "largest": largest as f64 / 100.0,
-            "largest_order_id": id.parse::<u64>().unwrap_or_default(),
+            "largest_order_id": id_value(&id),
         });
         expect(&mut metrics, customer_id.as_bytes(), &value);
     }
@@ -290,13 +250,10 @@ pub fn oracle(input: &[Input<'_>]) -> (ExpectedRecords, ExpectedRecords) {
 pub fn table_oracle(input: &[Input<'_>]) -> ExpectedTable {
     let mut table = ExpectedTable::new();
     for i in input {
-        let Ok(order) = accept(i.value) else {
+        let Ok((event, order)) = accept(i.value) else {
             continue;
         };
-        let Some(id) = order["order_id"].as_u64() else {
-            continue;
-        };
-        let entry = table.entry(id.to_string()).or_default();
+        let entry = table.entry(event.order_id).or_default();
         entry.0 = super::canonical(&Value::Object(order));
         entry.1 += 1;
     }
@@ -320,33 +277,31 @@ pub fn found_table(content: &TableContent) -> ExpectedTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::row_of;
-    use crate::jobs::test_orders;
+    use crate::jobs::{Job, assert_matches_oracle, run_locally, test_orders};
 
     #[test]
-    fn functions_and_oracle_agree_on_a_generated_run() {
+    fn the_job_and_the_oracles_agree_on_a_generated_run() {
         let events = test_orders(0.5, 2_000);
         let input: Vec<Input<'_>> = events.iter().map(Input::from).collect();
         let (dead, metrics) = oracle(&input);
         let invalid = events.iter().filter(|e| e.invalid.is_some()).count() as u64;
         assert_eq!(dead.values().sum::<u64>(), invalid);
         assert!(invalid > 50, "{invalid} invalid events");
+        assert!(!metrics.is_empty());
         let table = table_oracle(&input);
         let writes: u64 = table.values().map(|(_, w)| w).sum();
         assert_eq!(writes, events.len() as u64 - invalid);
         assert!(table.values().any(|(_, w)| *w > 1), "some order changes");
-        assert!(!metrics.is_empty());
-        // The dead-letter and enrich functions split the input the way the oracle does.
-        let (mut letters, mut accepted) = (Vec::new(), Vec::new());
-        for e in &events {
-            DeadLetters.apply(row_of(e), &mut letters);
-            Enrich.apply(row_of(e), &mut accepted);
+        assert_matches_oracle(Job::OrderPipeline, &events);
+        // The rows the table gets are the oracle's, applied in order.
+        let (_, rows) = run_locally(Job::OrderPipeline, &events);
+        let mut applied = ExpectedTable::new();
+        for r in rows {
+            let entry = applied.entry(r.key).or_default();
+            entry.0 = super::super::canonical(&serde_json::from_str(&r.value).unwrap());
+            entry.1 += 1;
         }
-        assert_eq!(letters.len() as u64, invalid);
-        assert_eq!(accepted.len() as u64, writes);
-        let last = accepted.iter().rev().find(|r| &r.key[..] == b"1").unwrap();
-        let value: Value = serde_json::from_slice(&last.value).unwrap();
-        assert_eq!(table["1"].0, super::super::canonical(&value));
+        assert_eq!(applied, table);
     }
 
     #[test]

@@ -20,21 +20,17 @@
 //! The second exchange re-keys by customer after the amounts step, because the runtime keys a
 //! window only on a hash edge.
 
-use super::{
-    ExpectedRecords, Input, OrderFields, Settings, creation_by_customer, expect, linear, map,
-    parse_valid, to_cents, windows, with_json,
-};
-use crate::orders;
-use bytes::Bytes;
+use super::{ExpectedRecords, Input, Keyed, Outputs, expect, order_events};
+use crate::orders::{self, OrderEvent};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use weir_engine::runtime::element::Row;
-use weir_engine::runtime::running::RunningTotal;
-use weir_engine::runtime::window::WindowResult;
-use weir_engine::runtime::{Edge, Functions, JobGraph, OperatorSpec, RowFunction};
-use weir_engine::stream::window::WindowAssigner;
+use std::time::Duration;
+use weir_engine::state::{CountSum, MapStateDescriptor, StateError, ValueStateDescriptor};
+use weir_engine::{
+    DataStream, DropReason, KafkaRecord, KeyedContext, KeyedProcessFunction, OutputTag,
+    TimeDomain, WindowAssigner, Windowed,
+};
 
 /// The job's name, and the topic of its sessions.
 pub const NAME: &str = "order-sessions";
@@ -43,18 +39,13 @@ pub const RUNNING_TOPIC: &str = "order-running-totals";
 /// A session ends after this long without an order: ten minutes.
 pub const GAP_MS: i64 = 10 * 60_000;
 
-const ORDERS: &str = "order-sessions/orders-by-customer";
-const RUNNING_FORMAT: &str = "order-sessions/running-format";
-const AMOUNTS: &str = "order-sessions/amounts";
-const FORMAT: &str = "order-sessions/format";
-
 /// One record of `order-running-totals`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Running {
     /// The customer.
     pub customer_id: String,
-    /// The order.
-    pub order_id: u64,
+    /// The order: a number for Weir's integer ids, else the id's text.
+    pub order_id: Value,
     /// Its event time.
     pub timestamp: i64,
     /// Its amount.
@@ -80,102 +71,106 @@ pub struct Session {
     pub total: f64,
 }
 
-/// The job's graph.
-pub fn graph(settings: &Settings) -> JobGraph {
-    linear(
-        NAME,
-        settings,
-        vec![
-            map("orders", Edge::Forward, ORDERS),
-            ("running-totals", Edge::Hash, OperatorSpec::RunningTotals),
-            (
-                "running-totals-out",
-                Edge::Forward,
-                OperatorSpec::SideOutput {
-                    function: RUNNING_FORMAT.into(),
-                    topic: RUNNING_TOPIC.into(),
-                    mode: settings.sink_mode,
-                },
-            ),
-            map("amounts", Edge::Forward, AMOUNTS),
-            windows("sessions", WindowAssigner::Session { gap: GAP_MS }),
-            map("format", Edge::Forward, FORMAT),
-        ],
-    )
+/// The running totals, as they leave for their topic.
+const RUNNING: OutputTag<Keyed> = OutputTag::new("running-totals");
+/// A customer's orders waiting for the watermark, by event time.
+const WAITING: MapStateDescriptor<i64, Vec<OrderEvent>> = MapStateDescriptor::new("waiting");
+/// A customer's orders and cents so far.
+const SO_FAR: ValueStateDescriptor<(u64, i64)> = ValueStateDescriptor::new("so-far");
+
+/// Releases each customer's orders in event-time order, once the watermark has passed them,
+/// with the customer's count and total so far; orders of one event time go in the order of
+/// their amount in cents as text, then of their id. An order behind the watermark on arrival
+/// is late: its place in the order is already past.
+#[derive(Clone)]
+struct RunningTotals;
+
+/// The tie-break of orders with one event time.
+fn tie(o: &OrderEvent) -> String {
+    format!("{} {}", o.total_cents, o.order_id)
 }
 
-/// Adds the job's functions to `functions`.
-pub fn register(functions: Functions) -> Functions {
-    functions
-        .with(ORDERS, Arc::new(OrdersByCustomer))
-        .with(RUNNING_FORMAT, Arc::new(RunningFormat))
-        .with(AMOUNTS, Arc::new(Amounts))
-        .with(FORMAT, Arc::new(Format))
-}
-
-/// Keeps valid creations, keyed by customer, valued `<cents> <order id>`.
-struct OrdersByCustomer;
-
-impl RowFunction for OrdersByCustomer {
-    fn apply(&self, row: Row, out: &mut Vec<Row>) {
-        let order = parse_valid::<OrderFields, _>(orders::validate, &row.value);
-        out.extend(order.and_then(|o| creation_by_customer(o, row.ts)));
-    }
-}
-
-/// A released running total, as its record.
-struct RunningFormat;
-
-impl RowFunction for RunningFormat {
-    fn apply(&self, row: Row, out: &mut Vec<Row>) {
-        let Ok(t) = serde_json::from_slice::<RunningTotal>(&row.value) else {
-            return;
+impl KeyedProcessFunction<String, OrderEvent, OrderEvent> for RunningTotals {
+    fn process_element(
+        &mut self,
+        o: OrderEvent,
+        ctx: &mut KeyedContext<'_, String, OrderEvent>,
+    ) -> Result<(), StateError> {
+        let Some(ts) = ctx.timestamp() else {
+            return Err(StateError::Codec("an order without a timestamp".into()));
         };
-        let Ok(order_id) = t.of.parse::<u64>() else {
-            return;
-        };
-        let running = Running {
-            customer_id: String::from_utf8_lossy(&row.key).into_owned(),
-            order_id,
-            timestamp: row.ts,
-            amount: t.value as f64 / 100.0,
-            count: t.count,
-            total: t.sum as f64 / 100.0,
-        };
-        out.push(with_json(row, &running));
-    }
-}
-
-/// A released running total back to the order's amount, for the session windows.
-struct Amounts;
-
-impl RowFunction for Amounts {
-    fn apply(&self, row: Row, out: &mut Vec<Row>) {
-        if let Ok(t) = serde_json::from_slice::<RunningTotal>(&row.value) {
-            out.push(Row {
-                value: Bytes::from(t.value.to_string()),
-                ..row
-            });
+        if ts <= ctx.current_watermark() {
+            ctx.dropped(DropReason::Late);
+            return Ok(());
         }
+        let mut waiting = ctx.map(&WAITING)?;
+        let mut at = waiting.get(&ts)?.unwrap_or_default();
+        at.push(o);
+        waiting.put(&ts, &at)?;
+        ctx.register_event_time_timer(ts);
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        ts: i64,
+        _domain: TimeDomain,
+        ctx: &mut KeyedContext<'_, String, OrderEvent>,
+    ) -> Result<(), StateError> {
+        let mut due = ctx.map(&WAITING)?.get(&ts)?.unwrap_or_default();
+        ctx.map(&WAITING)?.remove(&ts)?;
+        due.sort_by_key(tie);
+        let (mut count, mut cents) = ctx.value(&SO_FAR)?.get()?.unwrap_or_default();
+        for o in due {
+            count += 1;
+            cents += o.total_cents;
+            let running = Running {
+                customer_id: o.customer_id.clone(),
+                order_id: id_value(&o.order_id),
+                timestamp: ts,
+                amount: o.total_cents as f64 / 100.0,
+                count,
+                total: cents as f64 / 100.0,
+            };
+            ctx.side_output(&RUNNING, Keyed::json(o.customer_id.clone(), &running));
+            ctx.emit_at(o, ts);
+        }
+        ctx.value(&SO_FAR)?.update(&(count, cents))
     }
 }
 
-/// A fired session, as its record.
-struct Format;
+/// An order id as the records name it.
+fn id_value(id: &str) -> Value {
+    id.parse::<u64>().map_or_else(|_| json!(id), |n| json!(n))
+}
 
-impl RowFunction for Format {
-    fn apply(&self, row: Row, out: &mut Vec<Row>) {
-        let Ok(w) = serde_json::from_slice::<WindowResult>(&row.value) else {
-            return;
-        };
-        let session = Session {
-            customer_id: String::from_utf8_lossy(&row.key).into_owned(),
-            session_start: w.start,
-            session_end: w.end,
-            count: w.count,
-            total: w.sum as f64 / 100.0,
-        };
-        out.push(with_json(row, &session));
+/// The job's logic: running totals per customer in event-time order, then the customer's
+/// ordering sessions over the released orders.
+pub fn logic(input: &DataStream<KafkaRecord>) -> Outputs {
+    let released = order_events(input)
+        .filter(|o: &OrderEvent| o.is_creation())
+        .key_by(|o: &OrderEvent| o.customer_id.clone())
+        .process(RunningTotals)
+        .uid("running-totals");
+    let running = released.side_output(&RUNNING);
+    let sessions = released
+        .key_by(|o: &OrderEvent| o.customer_id.clone())
+        .window(WindowAssigner::session(Duration::from_millis(GAP_MS as u64)))
+        .aggregate(CountSum::new(|o: &OrderEvent| o.total_cents))
+        .uid("sessions")
+        .map(|w: Windowed<String, (u64, i64)>| {
+            let session = Session {
+                customer_id: w.key.clone(),
+                session_start: w.window.start,
+                session_end: w.window.end,
+                count: w.value.0,
+                total: w.value.1 as f64 / 100.0,
+            };
+            Keyed::json(w.key, &session)
+        });
+    Outputs {
+        topics: vec![(NAME, sessions), (RUNNING_TOPIC, running)],
+        table: None,
     }
 }
 
@@ -183,30 +178,18 @@ impl RowFunction for Format {
 /// totals.
 pub fn oracle(input: &[Input<'_>]) -> (ExpectedRecords, ExpectedRecords) {
     // Customer -> (event time, amount in cents as text then order id, cents, order id).
-    let mut by_customer: BTreeMap<String, Vec<(i64, String, i64, u64)>> = BTreeMap::new();
+    let mut by_customer: BTreeMap<String, Vec<(i64, String, i64, String)>> = BTreeMap::new();
     for i in input {
-        if orders::validate(i.value).is_err() {
-            continue;
-        }
-        let Ok(e) = serde_json::from_slice::<serde_json::Value>(i.value) else {
+        let Ok(order) = orders::parse_event(i.value) else {
             continue;
         };
-        let (Some(customer), Some(order_id), Some(amount)) = (
-            e["customer_id"].as_str(),
-            e["order_id"].as_u64(),
-            e["total_amount"].as_f64(),
-        ) else {
-            continue;
-        };
-        if e["event_type"] != "order_created" {
+        if !order.is_creation() {
             continue;
         }
-        let cents = to_cents(amount);
-        let tie = format!("{cents} {order_id}");
         by_customer
-            .entry(customer.to_string())
+            .entry(order.customer_id.clone())
             .or_default()
-            .push((i.ts, tie, cents, order_id));
+            .push((i.ts, tie(&order), order.total_cents, order.order_id));
     }
     let (mut sessions, mut running) = (ExpectedRecords::new(), ExpectedRecords::new());
     for (customer, mut orders) in by_customer {
@@ -226,7 +209,7 @@ pub fn oracle(input: &[Input<'_>]) -> (ExpectedRecords, ExpectedRecords) {
             count += 1;
             total += cents;
             let value = json!({
-                "customer_id": customer, "order_id": order_id, "timestamp": ts,
+                "customer_id": customer, "order_id": id_value(&order_id), "timestamp": ts,
                 "amount": cents as f64 / 100.0, "count": count, "total": total as f64 / 100.0,
             });
             expect(&mut running, key, &value);
@@ -250,12 +233,10 @@ pub fn oracle(input: &[Input<'_>]) -> (ExpectedRecords, ExpectedRecords) {
 mod tests {
     use super::*;
     use crate::generator::{GeneratorConfig, Skew, Workload};
-    use crate::jobs::row_of;
-    use weir_engine::runtime::running::KeyedRunning;
-    use weir_engine::runtime::window::KeyedWindows;
+    use crate::jobs::{Job, assert_matches_oracle};
 
     #[test]
-    fn the_functions_through_the_operators_match_the_oracle() {
+    fn the_job_and_the_oracle_agree_on_generated_orders() {
         let config = GeneratorConfig {
             rate_per_s: 0.5,
             keys: 200,
@@ -269,37 +250,12 @@ mod tests {
             .collect();
         let input: Vec<Input<'_>> = events.iter().map(Input::from).collect();
         let (sessions, running) = oracle(&input);
-        let run = |f: &dyn RowFunction, rows: Vec<Row>| {
-            let mut out = Vec::new();
-            rows.into_iter().for_each(|r| f.apply(r, &mut out));
-            out
-        };
-        let rows = events.iter().map(row_of).collect();
-        let mut totals = KeyedRunning::new();
-        run(&OrdersByCustomer, rows)
-            .iter()
-            .for_each(|r| totals.add(r));
-        let released = totals.advance(i64::MAX);
-        let mut windows = KeyedWindows::new(WindowAssigner::Session { gap: GAP_MS });
-        run(&Amounts, released.clone())
-            .iter()
-            .for_each(|r| windows.add(r));
-        let collect = |rows: Vec<Row>| {
-            let mut got = ExpectedRecords::new();
-            for r in rows {
-                let value: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
-                expect(&mut got, &r.key, &value);
-            }
-            got
-        };
-        assert_eq!(collect(run(&RunningFormat, released)), running);
-        let got_sessions = collect(run(&Format, windows.advance(i64::MAX)));
-        assert_eq!(got_sessions, sessions);
         let orders: u64 = running.values().sum();
         assert!(
             (sessions.len() as u64) > 100 && (sessions.len() as u64) < orders,
             "{} sessions of {orders} orders",
             sessions.len()
         );
+        assert_matches_oracle(Job::OrderSessions, &events);
     }
 }

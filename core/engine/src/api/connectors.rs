@@ -13,6 +13,27 @@ use std::marker::PhantomData;
 use std::rc::Rc;
 use std::sync::Arc;
 
+/// A topic's record as it is: its key and value bytes (its timestamp is the stream record's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct KafkaRecord {
+    /// The key.
+    pub key: Option<Vec<u8>>,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+impl KafkaSource<KafkaRecord> {
+    /// Reads `topic` as it is, for a job that parses (and counts what fails to) itself.
+    pub fn raw(topic: &str) -> Self {
+        Self::new(topic, |input| {
+            Ok(KafkaRecord {
+                key: input.key.map(<[u8]>::to_vec),
+                value: input.value.to_vec(),
+            })
+        })
+    }
+}
+
 /// Reads a broker topic under read_committed. Partition `p` goes to source subtask
 /// `p mod parallelism`; each partition keeps its own watermark.
 pub struct KafkaSource<T> {

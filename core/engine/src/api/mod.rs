@@ -15,10 +15,11 @@ mod stream;
 
 pub use connected::{ConnectedStreams, IntervalJoin, JoinedStreams, KeyedConnectedStreams};
 pub use connectors::{
-    CollectSink, Collected, DeliveryGuarantee, KafkaSink, KafkaSource, TableSink,
+    CollectSink, Collected, DeliveryGuarantee, KafkaRecord, KafkaSink, KafkaSource, SinkSpec,
+    TableSink,
 };
 pub use keyed::{KeyedStream, WindowedStream};
-pub use stream::DataStream;
+pub use stream::{DataStream, SinkHandle};
 
 use crate::element::Data;
 use crate::graph::{EdgeInfo, GraphError, Ship, Stage, Topology, VertexInfo, VertexKind};
@@ -149,6 +150,39 @@ impl StreamEnv {
     ) -> DataStream<T> {
         let factory = Rc::new(CollectionSourceFactory {
             values: Rc::new(values),
+            splits: None,
+            strategy,
+        });
+        let v = self.add(
+            "collection",
+            VertexKind::Source { topic: None },
+            VertexCode::Source(factory),
+            Vec::new(),
+        );
+        DataStream::from_vertex(self.clone(), v)
+    }
+
+    /// Adds a bounded source over the splits `splits`, of `values`, each on the split its pair
+    /// names: subtask `s` reads the splits `s` mod its parallelism, values in order, with a
+    /// watermark per split (a split without values holds it back), as a topic's partitions are
+    /// read.
+    pub fn from_splits<T: Data>(
+        &self,
+        splits: &[u32],
+        values: Vec<(u32, T)>,
+        strategy: WatermarkStrategy<T>,
+    ) -> DataStream<T> {
+        let mut all = splits.to_vec();
+        all.sort_unstable();
+        all.dedup();
+        let (of, values): (Vec<u32>, Vec<T>) = values.into_iter().unzip();
+        assert!(
+            of.iter().all(|s| all.binary_search(s).is_ok()),
+            "every value's split is one of the source's splits"
+        );
+        let factory = Rc::new(CollectionSourceFactory {
+            values: Rc::new(values),
+            splits: Some((all, Rc::new(of))),
             strategy,
         });
         let v = self.add(

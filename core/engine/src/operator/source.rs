@@ -370,16 +370,23 @@ impl<T: Clone + 'static> SourceReader for TopicReader<T> {
     }
 }
 
-/// Reads values the job holds: subtask `s` of `p` takes every value whose index is `s` mod
-/// `p`, in order, as its one split.
+/// Reads values the job holds. Without splits, subtask `s` of `p` takes every value whose index
+/// is `s` mod `p`, in order, as its one split `s`. With them, value `i` is on split
+/// `splits[i]`, and subtask `s` reads, in order, the values of the splits `s` mod `p`, each
+/// split with its own watermark, as a topic's partitions would be read.
 pub(crate) struct CollectionSourceFactory<T> {
     pub values: Rc<Vec<T>>,
+    /// Every split, and the split of each value.
+    pub splits: Option<(Vec<u32>, Rc<Vec<u32>>)>,
     pub strategy: WatermarkStrategy<T>,
 }
 
 struct CollectionReader<T> {
     values: Rc<Vec<T>>,
-    mine: Vec<usize>,
+    /// This subtask's values (indexes into `values`) and the split of each.
+    mine: Vec<(usize, u32)>,
+    /// This subtask's splits.
+    own: Vec<u32>,
     next: usize,
     marks: Marks<T>,
     ended_marked: bool,
@@ -389,7 +396,7 @@ struct CollectionReader<T> {
 #[derive(Serialize, Deserialize)]
 struct CollectionSnapshot {
     next: usize,
-    max_ts: Option<Timestamp>,
+    max_ts: BTreeMap<u32, Option<Timestamp>>,
 }
 
 impl<T: Clone + 'static> SourceFactory for CollectionSourceFactory<T> {
@@ -399,9 +406,26 @@ impl<T: Clone + 'static> SourceFactory for CollectionSourceFactory<T> {
             .map(decode::<CollectionSnapshot>)
             .transpose()
             .map_err(|e| format!("restore {}: {e}", b.uid))?;
-        let mine: Vec<usize> = (0..self.values.len())
-            .filter(|i| *i as u32 % b.parallelism == b.subtask)
+        let split_of = |i: usize| match &self.splits {
+            Some((_, of)) => of[i],
+            None => b.subtask,
+        };
+        let owner = |i: usize| match &self.splits {
+            Some((_, of)) => of[i] % b.parallelism,
+            None => i as u32 % b.parallelism,
+        };
+        let mine: Vec<(usize, u32)> = (0..self.values.len())
+            .filter(|i| owner(*i) == b.subtask)
+            .map(|i| (i, split_of(i)))
             .collect();
+        let own: Vec<u32> = match &self.splits {
+            Some((all, _)) => all
+                .iter()
+                .copied()
+                .filter(|s| s % b.parallelism == b.subtask)
+                .collect(),
+            None => vec![b.subtask],
+        };
         let next = restored.as_ref().map_or(0, |r| r.next);
         if next > mine.len() {
             return Err(format!(
@@ -411,16 +435,21 @@ impl<T: Clone + 'static> SourceFactory for CollectionSourceFactory<T> {
             ));
         }
         let port = PortRef::new();
-        let max_ts = restored.and_then(|r| r.max_ts);
+        let saved = restored.map(|r| r.max_ts).unwrap_or_default();
+        let marks: Vec<(u32, Option<Timestamp>)> = own
+            .iter()
+            .map(|s| (*s, saved.get(s).copied().flatten()))
+            .collect();
         let splits = SplitWatermarks::new(
             &self.strategy,
-            &[(0, max_ts)],
+            &marks,
             b.clock.now_ms(),
             b.mutated(OperatorMutation::MaxWatermark),
         );
         let reader = CollectionReader {
             values: Rc::clone(&self.values),
             mine,
+            own,
             next,
             marks: Marks {
                 strategy: self.strategy.clone(),
@@ -447,13 +476,15 @@ impl<T: Clone + 'static> CollectionReader<T> {
         let upto = end.min(self.next + COLLECTION_POLL_VALUES_MAX);
         let n = upto.saturating_sub(self.next);
         while self.next < upto {
-            let value = self.values[self.mine[self.next]].clone();
+            let (i, split) = self.mine[self.next];
             self.next += 1;
-            self.marks.record(0, value, None);
+            self.marks.record(split, self.values[i].clone(), None);
         }
         if self.next >= self.mine.len() && !self.ended_marked {
             self.ended_marked = true;
-            self.marks.splits.end(0);
+            for s in &self.own {
+                self.marks.splits.end(*s);
+            }
         }
         self.marks.emit(true);
         n
@@ -480,7 +511,7 @@ impl<T: Clone + 'static> SourceReader for CollectionReader<T> {
     fn snapshot(&self) -> Result<Vec<u8>, StateError> {
         encode(&CollectionSnapshot {
             next: self.next,
-            max_ts: self.marks.splits.max_timestamps().get(&0).copied().flatten(),
+            max_ts: self.marks.splits.max_timestamps(),
         })
     }
 

@@ -3,8 +3,9 @@
 //! ones the distributed runtime runs; what local mode leaves out is what lies between them
 //! (exchange, checkpoints, restarts). Tests of a job's logic and one-core benches use it.
 //!
-//! Sources are polled in turn until every one has ended. Collecting sinks commit what each
-//! step staged; other sinks need the distributed runtime.
+//! Sources are polled in turn until every one has ended: collections, and topics when the run
+//! is given a broker cluster. Collecting sinks commit what each step staged; other sinks need
+//! the distributed runtime.
 
 use crate::api::{Job, VertexCode};
 use crate::graph::{SinkTarget, VertexKind};
@@ -16,10 +17,13 @@ use crate::runtime::table::{TableRow, TableStore};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use weir_client::{ClientError, Cluster};
 use weir_seams::clock::Clock;
 
 /// How long a step sleeps when no source had anything.
 const IDLE_SLEEP_MS: u64 = 10;
+/// How long a step waits after a broker error that retrying can fix.
+const RETRY_MS: u64 = 50;
 
 /// Figures of a local run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,6 +41,8 @@ pub struct LocalReport {
 /// A job running in local mode.
 pub struct LocalRun {
     name: String,
+    cluster: Option<Arc<Cluster>>,
+    opened: bool,
     sources: Vec<Box<dyn SourceReader>>,
     stateful: Vec<Stateful>,
     sinks: Vec<(String, SinkRows, Arc<CollectStore>)>,
@@ -52,6 +58,16 @@ impl Job {
     /// `mutation` built in if one is given.
     pub fn local(
         &self,
+        clock: Clock,
+        mutation: Option<OperatorMutation>,
+    ) -> Result<LocalRun, String> {
+        self.local_on(None, clock, mutation)
+    }
+
+    /// [`Job::local`], with topic sources reading from `cluster`.
+    pub fn local_on(
+        &self,
+        cluster: Option<Arc<Cluster>>,
         clock: Clock,
         mutation: Option<OperatorMutation>,
     ) -> Result<LocalRun, String> {
@@ -101,10 +117,9 @@ impl Job {
             match self.code(v) {
                 VertexCode::Source(f) => {
                     let (reader, outputs) = f.create(&mut b)?;
-                    if reader.topic().is_some() {
+                    if reader.topic().is_some() && cluster.is_none() {
                         return Err(format!(
-                            "{}: local mode reads collections; a topic source needs the \
-                             distributed runtime",
+                            "{}: a topic source in local mode needs a broker cluster",
                             info.uid
                         ));
                     }
@@ -133,6 +148,8 @@ impl Job {
         }
         Ok(LocalRun {
             name: topology.name.clone(),
+            cluster,
+            opened: false,
             sources,
             stateful,
             sinks,
@@ -145,13 +162,34 @@ impl Job {
     }
 }
 
+/// Waits out a broker error that retrying can fix; local mode has no restart to fall back on,
+/// so it retries for as long as its caller keeps stepping. Any other error fails the run.
+async fn retry(e: ClientError) -> Result<(), String> {
+    if !e.is_retriable() {
+        return Err(e.to_string());
+    }
+    tokio::time::sleep(Duration::from_millis(RETRY_MS)).await;
+    Ok(())
+}
+
 impl LocalRun {
     /// Polls every source that has not ended once, fires due processing-time timers and
     /// commits what the sinks staged. Returns whether every source has ended.
     pub async fn step(&mut self) -> Result<bool, String> {
+        if !self.opened {
+            for s in &mut self.sources {
+                if let Err(e) = s.open(self.cluster.as_ref()).await {
+                    return retry(e).await.map(|()| false);
+                }
+            }
+            self.opened = true;
+        }
         let mut read = 0;
         for s in self.sources.iter_mut().filter(|s| !s.ended()) {
-            read += s.poll().await.map_err(|e| e.to_string())?;
+            match s.poll().await {
+                Ok(n) => read += n,
+                Err(e) => retry(e).await?,
+            }
         }
         if let Some(why) = self.failure.take() {
             return Err(why);
@@ -195,11 +233,11 @@ impl LocalRun {
         Ok(ended)
     }
 
-    /// Runs until every source has ended and its last records are committed.
+    /// Runs until every source has ended and its last records are committed (the step that
+    /// finds the sources ended has put their end-of-time watermark through and committed what
+    /// it fired).
     pub async fn run(&mut self) -> Result<LocalReport, String> {
         while !self.step().await? {}
-        // The step that found the sources ended also put the end-of-time watermark through.
-        self.step().await?;
         Ok(self.report())
     }
 
