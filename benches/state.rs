@@ -5,7 +5,7 @@
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;
-use weir_engine::stream::state::{
+use weir_engine::state::{
     HeapBackend, KeyedStore, StoreSnapshot, ValueStateDescriptor, decode, encode,
 };
 use weir_seams::clock::Clock;

@@ -4,12 +4,8 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-use weir_engine::stream::StreamEnv;
-use weir_engine::stream::sink::Blackhole;
-use weir_engine::stream::source::BoundedSource;
-use weir_engine::stream::state::CountSum;
-use weir_engine::stream::watermark::WatermarkStrategy;
-use weir_engine::stream::window::WindowAssigner;
+use weir_engine::state::CountSum;
+use weir_engine::{CollectSink, StreamEnv, WatermarkStrategy, WindowAssigner};
 use weir_seams::clock::Clock;
 
 const KEYS: u64 = 10_000;
@@ -39,22 +35,22 @@ fn orders() -> Vec<Order> {
         .collect()
 }
 
+/// Runs the windows over `events` in local mode; returns how many results they committed.
 fn run(rt: &tokio::runtime::Runtime, events: &[Order], assigner: WindowAssigner) -> u64 {
     rt.block_on(async {
-        let env = StreamEnv::with_clock(Clock::starting_at(0));
+        let env = StreamEnv::new("window-bench");
         let strategy = WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(100))
             .with_timestamp_assigner(|o: &Order, _| o.ts);
-        let fired = Blackhole::default();
-        env.from_source(
-            BoundedSource::new(events.to_vec()).with_batch(1024),
-            strategy,
-        )
-        .key_by(|o: &Order| o.customer)
-        .window(assigner)
-        .aggregate(CountSum::new(|o: &Order| o.total))
-        .sink(fired.clone());
-        env.execute().await.expect("the job runs");
-        fired.count()
+        let (sink, fired) = CollectSink::new();
+        env.from_collection(events.to_vec(), strategy)
+            .key_by(|o: &Order| o.customer)
+            .window(assigner)
+            .aggregate(CountSum::new(|o: &Order| o.total))
+            .sink_to(sink);
+        let job = env.build().expect("the job builds");
+        let mut run = job.local(Clock::starting_at(0), None).expect("local mode runs it");
+        run.run().await.expect("the job runs");
+        fired.len() as u64
     })
 }
 

@@ -13,12 +13,8 @@ use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use weir_engine::stream::StreamEnv;
-use weir_engine::stream::sink::Blackhole;
-use weir_engine::stream::source::BoundedSource;
-use weir_engine::stream::state::CountSum;
-use weir_engine::stream::watermark::WatermarkStrategy;
-use weir_engine::stream::window::WindowAssigner;
+use weir_engine::state::CountSum;
+use weir_engine::{CollectSink, StreamEnv, WatermarkStrategy, WindowAssigner};
 use weir_seams::clock::Clock;
 use weir_sim::compare::ModelFigures;
 use weir_workloads::generator::{GeneratorConfig, Workload};
@@ -27,7 +23,6 @@ use weir_workloads::generator::{GeneratorConfig, Workload};
 /// read as a record).
 const CSV_COLUMNS: &str = "customer_id,total_amount,event_ms";
 /// Records the source hands the job at once.
-const SOURCE_BATCH: usize = 1_024;
 /// Longest CSV line accepted, in bytes: a line is three short fields.
 const LINE_BYTES_MAX: usize = 256;
 
@@ -288,7 +283,7 @@ fn orders_csv(a: &OrdersCsvArgs) -> Result<(), String> {
 }
 
 /// One parsed CSV line (its event time is the record's timestamp).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Order {
     customer: String,
     total: f64,
@@ -343,10 +338,10 @@ fn window_csv(a: &WindowCsvArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let windows = Blackhole::default();
+    let (sink, windows) = CollectSink::new();
     let job_started = Instant::now();
     runtime.block_on(async {
-        let env = StreamEnv::with_clock(Clock::starting_at(0));
+        let env = StreamEnv::new("window-csv");
         // Watermarks come from the source, so it reads each line's event time (its last
         // field) there; the map parses the whole line, as a CSV format would.
         let strategy = WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(
@@ -355,13 +350,15 @@ fn window_csv(a: &WindowCsvArgs) -> Result<(), String> {
         .with_timestamp_assigner(|line: &String, _| {
             event_ms(line).expect("every line parsed before the run")
         });
-        env.from_source(BoundedSource::new(lines).with_batch(SOURCE_BATCH), strategy)
+        env.from_collection(lines, strategy)
             .map(|line: String| parse(&line).expect("every line parsed before the run"))
             .key_by(|o: &Order| o.customer.clone())
             .window(WindowAssigner::tumbling(Duration::from_secs(a.window_s)))
             .aggregate(CountSum::new(|o: &Order| o.total))
-            .sink(windows.clone());
-        env.execute()
+            .sink_to(sink);
+        let job = env.build().map_err(|e| e.to_string())?;
+        job.local(Clock::starting_at(0), None)?
+            .run()
             .await
             .map_err(|e| format!("the job failed: {e}"))
     })?;
@@ -369,7 +366,7 @@ fn window_csv(a: &WindowCsvArgs) -> Result<(), String> {
     let figures = WindowFigures {
         engine: "weir",
         events,
-        windows: windows.count(),
+        windows: windows.len() as u64,
         read_s,
         job_s,
         events_per_s: events as f64 / job_s.max(f64::MIN_POSITIVE),

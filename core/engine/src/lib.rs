@@ -15,11 +15,13 @@
 //!   triggers.
 //! - [`graph`]: a job's shape as plain data, and the stages it runs as.
 //! - [`runtime`]: the job manager, task managers and everything between them.
+//! - [`launch`]: the entry point of a job's own binary: job manager, task manager, or both.
 
 pub mod api;
 pub mod element;
 pub mod function;
 pub mod graph;
+pub mod launch;
 mod operator;
 mod port;
 pub mod runtime;

@@ -4,8 +4,21 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use serde::{Deserialize, Serialize};
 use weir_client::ConsumerRecord;
-use weir_engine::runtime::window::WindowResult;
+
+/// One window's result as `order-totals` writes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowTotals {
+    /// Window start, inclusive, in ms.
+    pub start: i64,
+    /// Window end, exclusive, in ms.
+    pub end: i64,
+    /// Rows in the window.
+    pub count: u64,
+    /// Sum of their values.
+    pub sum: i64,
+}
 
 /// What one (key, window) should hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,12 +174,12 @@ pub fn oracle(
 /// Each window's results as the output holds them, by (key, window start).
 type Found = BTreeMap<(String, i64), Vec<Expected>>;
 
-/// The results the output holds, records of [`WindowResult`] keyed by their key, grouped by
+/// The results the output holds, records of [`WindowTotals`] keyed by their key, grouped by
 /// window; and the records that are not results.
 fn results(output: &BTreeMap<i32, Vec<ConsumerRecord>>) -> (Found, Vec<WindowViolation>) {
     let decode = |r: &ConsumerRecord| {
         let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
-        let w: WindowResult = serde_json::from_slice(r.value.as_deref()?).ok()?;
+        let w: WindowTotals = serde_json::from_slice(r.value.as_deref()?).ok()?;
         let aggregate = Expected {
             count: w.count,
             sum: w.sum,
@@ -288,13 +301,11 @@ mod tests {
     }
 
     fn result(offset: i64, key: &str, start: i64, count: u64, sum: i64) -> ConsumerRecord {
-        let w = WindowResult {
+        let w = WindowTotals {
             start,
             end: start + 100,
             count,
             sum,
-            min: None,
-            max: None,
         };
         record(
             0,

@@ -40,12 +40,12 @@ use weir_engine::runtime::table::server::{
     TABLE_PORT, TableClient, TableServerConfig, run_table_server,
 };
 use weir_engine::runtime::table::{TableContent, TableStore, Tables};
+use weir_engine::DeliveryGuarantee;
 use weir_engine::runtime::{
-    Alignment, CheckpointConfig, Edge, ExecutionModel, JobConfig, JobEvent, JobGraph,
-    JobManagerConfig, JobState, OperatorSpec, RestartStrategy, RuntimeMutation, SinkMode,
-    TaskManagerConfig, ToClient, ToJobManager, Vertex, run_job_manager, run_task_manager,
+    Alignment, CheckpointConfig, ExecutionModel, JobConfig, JobEvent, JobManagerConfig,
+    JobState, RestartStrategy, RuntimeMutation, TaskManagerConfig, ToClient, ToJobManager,
+    run_job_manager, run_task_manager,
 };
-use weir_engine::stream::window::WindowAssigner;
 use weir_seams::clock::Clock;
 use weir_seams::disk::Disk;
 use weir_seams::net::Net;
@@ -53,9 +53,10 @@ use weir_seams::rng::{self, WeirRng};
 use weir_workloads::generator::{GeneratorConfig, Skew, Workload};
 use weir_workloads::jobs::nexmark_windows::WindowQuery;
 use weir_workloads::jobs::order_pipeline;
-use weir_workloads::jobs::{self, Input, Job, Settings, canonical};
+use weir_workloads::jobs::{Input, Job, Settings, canonical};
 
 pub(crate) mod live;
+mod order_totals;
 
 const INPUT_PARTITIONS: i32 = 4;
 const OUTPUT_PARTITIONS: i32 = 2;
@@ -297,7 +298,7 @@ impl Observed {
         let sampled = self
             .latest
             .iter()
-            .map(|((t, a), s)| ((*t, *a), s.late_dropped));
+            .map(|((t, a), s)| ((*t, *a), s.drops.late));
         let mut late: BTreeMap<(TaskId, u64), u64> = sampled.collect();
         for (k, n) in &self.late_at_commit {
             let at = late.entry(*k).or_default();
@@ -515,23 +516,29 @@ struct Shared {
     observed: RefCell<Observed>,
 }
 
-fn job_config(
-    kind: PipelineJob,
+/// The job `kind` at the scenarios' settings: two subtasks per operator, reading to the end
+/// markers, writing exactly once.
+pub(crate) fn build_job(kind: PipelineJob) -> Rc<weir_engine::Job> {
+    let built = match kind {
+        PipelineJob::OrderTotals => order_totals::build(),
+        PipelineJob::Catalog(job) => job.build(&Settings {
+            input_topic: kind.input_topic().into(),
+            parallelism: 2,
+            out_of_orderness_ms: out_of_orderness_ms(job),
+            end_marker: Some(END_MARKER.into()),
+            guarantee: DeliveryGuarantee::ExactlyOnce,
+        }),
+    };
+    Rc::new(built.expect("the scenarios' jobs build"))
+}
+
+/// The runtime settings of `job` in a pipeline scenario.
+pub(crate) fn job_config(
+    job: &weir_engine::Job,
     brokers: &[String],
     exchange: ExchangeConfig,
     mutation: Option<RuntimeMutation>,
 ) -> JobConfig {
-    let graph = match kind {
-        PipelineJob::OrderTotals => order_totals_graph(),
-        PipelineJob::Catalog(job) => job.graph(&Settings {
-            input_topic: kind.input_topic().into(),
-            input_partitions: INPUT_PARTITIONS,
-            parallelism: 2,
-            out_of_orderness_ms: out_of_orderness_ms(job),
-            end_marker: Some(END_MARKER.into()),
-            sink_mode: SinkMode::ExactlyOnce,
-        }),
-    };
     JobConfig {
         checkpoint: CheckpointConfig {
             interval_ms: 1_000,
@@ -551,49 +558,12 @@ fn job_config(
         broker_request_timeout_ms: 5_000,
         mutation,
         ..JobConfig::new(
-            graph,
+            job.topology().clone(),
             brokers
                 .iter()
                 .map(|b| format!("{b}:{}", super::common::PORT))
                 .collect(),
         )
-    }
-}
-
-fn order_totals_graph() -> JobGraph {
-    JobGraph {
-        name: "order-totals".into(),
-        vertices: vec![
-            Vertex {
-                uid: "orders-source".into(),
-                op: OperatorSpec::Source {
-                    topic: PipelineJob::OrderTotals.input_topic().into(),
-                    partitions: INPUT_PARTITIONS,
-                    out_of_orderness_ms: OUT_OF_ORDERNESS_MS,
-                    end_marker: Some(END_MARKER.into()),
-                },
-                parallelism: 2,
-            },
-            Vertex {
-                uid: "totals".into(),
-                op: OperatorSpec::Window {
-                    assigner: WindowAssigner::Tumbling {
-                        size: WINDOW_MS,
-                        offset: 0,
-                    },
-                },
-                parallelism: 2,
-            },
-            Vertex {
-                uid: "totals-sink".into(),
-                op: OperatorSpec::Sink {
-                    topic: PipelineJob::OrderTotals.outputs()[0].into(),
-                    mode: SinkMode::ExactlyOnce,
-                },
-                parallelism: 2,
-            },
-        ],
-        edges: vec![Edge::Hash, Edge::Forward],
     }
 }
 
@@ -1099,7 +1069,8 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
         observed: RefCell::new(Observed::default()),
     });
     add_brokers(&mut env, &brokers, broker_config_min_isr(2));
-    let mut job = job_config(pipeline.job, &brokers, pipeline.exchange.clone(), mutation);
+    let built = build_job(pipeline.job);
+    let mut job = job_config(&built, &brokers, pipeline.exchange.clone(), mutation);
     job.model = pipeline.model;
     // Half the seeds take unaligned checkpoints, which save in-flight rows with the snapshot.
     if rng.random_bool(0.5) {
@@ -1168,7 +1139,7 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
         let throttle = env.throttle(name);
         let (rec, sh) = (Rc::clone(&env.rec), Rc::clone(&shared));
         let tm = name.clone();
-        let job = job.clone();
+        let (job, built) = (job.clone(), Rc::clone(&built));
         env.sim.host(name.as_str(), move || {
             let config = TaskManagerConfig {
                 name: tm.clone(),
@@ -1181,7 +1152,7 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
                 heartbeat_timeout_ms: job.heartbeat_timeout_ms,
                 control_frame_bytes_max: job.control_frame_bytes_max,
                 throttle: throttle.clone(),
-                functions: jobs::functions(),
+                job: Rc::clone(&built),
                 tables: sh.job.tables(),
             };
             let (rec, sh) = (Rc::clone(&rec), Rc::clone(&sh));

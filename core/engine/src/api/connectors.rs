@@ -271,6 +271,16 @@ impl<T: Data> Collected<T> {
         self.records().into_iter().map(|r| r.value).collect()
     }
 
+    /// How many records were committed.
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Whether nothing was committed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Forgets what was collected, for a fresh run of the same job.
     pub fn clear(&self) {
         self.store.clear();

@@ -92,6 +92,11 @@ impl CollectStore {
         c.rows.iter().map(|r| (r.value.clone(), r.ts)).collect()
     }
 
+    /// How many rows were committed.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).rows.len()
+    }
+
     /// Forgets everything, for a fresh run.
     pub fn clear(&self) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Collection::default();

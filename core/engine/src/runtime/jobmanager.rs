@@ -21,7 +21,7 @@
 use super::config::{ExecutionModel, JobConfig, RuntimeMutation};
 use super::exchange::ChannelSource;
 use crate::graph::{Stage, VertexKind};
-use super::metrics::{CheckpointStats, TaskSample};
+use super::metrics::{CheckpointStats, DropCounts, TaskSample};
 use super::rpc::{
     InputChannel, JobState, RpcError, TaskDeployment, ToClient, ToJobManager, ToTaskManager,
     read_message, write_message,
@@ -380,6 +380,26 @@ async fn accept_loop(
 }
 
 impl JobManager {
+    /// Records the job dropped, by reason: up to the latest completed checkpoint, whose counts
+    /// cover exactly the input its output holds; under the models without checkpoints, what
+    /// the current attempt's subtasks last reported.
+    fn dropped(&self) -> DropCounts {
+        let mut total = DropCounts::default();
+        match &self.latest {
+            Some(c) if !self.job.model.uncoordinated() => {
+                for t in c.tasks.values() {
+                    total.merge(&t.drops.clone().into());
+                }
+            }
+            _ => {
+                for s in self.samples.values() {
+                    total.merge(&s.drops);
+                }
+            }
+        }
+        total
+    }
+
     /// Whether stage `stage` reads a source (and so takes triggers and plans batches).
     fn is_source(&self, stage: u32) -> bool {
         let head = self.stages[stage as usize].vertices[0];
@@ -547,6 +567,7 @@ impl JobManager {
                     last_checkpoint: self.latest.as_ref().map(|c| c.id),
                     restarts: self.restarts,
                     failure: self.failure.clone(),
+                    dropped: self.dropped(),
                 };
                 self.send(conn, Outbound::Client(status));
             }

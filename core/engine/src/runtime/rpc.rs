@@ -3,7 +3,7 @@
 
 use super::config::JobConfig;
 use super::exchange::ChannelSource;
-use super::metrics::TaskSample;
+use super::metrics::{DropCounts, TaskSample};
 use super::snapshot::{TaskId, TaskSnapshot};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::collections::BTreeMap;
@@ -213,6 +213,9 @@ pub enum ToClient {
         restarts: u64,
         /// Why the job failed, if it did.
         failure: Option<String>,
+        /// Records dropped, by reason.
+        #[serde(default)]
+        dropped: DropCounts,
     },
     /// Where a savepoint was written, or why none was.
     Savepoint(Result<String, String>),

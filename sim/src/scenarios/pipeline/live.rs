@@ -22,8 +22,8 @@
 //! simulator: nothing here can cut a real socket one way or tear a real write.
 
 use super::{
-    DISORDER_MS, INPUT_PARTITIONS, OUTPUT_PARTITIONS, Observed, PipelineJob, check_output,
-    end_input, job_config, read_committed, wait_finished,
+    DISORDER_MS, INPUT_PARTITIONS, OUTPUT_PARTITIONS, Observed, PipelineJob, build_job,
+    check_output, end_input, job_config, read_committed, wait_finished,
 };
 use crate::env::{Recorder, now_ms, start_live_clock};
 use crate::scenarios::common::{
@@ -50,7 +50,6 @@ use weir_seams::clock::Clock;
 use weir_seams::disk::Disk;
 use weir_seams::net::Net;
 use weir_seams::rng;
-use weir_workloads::jobs;
 
 /// Keys the feeder draws from.
 const KEYS: u32 = 16;
@@ -281,7 +280,8 @@ async fn run_live(spec: &LiveSpec) -> Result<LiveRun, String> {
     for output in kind.outputs() {
         create_topic(&cluster, output, OUTPUT_PARTITIONS, 1, topics_by).await;
     }
-    let mut job = job_config(kind, &[], eos_pipeline::PIPELINE.exchange, None);
+    let built = build_job(kind);
+    let mut job = job_config(&built, &[], eos_pipeline::PIPELINE.exchange, None);
     job.bootstrap = vec![broker.addr.clone()];
     let inputs = u64::from(spec.inputs_per_s) * spec.feed_ms / 1_000;
     job.model = on_one_broker(spec.model, inputs);
@@ -300,7 +300,7 @@ async fn run_live(spec: &LiveSpec) -> Result<LiveRun, String> {
             heartbeat_timeout_ms: job.heartbeat_timeout_ms,
             control_frame_bytes_max: job.control_frame_bytes_max,
             throttle: Throttle::default(),
-            functions: jobs::functions(),
+            job: built,
             tables: Tables::default(),
         },
         job_manager: JobManagerConfig {
