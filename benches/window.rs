@@ -48,7 +48,9 @@ fn run(rt: &tokio::runtime::Runtime, events: &[Order], assigner: WindowAssigner)
             .aggregate(CountSum::new(|o: &Order| o.total))
             .sink_to(sink);
         let job = env.build().expect("the job builds");
-        let mut run = job.local(Clock::starting_at(0), None).expect("local mode runs it");
+        let mut run = job
+            .local(Clock::starting_at(0), None)
+            .expect("local mode runs it");
         run.run().await.expect("the job runs");
         fired.len() as u64
     })

@@ -163,7 +163,10 @@ impl Topology {
             if e.from >= e.to || e.to >= n {
                 return bad(format!("edge {} -> {} does not go forward", e.from, e.to));
             }
-            let (from, to) = (&self.vertices[e.from as usize], &self.vertices[e.to as usize]);
+            let (from, to) = (
+                &self.vertices[e.from as usize],
+                &self.vertices[e.to as usize],
+            );
             if matches!(from.kind, VertexKind::Sink(_)) {
                 return bad(format!("{}: a sink has no outputs", from.uid));
             }
@@ -197,7 +200,10 @@ impl Topology {
 
     /// Whether edge `e` joins its vertices into one chain.
     fn chains(&self, e: &EdgeInfo) -> bool {
-        let (from, to) = (&self.vertices[e.from as usize], &self.vertices[e.to as usize]);
+        let (from, to) = (
+            &self.vertices[e.from as usize],
+            &self.vertices[e.to as usize],
+        );
         let sole_input = self.edges.iter().filter(|x| x.to == e.to).count() == 1;
         e.ship.point_to_point(from.parallelism, to.parallelism) && sole_input
     }
@@ -245,7 +251,10 @@ impl Topology {
     /// subtask, or a single one for a point-to-point forward edge.
     pub fn subpartitions(&self, e: u32) -> u32 {
         let e = &self.edges[e as usize];
-        let (from, to) = (&self.vertices[e.from as usize], &self.vertices[e.to as usize]);
+        let (from, to) = (
+            &self.vertices[e.from as usize],
+            &self.vertices[e.to as usize],
+        );
         if e.ship.point_to_point(from.parallelism, to.parallelism) {
             1
         } else {
@@ -277,6 +286,25 @@ impl Topology {
             offsets.push(total);
             total += self.subpartitions(*e);
         }
+        (offsets, total)
+    }
+
+    /// Where each source stage's subtasks start among all the job's source subtasks (none
+    /// for the other stages), and how many there are: the Storm model's acknowledgements go
+    /// to source subtask by that index.
+    pub fn source_offsets(&self, stages: &[Stage]) -> (Vec<Option<u32>>, u32) {
+        let mut total = 0;
+        let offsets = stages
+            .iter()
+            .map(|stage| {
+                let head = &self.vertices[stage.vertices[0] as usize];
+                matches!(head.kind, VertexKind::Source { .. }).then(|| {
+                    let at = total;
+                    total += stage.parallelism;
+                    at
+                })
+            })
+            .collect();
         (offsets, total)
     }
 
@@ -438,7 +466,10 @@ mod tests {
     fn malformed_graphs_are_refused() {
         let mut t = pipeline(2, 2);
         t.edges[1].ship = Ship::Forward;
-        assert!(t.validate().is_err(), "a keyed operator needs a keyed input");
+        assert!(
+            t.validate().is_err(),
+            "a keyed operator needs a keyed input"
+        );
         let mut t = pipeline(2, 2);
         t.vertices[3].uid = "in".into();
         assert!(t.validate().is_err(), "uids are unique");

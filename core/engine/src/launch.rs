@@ -280,7 +280,10 @@ async fn ensure_outputs(job: &Job, bootstrap: &[String]) -> Result<(), String> {
     if bootstrap.is_empty() {
         return Ok(());
     }
-    let admin = Admin::new(Cluster::new(ClientConfig::new(bootstrap.to_vec(), Net::Tokio)));
+    let admin = Admin::new(Cluster::new(ClientConfig::new(
+        bootstrap.to_vec(),
+        Net::Tokio,
+    )));
     for topic in job.topology().output_topics() {
         match admin.create_topic(&NewTopic::new(topic, -1, -1)).await {
             Ok(()) => {}
@@ -359,7 +362,12 @@ pub async fn run_local(job: Rc<Job>, args: &RunArgs) -> Result<(), String> {
     let tables = args.runtime.tables(&job).await?;
     let jm_addr = format!("127.0.0.1:{}", args.job_manager_port);
     let jm = job_manager(&job, &args.runtime, &jm_addr)?;
-    let tm = task_manager(Rc::clone(&job), ("local", "127.0.0.1", &jm_addr), slots, tables);
+    let tm = task_manager(
+        Rc::clone(&job),
+        ("local", "127.0.0.1", &jm_addr),
+        slots,
+        tables,
+    );
     tokio::select! {
         Err(e) = jm => Err(format!("job manager: {e}")),
         () = run_task_manager(tm, None) => Err("the task manager stopped".into()),
@@ -416,7 +424,12 @@ async fn supervise(jm: &str) -> Result<(), String> {
 
 /// Stops the job at `jm` with a savepoint and prints its name.
 async fn stop(jm: &str) -> Result<(), String> {
-    let stop = ask(Net::Tokio, jm, &ToJobManager::StopWithSavepoint, CONTROL_FRAME_BYTES_MAX);
+    let stop = ask(
+        Net::Tokio,
+        jm,
+        &ToJobManager::StopWithSavepoint,
+        CONTROL_FRAME_BYTES_MAX,
+    );
     match tokio::time::timeout(Duration::from_secs(STOP_TIMEOUT_S), stop).await {
         Ok(Ok(ToClient::Savepoint(Ok(name)))) => {
             println!("stopped with savepoint {name}");
@@ -467,16 +480,24 @@ pub fn main(build: impl FnOnce() -> Result<Job, GraphError>) -> ExitCode {
             }
             Role::Taskmanager(args) => {
                 let tables = open_tables(&job, &args.tables.db, args.tables.url.as_deref()).await?;
-                let names = (args.name.as_str(), args.host.as_str(), args.job_manager.as_str());
+                let names = (
+                    args.name.as_str(),
+                    args.host.as_str(),
+                    args.job_manager.as_str(),
+                );
                 run_task_manager(task_manager(job, names, args.slots, tables), None).await;
                 Ok(())
             }
             Role::Stop(args) => stop(&args.job_manager).await,
             Role::Status(args) => {
-                let status =
-                    ask(Net::Tokio, &args.job_manager, &ToJobManager::Status, CONTROL_FRAME_BYTES_MAX)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                let status = ask(
+                    Net::Tokio,
+                    &args.job_manager,
+                    &ToJobManager::Status,
+                    CONTROL_FRAME_BYTES_MAX,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
                 println!("{status:?}");
                 Ok(())
             }

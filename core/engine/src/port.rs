@@ -172,7 +172,11 @@ mod tests {
         let mut m = WatermarkMerger::new(2, false);
         assert_eq!(m.watermark(0, 10), Merged::Watermark(MIN_WATERMARK));
         assert_eq!(m.watermark(1, 5), Merged::Watermark(5));
-        assert_eq!(m.idle(1), Merged::Watermark(10), "an idle stream stops holding back");
+        assert_eq!(
+            m.idle(1),
+            Merged::Watermark(10),
+            "an idle stream stops holding back"
+        );
         assert_eq!(m.idle(0), Merged::Idle);
         assert_eq!(m.record(1), Merged::Watermark(5), "a record wakes it");
         assert_eq!(m.record(1), Merged::Nothing);

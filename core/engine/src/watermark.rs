@@ -237,7 +237,11 @@ mod tests {
         w.on_record(1, Some(200), 0);
         assert_eq!(w.current(), SourceTime::Watermark(94));
         w.end(0);
-        assert_eq!(w.current(), SourceTime::Watermark(194), "an ended split stops counting");
+        assert_eq!(
+            w.current(),
+            SourceTime::Watermark(194),
+            "an ended split stops counting"
+        );
         w.end(1);
         assert_eq!(w.current(), SourceTime::Watermark(MAX_WATERMARK));
         let mut m = SplitWatermarks::new(&s, &splits(2), 0, true);

@@ -7,9 +7,9 @@ use std::time::Duration;
 use weir_engine::runtime::local::LocalReport;
 use weir_engine::state::{CountSum, StateError, ValueStateDescriptor};
 use weir_engine::{
-    CoProcessFunction, CollectSink, Collected, Context, Data, DataStream, DropReason,
-    KeyedContext, KeyedProcessFunction, OutputTag, StreamEnv, TimeDomain, TimeWindow, Trigger,
-    WatermarkStrategy, WindowAssigner, Windowed,
+    CoProcessFunction, CollectSink, Collected, Context, Data, DataStream, DropReason, KeyedContext,
+    KeyedProcessFunction, OutputTag, StreamEnv, TimeDomain, TimeWindow, Trigger, WatermarkStrategy,
+    WindowAssigner, Windowed,
 };
 use weir_seams::clock::Clock;
 
@@ -445,7 +445,10 @@ async fn connected_streams_share_keyed_state_across_both_inputs() {
     run(&env).await;
     let mut v = out.values();
     v.sort();
-    assert_eq!(v, vec!["applex2@Some(3)".to_string(), "figx1@None".to_string()]);
+    assert_eq!(
+        v,
+        vec!["applex2@Some(3)".to_string(), "figx1@None".to_string()]
+    );
     let mut t = tagged.values();
     t.sort();
     assert_eq!(t, vec!["ev:1", "ev:2", "n:7"]);
@@ -474,9 +477,11 @@ async fn an_interval_join_pairs_records_within_its_bounds_and_drops_late_ones() 
         .key_by(|c: &Ev| c.key.clone())
         .interval_join(&buys.key_by(|b: &Ev| b.key.clone()))
         .between(0, 50)
-        .process(|c: &Ev, b: &Ev, ctx: &mut Context<'_, (String, i64, i64, i64)>| {
-            ctx.emit((c.key.clone(), c.amount, b.amount, ctx.timestamp().unwrap()));
-        });
+        .process(
+            |c: &Ev, b: &Ev, ctx: &mut Context<'_, (String, i64, i64, i64)>| {
+                ctx.emit((c.key.clone(), c.amount, b.amount, ctx.timestamp().unwrap()));
+            },
+        );
     let out = collect(&joined);
     let report = run(&env).await;
     let mut v = out.values();
@@ -486,7 +491,10 @@ async fn an_interval_join_pairs_records_within_its_bounds_and_drops_late_ones() 
         vec![("u1".into(), 1, 20, 120), ("u2".into(), 2, 30, 150)]
     );
     assert_eq!(report.drops.late, 1);
-    assert_eq!(report.state_bytes, 0, "the buffers empty once the input ends");
+    assert_eq!(
+        report.state_bytes, 0,
+        "the buffers empty once the input ends"
+    );
 }
 
 #[tokio::test]
@@ -495,7 +503,11 @@ async fn a_window_join_pairs_every_left_with_every_right_of_a_key_and_window() {
     let left = events(&env, vec![ev("k", 1, 1), ev("k", 2, 2), ev("j", 3, 3)], 0);
     // A right record of a window that the other side's watermark has closed is late: j at 4
     // must come before k at 15 moves the right side's watermark past 9.
-    let right = events(&env, vec![ev("k", 5, 10), ev("j", 4, 30), ev("k", 15, 20)], 0);
+    let right = events(
+        &env,
+        vec![ev("k", 5, 10), ev("j", 4, 30), ev("k", 15, 20)],
+        0,
+    );
     let joined = left
         .join(&right)
         .where_key(|l: &Ev| l.key.clone(), |r: &Ev| r.key.clone())

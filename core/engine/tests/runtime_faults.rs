@@ -108,7 +108,10 @@ fn job(orders: &[Order], limits: &[Limit]) -> (Job, Collected<Totals>, Collected
         )
         .uid("orders");
     let limits = env
-        .from_collection(limits.to_vec(), WatermarkStrategy::for_monotonous_timestamps())
+        .from_collection(
+            limits.to_vec(),
+            WatermarkStrategy::for_monotonous_timestamps(),
+        )
         .uid("limits")
         .set_parallelism(1);
     let totals = orders
@@ -139,7 +142,12 @@ fn input(seed: u64) -> (Vec<Order>, Vec<Limit>) {
             cents: r.random_range(0..1_000),
         })
         .collect();
-    let limits = (0..8).map(|customer| Limit { customer, cents: 500 }).collect();
+    let limits = (0..8)
+        .map(|customer| Limit {
+            customer,
+            cents: 500,
+        })
+        .collect();
     (orders, limits)
 }
 
@@ -231,7 +239,12 @@ fn run(seed: u64) -> Outcome {
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 let status = tokio::time::timeout(
                     Duration::from_millis(1_000),
-                    ask(Net::Sim, &format!("jm:{JOB_MANAGER_PORT}"), &ToJobManager::Status, 1 << 20),
+                    ask(
+                        Net::Sim,
+                        &format!("jm:{JOB_MANAGER_PORT}"),
+                        &ToJobManager::Status,
+                        1 << 20,
+                    ),
                 )
                 .await;
                 if let Ok(Ok(ToClient::Status { state, failure, .. })) = status {
@@ -254,7 +267,11 @@ fn run(seed: u64) -> Outcome {
             } else {
                 format!("tm-{}", r.random_range(0..TASK_MANAGERS))
             };
-            (r.random_range(100..FAULT_MS), host, r.random_range(100..1_500))
+            (
+                r.random_range(100..FAULT_MS),
+                host,
+                r.random_range(100..1_500),
+            )
         })
         .collect();
     // One crash early enough that it always strikes before the job can finish.
@@ -351,7 +368,10 @@ fn crashes_of_task_managers_and_the_job_manager_lose_and_repeat_nothing() {
         );
         if seed == 0 {
             let again = run(seed);
-            assert_eq!(again.events, outcome.events, "the same seed replays the same run");
+            assert_eq!(
+                again.events, outcome.events,
+                "the same seed replays the same run"
+            );
             assert_eq!(again, outcome, "the same seed commits the same output");
         }
     }

@@ -153,7 +153,10 @@ where
     /// Pairs a left record at `l` with right records at `r` where
     /// `l + lower_ms <= r <= l + upper_ms`.
     pub fn between(mut self, lower_ms: i64, upper_ms: i64) -> Self {
-        assert!(lower_ms <= upper_ms, "an interval join's lower bound is at most its upper");
+        assert!(
+            lower_ms <= upper_ms,
+            "an interval join's lower bound is at most its upper"
+        );
         self.bounds = Some((lower_ms, upper_ms));
         self
     }

@@ -294,6 +294,11 @@ impl<T: Data> From<CollectSink<T>> for SinkSpec<T> {
                 .map(|v| (None, v))
                 .map_err(|e| e.to_string())
         });
-        spec("collect-sink", SinkTarget::Collect, serializer, Some(s.store))
+        spec(
+            "collect-sink",
+            SinkTarget::Collect,
+            serializer,
+            Some(s.store),
+        )
     }
 }

@@ -23,8 +23,8 @@ pub use stream::{DataStream, SinkHandle};
 
 use crate::element::Data;
 use crate::graph::{EdgeInfo, GraphError, Ship, Stage, Topology, VertexInfo, VertexKind};
-use crate::operator::source::{CollectionSourceFactory, SourceFactory};
 use crate::operator::sink::SinkFactory;
+use crate::operator::source::{CollectionSourceFactory, SourceFactory};
 use crate::operator::{EdgeCodec, OperatorFactory};
 use crate::watermark::WatermarkStrategy;
 use std::cell::RefCell;

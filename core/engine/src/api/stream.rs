@@ -68,7 +68,8 @@ impl<T: Data> DataStream<T> {
     /// Runs the operator that made this stream in `parallelism` subtasks.
     pub fn set_parallelism(self, parallelism: u32) -> Self {
         assert!(parallelism >= 1, "parallelism is at least 1");
-        self.env.edit(self.vertex(), |v| v.parallelism = parallelism);
+        self.env
+            .edit(self.vertex(), |v| v.parallelism = parallelism);
         self
     }
 
@@ -243,8 +244,7 @@ impl SinkHandle {
     /// Runs the sink in `parallelism` subtasks.
     pub fn set_parallelism(self, parallelism: u32) -> Self {
         assert!(parallelism >= 1, "parallelism is at least 1");
-        self.env
-            .edit(self.vertex, |v| v.parallelism = parallelism);
+        self.env.edit(self.vertex, |v| v.parallelism = parallelism);
         self
     }
 }
@@ -252,6 +252,6 @@ impl SinkHandle {
 /// The routing key of a record keyed by `key`: the key's serialized bytes.
 pub(crate) fn key_bytes<T: 'static, K: Serialize + 'static>(
     key: Rc<dyn Fn(&T) -> K>,
-) -> Rc<dyn Fn(&T) -> Result<Vec<u8>, String>> {
+) -> crate::operator::edge::KeyBytes<T> {
     Rc::new(move |t| encode(&key(t)).map_err(|e| e.to_string()))
 }

@@ -93,7 +93,9 @@ where
         ctx: &mut KeyedContext<'_, K, O>,
     ) -> Result<(), StateError> {
         let Some(l) = ctx.timestamp() else {
-            return Err(StateError::Codec("interval join: a record without a timestamp".into()));
+            return Err(StateError::Codec(
+                "interval join: a record without a timestamp".into(),
+            ));
         };
         if Self::late(ctx, l) {
             ctx.dropped(DropReason::Late);
@@ -117,7 +119,9 @@ where
         ctx: &mut KeyedContext<'_, K, O>,
     ) -> Result<(), StateError> {
         let Some(r) = ctx.timestamp() else {
-            return Err(StateError::Codec("interval join: a record without a timestamp".into()));
+            return Err(StateError::Codec(
+                "interval join: a record without a timestamp".into(),
+            ));
         };
         if Self::late(ctx, r) {
             ctx.dropped(DropReason::Late);

@@ -1,6 +1,7 @@
 //! Edges as the runtime sees them: what turns a typed port into bytes on the exchange, and
 //! bytes from the exchange back into records on a port.
 
+use super::tuples::{Tuples, encode_tuple};
 use super::{AnyPort, Failure, Outputs, port_of};
 use crate::element::{Data, Element, ElementError, Timestamp};
 use crate::graph::Ship;
@@ -32,6 +33,8 @@ pub(crate) struct Route {
     pub failure: Failure,
     /// Counts the records sent.
     pub sent: Rc<Cell<u64>>,
+    /// Storm model: the tuple trees each record sent is anchored in.
+    pub tuples: Option<Tuples>,
 }
 
 /// Takes the elements a network input delivers and puts them on an input's port: records
@@ -173,6 +176,10 @@ impl<T: Data> EdgeCodec for Codec<T> {
                 return;
             };
             route.sent.set(route.sent.get() + 1);
+            let bytes = match &route.tuples {
+                Some(t) => encode_tuple(&t.emit(), &bytes),
+                None => bytes,
+            };
             match route.ship {
                 Ship::Broadcast => staged.extend(all.map(|s| (s, bytes.clone()))),
                 Ship::Hash => {

@@ -237,9 +237,7 @@ impl<K, I, O, F: KeyedProcessFunction<K, I, O>> TimerHandler<K, O> for One<F, I>
 /// A two-input keyed function, as [`Keyed`] runs it.
 struct Two<F, I1, I2>(F, PhantomData<fn(I1, I2)>);
 
-impl<K, I1, I2, O, F: KeyedCoProcessFunction<K, I1, I2, O>> TimerHandler<K, O>
-    for Two<F, I1, I2>
-{
+impl<K, I1, I2, O, F: KeyedCoProcessFunction<K, I1, I2, O>> TimerHandler<K, O> for Two<F, I1, I2> {
     fn on_timer(
         &mut self,
         at: Timestamp,

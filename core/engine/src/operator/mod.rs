@@ -18,6 +18,7 @@ pub(crate) mod keyed;
 pub(crate) mod sink;
 pub(crate) mod source;
 pub(crate) mod stateless;
+pub(crate) mod tuples;
 
 use crate::state::{HeapBackend, KeyedStore, StateError};
 use crate::tag::SidePorts;
@@ -33,7 +34,9 @@ pub(crate) use edge::{EdgeCodec, InputWriter, Staged};
 pub(crate) type AnyPort = Box<dyn Any>;
 
 /// Why records were dropped, as jobs report them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum DropReason {
     /// The input's bytes did not deserialize.
     Unparseable,
@@ -151,6 +154,8 @@ pub(crate) struct Build<'a> {
     pub restored: Option<&'a [u8]>,
     /// Stateful operators register here, for checkpoints and timers.
     pub stateful: &'a mut Vec<Stateful>,
+    /// Storm model: the subtask's tuple trees.
+    pub tuples: Option<tuples::Tuples>,
 }
 
 impl Build<'_> {

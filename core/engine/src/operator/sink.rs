@@ -2,6 +2,7 @@
 //! the row; the task hands staged rows to the sink's writer (a topic's transactions, a table,
 //! or a collection) and commits them with the checkpoints.
 
+use super::tuples::Anchors;
 use super::{AnyPort, Build, port_of};
 use crate::element::Element;
 use crate::runtime::table::{TableError, TableFuture, TableRow, TableState, TableStore};
@@ -11,12 +12,14 @@ use std::marker::PhantomData;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-/// A row bound for a sink: key and value bytes and the record's event time.
+/// A row bound for a sink: key and value bytes and the record's event time; under the Storm
+/// model, the tuple trees it is anchored in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct SinkRow {
     pub key: Option<Bytes>,
     pub value: Bytes,
     pub ts: i64,
+    pub anchors: Anchors,
 }
 
 /// Rows a sink subtask staged since the task last drained it.
@@ -48,7 +51,7 @@ impl<T: Clone + 'static> SinkFactory for RowSinkFactory<T> {
             Rc::clone(&self.serializer),
             b.failure.clone(),
         );
-        let (clock, uid) = (b.clock, b.uid.to_string());
+        let (clock, uid, tuples) = (b.clock, b.uid.to_string(), b.tuples.clone());
         port_of::<T>(&input).subscribe(Box::new(move |el| {
             let Element::Record(r) = el else { return };
             match serializer(&r.value) {
@@ -56,6 +59,7 @@ impl<T: Clone + 'static> SinkFactory for RowSinkFactory<T> {
                     key: key.map(Bytes::from),
                     value: Bytes::from(value),
                     ts: r.timestamp.unwrap_or_else(|| clock.now_ms()),
+                    anchors: tuples.as_ref().map(|t| t.emit()).unwrap_or_default(),
                 }),
                 Err(e) => failure.set(format!("{uid}: serialize: {e}")),
             }

@@ -3,10 +3,11 @@
 //! with an event time, and puts it on its port, followed by the watermark, so that where a
 //! record falls relative to the watermark depends only on the order it was read in.
 
+use super::tuples::Tuples;
 use super::{AnyPort, Build, DropCounters, DropReason, OperatorMutation, Outputs};
 use crate::element::{Element, Timestamp};
 use crate::port::PortRef;
-use crate::runtime::source::{BrokerSource, Found};
+use crate::runtime::source::{BrokerSource, Found, Read};
 use crate::state::{StateError, decode, encode};
 use crate::tag::SidePorts;
 use crate::watermark::{SourceTime, SplitWatermarks, WatermarkStrategy};
@@ -60,6 +61,14 @@ pub struct DeadLetter {
     pub error: String,
 }
 
+/// Storm model: a record a source emitted as the root of a tuple tree.
+pub(crate) struct Rooted {
+    /// The tree's root and the record's tuple's edge in it.
+    pub root: (u64, u64),
+    /// The record, to emit again if the tree times out.
+    pub read: Read,
+}
+
 /// Turns an input record into a value, or says why it cannot.
 pub(crate) type Deserializer<T> = Rc<dyn Fn(&SourceInput<'_>) -> Result<T, String>>;
 
@@ -86,8 +95,13 @@ pub(crate) trait SourceReader {
     fn topic(&self) -> Option<&str>;
     /// Each split's next offset, or `None` once it ended (for the lag probe).
     fn positions(&self) -> Vec<(i32, Option<i64>)>;
-    /// Micro-batch: from now on, watermarks wait for [`SourceReader::release_watermark`].
+    /// Micro-batch and Kafka Streams models: from now on, watermarks wait for
+    /// [`SourceReader::release_watermark`] or [`SourceReader::emit_watermark`].
     fn hold_watermarks(&mut self);
+    /// Kafka Streams model: puts watermark `w` on the port (stream time less the grace).
+    fn emit_watermark(&mut self, w: Timestamp);
+    /// The largest event time read on any split.
+    fn max_timestamp(&self) -> Option<Timestamp>;
     /// Micro-batch: puts the watermark as of everything read so far on the port.
     fn release_watermark(&mut self);
     /// Micro-batch: where each split that has not ended ends in the next batch, taking at
@@ -106,6 +120,15 @@ pub(crate) trait SourceReader {
     fn resume_from(&mut self, committed: &BTreeMap<i32, i64>) -> Result<(), String>;
     /// Kafka Streams model: the offsets to commit.
     fn commit_offsets(&self) -> BTreeMap<i32, i64>;
+    /// Storm model: the records emitted as roots since the last call.
+    fn take_rooted(&mut self) -> Vec<Rooted> {
+        Vec::new()
+    }
+    /// Storm model: emits `read` again, as the root of a new tree.
+    fn replay(&mut self, read: Read) -> Result<(), String> {
+        let _ = read;
+        Err("this source does not replay records".into())
+    }
 }
 
 /// A source's watermarks, as its reader emits them.
@@ -175,6 +198,8 @@ struct TopicReader<T> {
     dead: Option<PortRef<DeadLetter>>,
     drops: DropCounters,
     take_max: bool,
+    /// Storm model: the subtask's tuple trees, and the roots emitted since they were taken.
+    tuples: Option<(Tuples, Vec<Rooted>)>,
 }
 
 impl<T: Clone + 'static> SourceFactory for TopicSourceFactory<T> {
@@ -204,6 +229,7 @@ impl<T: Clone + 'static> SourceFactory for TopicSourceFactory<T> {
             dead: self.dead_letters.map(|name| sides.port_named(name)),
             drops: b.drops.clone(),
             take_max,
+            tuples: b.tuples.clone().map(|t| (t, Vec::new())),
         };
         Ok((
             Box::new(reader),
@@ -217,17 +243,48 @@ impl<T: Clone + 'static> SourceFactory for TopicSourceFactory<T> {
 
 impl<T: Clone + 'static> TopicReader<T> {
     fn raw(&self) -> &BrokerSource {
-        self.raw.as_ref().expect("a topic source is opened before it is read")
+        self.raw
+            .as_ref()
+            .expect("a topic source is opened before it is read")
     }
 
     fn raw_mut(&mut self) -> &mut BrokerSource {
-        self.raw.as_mut().expect("a topic source is opened before it is read")
+        self.raw
+            .as_mut()
+            .expect("a topic source is opened before it is read")
     }
 
-    /// Puts what one read found on the port.
+    /// Puts what one read found on the port; under the Storm model, each record as the root
+    /// of a tree.
     fn push(&mut self, found: Found) -> usize {
         let n = found.records.len();
         for r in found.records {
+            self.push_rooted(r);
+        }
+        for p in found.ended {
+            self.marks.splits.end(p as u32);
+        }
+        self.marks.emit(true);
+        n
+    }
+
+    fn push_rooted(&mut self, r: Read) {
+        let Some((tuples, rooted)) = &mut self.tuples else {
+            return self.push_one(r);
+        };
+        let tuples = tuples.clone();
+        let root = tuples.root();
+        rooted.push(Rooted {
+            root,
+            read: r.clone(),
+        });
+        tuples.begin(vec![root]);
+        self.push_one(r);
+        tuples.end();
+    }
+
+    fn push_one(&mut self, r: Read) {
+        {
             let input = SourceInput {
                 key: r.key.as_deref(),
                 value: &r.value,
@@ -236,7 +293,9 @@ impl<T: Clone + 'static> TopicReader<T> {
                 offset: r.offset,
             };
             match (self.deserializer)(&input) {
-                Ok(value) => self.marks.record(r.partition as u32, value, Some(r.timestamp)),
+                Ok(value) => self
+                    .marks
+                    .record(r.partition as u32, value, Some(r.timestamp)),
                 Err(error) => {
                     self.drops.add(DropReason::Unparseable);
                     if let Some(dead) = &self.dead {
@@ -252,11 +311,6 @@ impl<T: Clone + 'static> TopicReader<T> {
                 }
             }
         }
-        for p in found.ended {
-            self.marks.splits.end(p as u32);
-        }
-        self.marks.emit(true);
-        n
     }
 }
 
@@ -292,7 +346,12 @@ impl<T: Clone + 'static> SourceReader for TopicReader<T> {
             let saved = self.restored.as_ref().map(|s| &s.max_ts);
             let splits: Vec<(u32, Option<Timestamp>)> = raw
                 .partitions()
-                .map(|p| (p as u32, saved.and_then(|m| m.get(&(p as u32)).copied().flatten())))
+                .map(|p| {
+                    (
+                        p as u32,
+                        saved.and_then(|m| m.get(&(p as u32)).copied().flatten()),
+                    )
+                })
                 .collect();
             let now = self.marks.clock.now_ms();
             self.marks.splits =
@@ -335,6 +394,19 @@ impl<T: Clone + 'static> SourceReader for TopicReader<T> {
         self.marks.held = true;
     }
 
+    fn emit_watermark(&mut self, w: Timestamp) {
+        self.marks.port.emit(Element::Watermark(w));
+    }
+
+    fn max_timestamp(&self) -> Option<Timestamp> {
+        self.marks
+            .splits
+            .max_timestamps()
+            .into_values()
+            .flatten()
+            .max()
+    }
+
     fn release_watermark(&mut self) {
         self.marks.release();
     }
@@ -367,6 +439,19 @@ impl<T: Clone + 'static> SourceReader for TopicReader<T> {
 
     fn commit_offsets(&self) -> BTreeMap<i32, i64> {
         self.raw().commit_offsets()
+    }
+
+    fn take_rooted(&mut self) -> Vec<Rooted> {
+        self.tuples
+            .as_mut()
+            .map(|(_, rooted)| std::mem::take(rooted))
+            .unwrap_or_default()
+    }
+
+    fn replay(&mut self, read: Read) -> Result<(), String> {
+        self.push_rooted(read);
+        self.marks.emit(false);
+        Ok(())
     }
 }
 
@@ -529,6 +614,19 @@ impl<T: Clone + 'static> SourceReader for CollectionReader<T> {
 
     fn hold_watermarks(&mut self) {
         self.marks.held = true;
+    }
+
+    fn emit_watermark(&mut self, w: Timestamp) {
+        self.marks.port.emit(Element::Watermark(w));
+    }
+
+    fn max_timestamp(&self) -> Option<Timestamp> {
+        self.marks
+            .splits
+            .max_timestamps()
+            .into_values()
+            .flatten()
+            .max()
     }
 
     fn release_watermark(&mut self) {

@@ -10,9 +10,9 @@ use crate::graph::{SinkTarget, Stage};
 use crate::operator::edge::Route;
 use crate::operator::sink::{CollectStore, SinkRows};
 use crate::operator::source::SourceReader;
+use crate::operator::tuples::Tuples;
 use crate::operator::{
-    AnyPort, Build, DropCounters, Failure, InputWriter, OperatorMutation, Outputs, Staged,
-    Stateful,
+    AnyPort, Build, DropCounters, Failure, InputWriter, OperatorMutation, Outputs, Staged, Stateful,
 };
 use crate::runtime::snapshot::TaskSnapshot;
 use std::cell::{Cell, RefCell};
@@ -69,7 +69,7 @@ impl Chain {
         stage_index: usize,
         subtask: u32,
         restored: Option<&TaskSnapshot>,
-        (clock, mutation): (Clock, Option<OperatorMutation>),
+        (clock, mutation, tuples): (Clock, Option<OperatorMutation>, Option<Tuples>),
     ) -> Result<Chain, String> {
         let topology = job.topology();
         let stage: &Stage = &job.stages()[stage_index];
@@ -128,6 +128,7 @@ impl Chain {
                 drops: chain.drops.clone(),
                 restored: state.map(Vec::as_slice),
                 stateful: &mut chain.stateful,
+                tuples: tuples.clone(),
             };
             let inputs: Vec<AnyPort> = if *v == head {
                 (0..info.inputs)
@@ -140,7 +141,9 @@ impl Chain {
                     .enumerate()
                     .find(|(_, e)| e.to == *v)
                     .expect("a chained vertex has its one input");
-                let from = built.get(&edge.from).expect("vertices are built in chain order");
+                let from = built
+                    .get(&edge.from)
+                    .expect("vertices are built in chain order");
                 vec![job.codec(e as u32).upstream(from, edge.side.as_deref())]
             };
             match job.code(*v) {
@@ -181,6 +184,7 @@ impl Chain {
                     staged: Rc::clone(&chain.staged),
                     failure: chain.failure.clone(),
                     sent: Rc::clone(&chain.sent),
+                    tuples: tuples.clone(),
                 };
                 job.codec(*e).send(&port, route, subtask);
             }
@@ -204,7 +208,10 @@ impl Chain {
     /// Fires the processing-time timers due at `now`.
     pub fn on_processing_time(&self, now: i64) {
         for op in &self.stateful {
-            let due = op.borrow().next_processing_timer().is_some_and(|t| t <= now);
+            let due = op
+                .borrow()
+                .next_processing_timer()
+                .is_some_and(|t| t <= now);
             if due {
                 op.borrow_mut().on_processing_time(now);
             }

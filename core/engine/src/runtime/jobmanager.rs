@@ -20,7 +20,6 @@
 
 use super::config::{ExecutionModel, JobConfig, RuntimeMutation};
 use super::exchange::ChannelSource;
-use crate::graph::{Stage, VertexKind};
 use super::metrics::{CheckpointStats, DropCounts, TaskSample};
 use super::rpc::{
     InputChannel, JobState, RpcError, TaskDeployment, ToClient, ToJobManager, ToTaskManager,
@@ -29,6 +28,7 @@ use super::rpc::{
 use super::snapshot::{
     BatchPlan, CheckpointStore, CompletedCheckpoint, JobMeta, TaskId, TaskSnapshot,
 };
+use crate::graph::{Stage, VertexKind};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -217,11 +217,7 @@ pub async fn run_job_manager(
     disk: Disk,
     hook: Option<EventHook>,
 ) -> Result<Infallible, String> {
-    config
-        .job
-        .topology
-        .validate()
-        .map_err(|e| e.to_string())?;
+    config.job.topology.validate().map_err(|e| e.to_string())?;
     let stages = config.job.topology.stages();
     let store = CheckpointStore::open(disk)
         .await
@@ -1065,6 +1061,7 @@ impl JobManager {
         let mut per_tm: BTreeMap<String, Vec<TaskDeployment>> = BTreeMap::new();
         let topology = &self.job.topology;
         let is_source = |stage: u32| self.is_source(stage);
+        let (sources, _) = topology.source_offsets(&self.stages);
         // The stage each vertex belongs to, to find where an edge's upstream subtasks run.
         let stage_of: BTreeMap<u32, u32> = self
             .stages
@@ -1103,17 +1100,16 @@ impl JobManager {
                 inputs,
                 output_port: sends.then_some(block + *slot as u16),
                 ack_port: (storm && !is_source(task.stage)).then_some(ack_block + *slot as u16),
-                ack_inputs: if storm && is_source(task.stage) {
-                    placed
+                ack_inputs: match sources[task.stage as usize] {
+                    Some(offset) if storm => placed
                         .iter()
                         .filter(|(t, _)| !is_source(t.stage))
                         .map(|(_, (tm, slot))| ChannelSource {
                             addr: format!("{}:{}", self.tms[tm].host, ack_block + *slot as u16),
-                            subpartition: task.subtask,
+                            subpartition: offset + task.subtask,
                         })
-                        .collect()
-                } else {
-                    Vec::new()
+                        .collect(),
+                    _ => Vec::new(),
                 },
                 restore: restore.and_then(|c| Some((c.id, c.task(*task)?.clone()))),
                 restore_savepoint: self.latest_is_savepoint,

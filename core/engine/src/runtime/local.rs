@@ -89,7 +89,10 @@ impl Job {
                     .filter(|(_, e)| e.to == v && e.input == input)
                     .map(|(e, edge)| {
                         let from = built.get(&edge.from).expect("edges go forward");
-                        (e as u32, self.codec(e as u32).upstream(from, edge.side.as_deref()))
+                        (
+                            e as u32,
+                            self.codec(e as u32).upstream(from, edge.side.as_deref()),
+                        )
                     })
                     .collect();
                 let port = match feeding.len() {
@@ -113,6 +116,7 @@ impl Job {
                 drops: drops.clone(),
                 restored: None,
                 stateful: &mut stateful,
+                tuples: None,
             };
             match self.code(v) {
                 VertexCode::Source(f) => {
@@ -197,7 +201,10 @@ impl LocalRun {
         self.report.records_in += read as u64;
         let now = self.clock.now_ms();
         for op in &self.stateful {
-            let due = op.borrow().next_processing_timer().is_some_and(|t| t <= now);
+            let due = op
+                .borrow()
+                .next_processing_timer()
+                .is_some_and(|t| t <= now);
             if due {
                 op.borrow_mut().on_processing_time(now);
             }
@@ -207,8 +214,7 @@ impl LocalRun {
             let rows: Vec<TableRow> = std::mem::take(&mut *rows.borrow_mut())
                 .into_iter()
                 .map(|r| TableRow {
-                    key: String::from_utf8_lossy(r.key.as_deref().unwrap_or_default())
-                        .into_owned(),
+                    key: String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned(),
                     value: String::from_utf8_lossy(&r.value).into_owned(),
                     ts: r.ts,
                 })

@@ -2,8 +2,8 @@
 
 use super::snapshot::TaskId;
 use crate::operator::DropReason;
-use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Latencies in milliseconds: count, mean and maximum.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -33,6 +33,8 @@ pub mod rpc;
 pub mod sink;
 pub mod snapshot;
 pub(crate) mod source;
+mod storm;
+pub mod streams;
 pub mod table;
 mod task;
 pub mod taskmanager;

@@ -17,8 +17,8 @@
 //! indistinguishable from a transaction the broker aborted).
 
 use super::config::RuntimeMutation;
-use crate::operator::sink::SinkRow;
 use super::metrics::LatencyStats;
+use crate::operator::sink::SinkRow;
 use kafka_protocol::error::ResponseError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -7,11 +7,11 @@
 //! back to an older one: the sinks may already have committed the newer one's transactions,
 //! and replaying from further back would write their output twice.
 
+use crate::operator::DropReason;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
-use crate::operator::DropReason;
 use weir_seams::disk::Disk;
 
 /// One subtask of one stage.

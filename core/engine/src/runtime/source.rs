@@ -28,6 +28,7 @@ struct Progress {
 }
 
 /// A record, with the partition and offset it was read at.
+#[derive(Clone, Debug)]
 pub(crate) struct Read {
     pub partition: i32,
     pub offset: i64,

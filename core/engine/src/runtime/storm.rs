@@ -1,5 +1,5 @@
 //! One subtask under the Storm model: records one at a time, each the root of a tree of
-//! tuples that the source tracks until every operator has acknowledged its part.
+//! tuples that its source tracks until every operator has acknowledged its part.
 //!
 //! ```text
 //!   source (spout) --tuples, anchored--> operators (bolts) --rows--> topic (no transaction)
@@ -7,35 +7,38 @@
 //!        +----- acks: (root, XOR of edges) ----+
 //! ```
 //!
-//! Every tuple carries, for each root it descends from, the id of its own edge in that root's
-//! tree. An operator that took in a tuple and emitted others from it acknowledges the tuple
-//! with, per root, its edge id XOR the ids of the edges it emitted; a sink acknowledges once
-//! its write is delivered. The source keeps the XOR of everything reported per root: it
+//! The subtask runs its stage's chain like any other model; [`crate::operator::tuples`] tracks
+//! the trees inside it (windows hold their tuples until they fire). A sink acknowledges a tuple
+//! once its write is delivered. The source keeps the XOR of everything reported per root: it
 //! returns to zero exactly when every edge created has been acknowledged, so the tree is
-//! complete. A window holds its tuples unacknowledged until it fires, and anchors its result
-//! to all of them.
+//! complete.
 //!
 //! The source commits, per partition, the offset below which every record's tree completed.
 //! A tree still open after `message_timeout_ms` is replayed from the source; a restart replays
 //! everything past the committed offsets. Both can deliver a record twice: at least once.
+//! Nothing is checkpointed: state lives in memory and a restart starts it afresh.
 //! Acknowledgements travel over the exchange from every non-source subtask back to the source
 //! subtasks, one subpartition each; a source reads them on a task of its own, which never
 //! waits, so that they cannot be held up behind the data they acknowledge.
 
+use super::chain::Chain;
 use super::config::{ExecutionModel, RuntimeMutation};
-use super::element::{Element, Row};
-use super::exchange::{Delivery, ExchangeConfig, InputGate, ResultPartition};
-use super::function::RowFunction;
-use super::graph::{OperatorSpec, Partitioner, Stage};
+use super::exchange::{Delivery, InputGate, ResultPartition};
 use super::metrics::TaskSample;
 use super::rpc::{TaskDeployment, ToJobManager};
 use super::snapshot::TaskId;
-use super::source::{BrokerSource, Positions, lag_probe};
-use super::task::{BrokerRetry, TaskCommand, TaskLinks, TaskResult};
-use super::window::KeyedWindows;
-use crate::stream::window::WindowAssigner;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use super::source::{Positions, Read, lag_probe};
+use super::task::{
+    BrokerRetry, GateInputs, TaskCommand, TaskLinks, TaskResult, effective_exchange,
+};
+use crate::graph::{SinkTarget, VertexKind};
+use crate::operator::DropReason;
+use crate::operator::source::SourceReader;
+use crate::operator::tuples::{
+    Anchors, Ids, Tuples, decode_pairs, decode_tuple, encode_pairs, root_owner,
+};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -43,14 +46,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use weir_client::{
     Cluster, Delivery as Sent, Producer, ProducerConfig, Record, commit_offsets, committed_offsets,
-    partition_for_key,
 };
 
-/// Exchange record tag of a tuple: its anchors, then the row as an [`Element`].
-const TAG_TUPLE: u8 = 0x10;
-/// Anchors one tuple may carry: a window's result names every tuple of its window, which
-/// `max_spout_pending` bounds.
-const ANCHORS_MAX: usize = 1 << 20;
 /// Acknowledgement pairs one exchange record holds at most (fewer if the exchange's buffers
 /// are smaller).
 const ACKS_PER_RECORD_MAX: usize = 1_024;
@@ -62,111 +59,6 @@ const TICK_MS: u64 = 50;
 const SAMPLE_MS: u64 = 100;
 /// How often the lag probe asks the broker.
 const LAG_SAMPLE_MS: u64 = 1_000;
-/// Bits of a root id below the source subtask's index.
-const ROOT_SUBTASK_SHIFT: u32 = 48;
-
-/// A tuple's anchors: for each root it descends from, the id of its edge in that tree.
-type Anchors = Vec<(u64, u64)>;
-
-/// A row with its anchors.
-struct Tuple {
-    row: Row,
-    anchors: Anchors,
-}
-
-/// What a Storm exchange record holds.
-enum Message {
-    Tuple(Tuple),
-    Watermark(i64),
-}
-
-fn encode_tuple(t: &Tuple) -> Bytes {
-    let row = Element::Row(t.row.clone()).encode();
-    let mut b = BytesMut::with_capacity(1 + 4 + 16 * t.anchors.len() + row.len());
-    b.put_u8(TAG_TUPLE);
-    b.put_u32(u32::try_from(t.anchors.len()).expect("anchors are bounded"));
-    for (root, edge) in &t.anchors {
-        b.put_u64(*root);
-        b.put_u64(*edge);
-    }
-    b.put_slice(&row);
-    b.freeze()
-}
-
-fn decode(mut bytes: Bytes) -> Result<Message, String> {
-    if bytes.first() != Some(&TAG_TUPLE) {
-        return match Element::decode(bytes).map_err(|e| e.to_string())? {
-            Element::Watermark(w) => Ok(Message::Watermark(w)),
-            Element::Row(_) => Err("a row without anchors".into()),
-        };
-    }
-    bytes.advance(1);
-    let anchors = decode_pairs(&mut bytes)?;
-    match Element::decode(bytes).map_err(|e| e.to_string())? {
-        Element::Row(row) => Ok(Message::Tuple(Tuple { row, anchors })),
-        Element::Watermark(_) => Err("a watermark with anchors".into()),
-    }
-}
-
-/// A count, then that many (u64, u64) pairs; the count is checked against the bytes there
-/// before anything is allocated.
-fn decode_pairs(bytes: &mut Bytes) -> Result<Vec<(u64, u64)>, String> {
-    if bytes.remaining() < 4 {
-        return Err("truncated pair count".into());
-    }
-    let n = bytes.get_u32() as usize;
-    if n > ANCHORS_MAX || bytes.remaining() < n * 16 {
-        return Err(format!(
-            "{n} pairs do not fit the {} bytes left",
-            bytes.remaining()
-        ));
-    }
-    Ok((0..n).map(|_| (bytes.get_u64(), bytes.get_u64())).collect())
-}
-
-fn encode_pairs(pairs: &[(u64, u64)]) -> Bytes {
-    let mut b = BytesMut::with_capacity(4 + 16 * pairs.len());
-    b.put_u32(u32::try_from(pairs.len()).expect("ack records are bounded"));
-    for (a, x) in pairs {
-        b.put_u64(*a);
-        b.put_u64(*x);
-    }
-    b.freeze()
-}
-
-/// Edge and root ids: a splitmix64 sequence seeded from the attempt and the subtask, so that
-/// a run replays exactly; never zero, which would vanish from an XOR.
-struct Ids(u64);
-
-impl Ids {
-    fn new(attempt: u64, task: TaskId) -> Self {
-        Ids(attempt.rotate_left(32) ^ (u64::from(task.stage) << 20) ^ u64::from(task.subtask))
-    }
-
-    fn next(&mut self) -> u64 {
-        loop {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            if z != 0 {
-                return z;
-            }
-        }
-    }
-
-    /// A root id, with the source subtask that tracks it in its top bits.
-    fn root(&mut self, subtask: u32) -> u64 {
-        let low = self.next() & ((1 << ROOT_SUBTASK_SHIFT) - 1);
-        (u64::from(subtask) << ROOT_SUBTASK_SHIFT) | low.max(1)
-    }
-}
-
-/// The source subtask that tracks `root`.
-fn root_owner(root: u64) -> usize {
-    (root >> ROOT_SUBTASK_SHIFT) as usize
-}
 
 /// The open trees of one source subtask: the XOR reported so far per root.
 #[derive(Default)]
@@ -205,13 +97,13 @@ enum AckOut {
 }
 
 impl AckOut {
-    /// Acknowledges a tuple with `anchors`, from which edges XORing to `emitted` came.
-    async fn ack(&mut self, anchors: &Anchors, emitted: u64) -> TaskResult {
+    /// Delivers acknowledgements: (root, XOR).
+    async fn ack(&mut self, pairs: Vec<(u64, u64)>) -> TaskResult {
         match self {
             AckOut::Local(acker) => {
                 let mut a = acker.lock().unwrap_or_else(|e| e.into_inner());
-                for (root, edge) in anchors {
-                    a.apply(*root, edge ^ emitted);
+                for (root, x) in pairs {
+                    a.apply(root, x);
                 }
                 Ok(())
             }
@@ -221,12 +113,12 @@ impl AckOut {
                 ..
             } => {
                 let per_record = *per_record;
-                for (root, edge) in anchors {
-                    let owner = root_owner(*root);
+                for (root, x) in pairs {
+                    let owner = root_owner(root);
                     let to = buffered
                         .get_mut(owner)
                         .ok_or_else(|| format!("a root of source subtask {owner}, which is not"))?;
-                    to.push((*root, edge ^ emitted));
+                    to.push((root, x));
                 }
                 if buffered.iter().any(|b| b.len() >= per_record) {
                     self.flush().await?;
@@ -256,87 +148,6 @@ impl AckOut {
     }
 }
 
-/// A window that holds its tuples unacknowledged until it fires.
-struct WindowBolt {
-    windows: KeyedWindows,
-    assigner: WindowAssigner,
-    /// Tuples held, by a local id: their anchors, the windows they still wait for, and the
-    /// XOR of the edges emitted from them so far.
-    held: BTreeMap<u64, (Anchors, u32, u64)>,
-    /// The tuples of each open window, by (end, key, start): the order the windows fire in.
-    members: BTreeMap<(i64, Bytes, i64), Vec<u64>>,
-    next_id: u64,
-}
-
-impl WindowBolt {
-    fn new(assigner: WindowAssigner) -> Result<Self, String> {
-        if assigner.is_merging() {
-            return Err("the Storm model's windows are tumbling or sliding, not sessions".into());
-        }
-        Ok(WindowBolt {
-            windows: KeyedWindows::new(assigner),
-            assigner,
-            held: BTreeMap::new(),
-            members: BTreeMap::new(),
-            next_id: 0,
-        })
-    }
-
-    /// Takes in a tuple; a late one is returned, to be acknowledged at once.
-    fn add(&mut self, t: Tuple) -> Option<Anchors> {
-        let late_before = self.windows.counters().late_dropped;
-        self.windows.add(&t.row);
-        if self.windows.counters().late_dropped > late_before {
-            return Some(t.anchors);
-        }
-        let id = self.next_id;
-        self.next_id += 1;
-        let assigned = self.assigner.assign(t.row.ts, false);
-        for w in &assigned {
-            let k = (w.end, t.row.key.clone(), w.start);
-            self.members.entry(k).or_default().push(id);
-        }
-        let waits = u32::try_from(assigned.len()).expect("windows per row are bounded");
-        self.held.insert(id, (t.anchors, waits, 0));
-        None
-    }
-
-    /// Fires the windows `watermark` closes: their results, each anchored to every tuple of
-    /// its window, and the tuples no window waits for any more, with the XOR of their edges.
-    fn advance(&mut self, watermark: i64, ids: &mut Ids) -> (Vec<Tuple>, Vec<(Anchors, u64)>) {
-        let fired = self.windows.advance(watermark);
-        let mut results = Vec::with_capacity(fired.len());
-        let mut done = Vec::new();
-        for row in fired {
-            let (k, members) = self
-                .members
-                .pop_first()
-                .expect("every fired window has members");
-            debug_assert_eq!(k.1, row.key, "windows fire in the order they are kept");
-            let edge = ids.next();
-            let mut anchors: BTreeMap<u64, u64> = BTreeMap::new();
-            for id in members {
-                let (held_anchors, waits, emitted) =
-                    self.held.get_mut(&id).expect("members are held");
-                for (root, _) in held_anchors.iter() {
-                    *anchors.entry(*root).or_insert(0) ^= edge;
-                }
-                *emitted ^= edge;
-                *waits -= 1;
-                if *waits == 0 {
-                    let (a, _, x) = self.held.remove(&id).expect("held");
-                    done.push((a, x));
-                }
-            }
-            results.push(Tuple {
-                row,
-                anchors: anchors.into_iter().collect(),
-            });
-        }
-        (results, done)
-    }
-}
-
 /// A topic written without a transaction; a tuple is acknowledged once its write is delivered.
 struct SinkWriter {
     producer: Producer,
@@ -344,168 +155,90 @@ struct SinkWriter {
     pending: VecDeque<(Sent, Anchors)>,
 }
 
-impl SinkWriter {
-    async fn write(&mut self, row: Row, anchors: Anchors, acks: &mut AckOut) -> TaskResult {
-        let record = Record {
-            timestamp: Some(row.ts),
-            ..Record::new(self.topic.clone(), Some(row.key), row.value)
-        };
-        let sent = self
-            .producer
-            .send(record)
-            .await
-            .map_err(|e| format!("sink: {e}"))?;
-        self.pending.push_back((sent, anchors));
-        if self.pending.len() >= SINK_PENDING_MAX {
-            self.settle(acks).await?;
-        }
-        Ok(())
-    }
-
-    /// Waits for every write sent and acknowledges their tuples.
-    async fn settle(&mut self, acks: &mut AckOut) -> TaskResult {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        self.producer.flush().await;
-        while let Some((sent, anchors)) = self.pending.pop_front() {
-            sent.wait().await.map_err(|e| format!("sink: {e}"))?;
-            acks.ack(&anchors, 0).await?;
-        }
-        Ok(())
-    }
-}
-
-enum Op {
-    Map(Arc<dyn RowFunction>),
-    Window(Box<WindowBolt>),
-}
-
-enum Out {
-    Exchange {
-        partition: ResultPartition,
-        partitioner: Partitioner,
-        next: usize,
-    },
-    Sink(SinkWriter),
-}
-
-/// A stage's operators after its input, and where their tuples and acknowledgements go.
-struct Chain {
-    ops: Vec<Op>,
-    out: Out,
+/// A subtask's chain with its outputs under the Storm model.
+struct Bolts {
+    chain: Chain,
+    tuples: Tuples,
+    writers: Vec<SinkWriter>,
+    output: Option<ResultPartition>,
     acks: AckOut,
-    ids: Ids,
     rows_out: u64,
 }
 
-impl Chain {
-    /// Runs a tuple through the operators from `from` on.
-    async fn process(&mut self, from: usize, tuple: Tuple) -> TaskResult {
-        // (next operator, tuple): a map's outputs go on from the operator after it.
-        let mut work = vec![(from, tuple)];
-        while let Some((i, t)) = work.pop() {
-            if i == self.ops.len() {
-                self.emit(t).await?;
-                continue;
-            }
-            match &mut self.ops[i] {
-                Op::Map(f) => {
-                    let mut out = Vec::new();
-                    f.apply(t.row, &mut out);
-                    let mut emitted = 0;
-                    for row in out.into_iter().rev() {
-                        let edge = self.ids.next();
-                        emitted ^= edge;
-                        let anchors = t.anchors.iter().map(|(r, _)| (*r, edge)).collect();
-                        work.push((i + 1, Tuple { row, anchors }));
-                    }
-                    self.acks.ack(&t.anchors, emitted).await?;
-                }
-                Op::Window(w) => {
-                    if let Some(late) = w.add(t) {
-                        self.acks.ack(&late, 0).await?;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn emit(&mut self, t: Tuple) -> TaskResult {
-        self.rows_out += 1;
-        match &mut self.out {
-            Out::Sink(writer) => writer.write(t.row, t.anchors, &mut self.acks).await,
-            Out::Exchange {
-                partition,
-                partitioner,
-                next,
-            } => {
-                let n = partition.subpartitions();
-                let i = match partitioner {
-                    Partitioner::Hash => partition_for_key(&t.row.key, n as i32) as usize,
-                    Partitioner::Rebalance => {
-                        *next = (*next + 1) % n;
-                        *next
-                    }
-                };
-                partition
-                    .send(i, encode_tuple(&t))
-                    .await
-                    .map_err(|e| format!("output: {e}"))
-            }
-        }
-    }
-
-    async fn watermark(&mut self, watermark: i64) -> TaskResult {
-        for i in 0..self.ops.len() {
-            let Op::Window(w) = &mut self.ops[i] else {
-                continue;
-            };
-            let (results, done) = w.advance(watermark, &mut self.ids);
-            for (anchors, emitted) in done {
-                self.acks.ack(&anchors, emitted).await?;
-            }
-            for t in results {
-                self.process(i + 1, t).await?;
-            }
-        }
-        if let Out::Exchange { partition, .. } = &mut self.out {
-            let bytes = Element::Watermark(watermark).encode();
-            for i in 0..partition.subpartitions() {
-                partition
-                    .send(i, bytes.clone())
+impl Bolts {
+    /// Sends what the chain staged: tuples over the network, sink rows to their topics.
+    async fn drain(&mut self) -> TaskResult {
+        self.chain.check()?;
+        let staged = std::mem::take(&mut *self.chain.staged.borrow_mut());
+        if let Some(out) = &mut self.output {
+            for (sub, bytes) in staged {
+                out.send(sub as usize, bytes)
                     .await
                     .map_err(|e| format!("output: {e}"))?;
             }
         }
-        Ok(())
+        for (sink, writer) in self.chain.sinks.iter().zip(self.writers.iter_mut()) {
+            let rows = std::mem::take(&mut *sink.rows.borrow_mut());
+            for row in rows {
+                self.rows_out += 1;
+                let record = Record {
+                    timestamp: Some(row.ts),
+                    ..Record::new(writer.topic.clone(), row.key, row.value)
+                };
+                let sent = writer
+                    .producer
+                    .send(record)
+                    .await
+                    .map_err(|e| format!("sink: {e}"))?;
+                writer.pending.push_back((sent, row.anchors));
+                if writer.pending.len() >= SINK_PENDING_MAX {
+                    settle(writer, &self.tuples).await?;
+                }
+            }
+        }
+        self.acks.ack(self.tuples.take_acks()).await
     }
 
-    /// Settles the sink's writes and sends the buffered acknowledgements.
+    /// Waits for the sinks' writes, acknowledges their tuples, and sends buffered
+    /// acknowledgements.
     async fn settle(&mut self) -> TaskResult {
-        if let Out::Sink(writer) = &mut self.out {
-            writer.settle(&mut self.acks).await?;
+        for writer in &mut self.writers {
+            settle(writer, &self.tuples).await?;
         }
+        self.acks.ack(self.tuples.take_acks()).await?;
         self.acks.flush().await
     }
 
-    fn state(&self) -> (u64, u64) {
-        self.ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::Window(w) => Some((w.windows.state_bytes(), w.windows.counters().late_dropped)),
-                Op::Map(_) => None,
-            })
-            .fold((0, 0), |(s, l), (bytes, late)| (s + bytes, l + late))
+    fn sample(&self, id: TaskId, attempt: u64) -> TaskSample {
+        TaskSample {
+            task: Some(id),
+            attempt,
+            rows_out: self.rows_out + self.chain.sent.get(),
+            state_bytes: self.chain.state_bytes(),
+            drops: self.chain.drops.snapshot().into(),
+            ..TaskSample::default()
+        }
     }
+}
+
+/// Waits for every write `writer` sent and acknowledges their tuples.
+async fn settle(writer: &mut SinkWriter, tuples: &Tuples) -> TaskResult {
+    if writer.pending.is_empty() {
+        return Ok(());
+    }
+    writer.producer.flush().await;
+    while let Some((sent, anchors)) = writer.pending.pop_front() {
+        sent.wait().await.map_err(|e| format!("sink: {e}"))?;
+        tuples.acknowledge(&anchors);
+    }
+    Ok(())
 }
 
 /// Runs a subtask under the Storm model until it fails or is cancelled.
 pub(crate) async fn run(
     deployment: TaskDeployment,
     links: &mut TaskLinks,
-    cluster: Arc<Cluster>,
+    cluster: Option<Arc<Cluster>>,
 ) -> TaskResult {
     let ExecutionModel::Storm {
         message_timeout_ms,
@@ -515,16 +248,53 @@ pub(crate) async fn run(
     else {
         unreachable!("only the Storm model runs here");
     };
+    let cluster = cluster.ok_or("the Storm model needs brokers")?;
     let config = Arc::clone(&links.config);
+    let job = Rc::clone(&links.job);
+    let topology = job.topology();
     let id = deployment.task;
-    let stage = &deployment.stage;
-    let source_parallelism = config.graph.vertices[0].parallelism;
-    let exchange = config.exchange.clone();
+    let stage = &job.stages()[id.stage as usize];
+    let mut sink_topics = Vec::new();
+    for v in &stage.vertices {
+        let vertex = &topology.vertices[*v as usize];
+        match &vertex.kind {
+            // There are no transactions: a sink writes at least once whatever it asks.
+            VertexKind::Sink(SinkTarget::Topic { topic, .. }) => sink_topics.push(topic.clone()),
+            VertexKind::Sink(target) => {
+                return Err(format!(
+                    "{}: under the Storm model a sink writes a topic, not {target:?}",
+                    vertex.uid
+                ));
+            }
+            VertexKind::Source { topic: None } => {
+                return Err(format!(
+                    "{}: the Storm model reads topics, and this source holds its values",
+                    vertex.uid
+                ));
+            }
+            _ => {}
+        }
+    }
+    let exchange = effective_exchange(&config);
+    let (source_offsets, source_subtasks) = topology.source_offsets(job.stages());
+    let index = source_offsets[id.stage as usize].map(|at| at + id.subtask);
+    let tuples = Tuples::new(
+        Ids::new(links.attempt, id.stage, id.subtask),
+        index.unwrap_or(0),
+    );
+    let mutation = config.mutation.and_then(RuntimeMutation::operator);
+    let mut chain = Chain::build(
+        &job,
+        id.stage as usize,
+        id.subtask,
+        None,
+        (links.clock, mutation, Some(tuples.clone())),
+    )?;
     let acker = Arc::new(Mutex::new(Acker::default()));
     let acks = match deployment.ack_port {
         None => AckOut::Local(Arc::clone(&acker)),
         Some(port) => {
-            let n = source_parallelism as usize;
+            let n = source_subtasks as usize;
             let partition =
                 ResultPartition::bind(links.net, &format!("0.0.0.0:{port}"), n, exchange.clone())
                     .await
@@ -537,44 +307,73 @@ pub(crate) async fn run(
             }
         }
     };
-    let (ops, out) = build(&deployment, stage, links, &cluster, &exchange).await?;
-    let chain = Chain {
-        ops,
-        out,
+    let mut writers = Vec::new();
+    for topic in sink_topics {
+        let producer = Producer::new(Arc::clone(&cluster), ProducerConfig::default(), links.clock)
+            .await
+            .map_err(|e| format!("producer: {e}"))?;
+        writers.push(SinkWriter {
+            producer,
+            topic,
+            pending: VecDeque::new(),
+        });
+    }
+    let (_, subpartitions) = topology.output_offsets(stage);
+    let output = match deployment.output_port {
+        Some(port) if subpartitions > 0 => Some(
+            ResultPartition::bind(
+                links.net,
+                &format!("0.0.0.0:{port}"),
+                subpartitions as usize,
+                exchange.clone(),
+            )
+            .await
+            .map_err(|e| format!("output partition: {e}"))?,
+        ),
+        _ => None,
+    };
+    let source = chain.source.take();
+    let bolts = Bolts {
+        chain,
+        tuples,
+        writers,
+        output,
         acks,
-        ids: Ids::new(links.attempt, id),
         rows_out: 0,
     };
-    let first = &config.graph.vertices[stage.vertices[0]];
-    let at = (id.subtask, stage.parallelism);
-    match BrokerSource::of_operator(&cluster, &first.op, at, None) {
-        Some(source) => {
-            let source = source?;
-            let topic = source.topic().to_string();
+    match source {
+        Some((_, mut reader)) => {
+            let mut retry = BrokerRetry::default();
+            while let Err(e) = reader.open(Some(&cluster)).await {
+                retry.failed(e).await?;
+            }
             let gate = InputGate::connect(links.net, &deployment.ack_inputs, exchange)
                 .await
                 .map_err(|e| format!("ack gate: {e}"))?;
             let mut readers = JoinSet::new();
-            readers.spawn(read_acks(gate, Arc::clone(&acker)));
+            readers.spawn_local(read_acks(gate, Arc::clone(&acker)));
+            let topic = reader
+                .topic()
+                .expect("a Storm source reads a topic")
+                .to_string();
             let mut spout = Spout {
                 id,
                 links,
                 cluster: Arc::clone(&cluster),
-                chain,
-                source,
+                bolts,
+                reader,
                 acker,
                 pending: BTreeMap::new(),
                 by_partition: BTreeMap::new(),
                 timeout: Duration::from_millis(message_timeout_ms),
                 max_pending: max_spout_pending as usize,
                 replayed: 0,
-                watermark: i64::MIN,
                 elements_in: 0,
                 last_sample: None,
             };
             spout.resume().await?;
-            let positions: Positions = Arc::new(Mutex::new(spout.source.positions()));
-            readers.spawn(lag_probe(
+            let positions: Positions = Arc::new(Mutex::new(spout.reader.positions()));
+            readers.spawn_local(lag_probe(
                 cluster,
                 topic,
                 Arc::clone(&positions),
@@ -586,79 +385,14 @@ pub(crate) async fn run(
                 .await
         }
         None => {
-            let gate = InputGate::connect(links.net, &deployment.inputs, exchange)
+            let channels: Vec<_> = deployment.inputs.iter().map(|c| c.source.clone()).collect();
+            let gate = InputGate::connect(links.net, &channels, exchange)
                 .await
                 .map_err(|e| format!("input gate: {e}"))?;
-            run_bolt(id, links, chain, gate).await
+            let edges: Vec<u32> = deployment.inputs.iter().map(|c| c.edge).collect();
+            run_bolt(id, links, bolts, (gate, &edges)).await
         }
     }
-}
-
-/// The stage's operators after its input, and its output.
-async fn build(
-    deployment: &TaskDeployment,
-    stage: &Stage,
-    links: &TaskLinks,
-    cluster: &Arc<Cluster>,
-    exchange: &ExchangeConfig,
-) -> Result<(Vec<Op>, Out), String> {
-    let graph = &links.config.graph;
-    let writer = async |topic: &str| -> Result<SinkWriter, String> {
-        let producer = Producer::new(Arc::clone(cluster), ProducerConfig::default(), links.clock)
-            .await
-            .map_err(|e| format!("producer: {e}"))?;
-        Ok(SinkWriter {
-            producer,
-            topic: topic.to_string(),
-            pending: VecDeque::new(),
-        })
-    };
-    let mut ops = Vec::new();
-    let mut out = None;
-    for v in &stage.vertices {
-        let vertex = &graph.vertices[*v];
-        let function = |name: &str| {
-            links
-                .functions
-                .get(name)
-                .ok_or_else(|| format!("this task manager has no function {name:?}"))
-        };
-        match &vertex.op {
-            OperatorSpec::Source { .. } => {}
-            OperatorSpec::Map { function: f } => ops.push(Op::Map(function(f)?)),
-            OperatorSpec::Window { assigner } => {
-                ops.push(Op::Window(Box::new(WindowBolt::new(*assigner)?)));
-            }
-            // There are no transactions: a sink writes at least once whatever its mode says.
-            OperatorSpec::Sink { topic, .. } => out = Some(Out::Sink(writer(topic).await?)),
-            OperatorSpec::SideOutput { .. }
-            | OperatorSpec::RunningTotals
-            | OperatorSpec::Upsert { .. } => {
-                return Err(format!(
-                    "{}: the Storm model runs sources, maps, tumbling and sliding windows and \
-                     topic sinks",
-                    vertex.uid
-                ));
-            }
-        }
-    }
-    let out = match (out, deployment.output_port, stage.output) {
-        (Some(sink), _, _) => sink,
-        (None, Some(port), Some(partitioner)) => {
-            let n = deployment.output_subpartitions as usize;
-            let partition =
-                ResultPartition::bind(links.net, &format!("0.0.0.0:{port}"), n, exchange.clone())
-                    .await
-                    .map_err(|e| format!("output partition: {e}"))?;
-            Out::Exchange {
-                partition,
-                partitioner,
-                next: 0,
-            }
-        }
-        _ => return Err("a stage ends in a sink or feeds another stage".into()),
-    };
-    Ok((ops, out))
 }
 
 /// A source subtask's reader of acknowledgements: applies them as they come, never waiting on
@@ -685,9 +419,7 @@ async fn read_acks(mut gate: InputGate, acker: Arc<Mutex<Acker>>) {
 
 /// A record whose tree is open.
 struct Pending {
-    partition: i32,
-    offset: i64,
-    row: Row,
+    read: Read,
     emitted_at: Instant,
 }
 
@@ -695,8 +427,8 @@ struct Spout<'a> {
     id: TaskId,
     links: &'a mut TaskLinks,
     cluster: Arc<Cluster>,
-    chain: Chain,
-    source: BrokerSource,
+    bolts: Bolts,
+    reader: Box<dyn SourceReader>,
     acker: Arc<Mutex<Acker>>,
     /// Open trees by root.
     pending: BTreeMap<u64, Pending>,
@@ -705,21 +437,24 @@ struct Spout<'a> {
     timeout: Duration,
     max_pending: usize,
     replayed: u64,
-    watermark: i64,
     elements_in: u64,
     last_sample: Option<Instant>,
 }
 
 impl Spout<'_> {
     fn group(&self) -> String {
-        self.links.config.graph.name.clone()
+        self.links.config.topology.name.clone()
+    }
+
+    fn topic(&self) -> String {
+        self.reader.topic().unwrap_or_default().to_string()
     }
 
     /// Resumes from the offsets the job's group committed.
     async fn resume(&mut self) -> TaskResult {
-        let topic = self.source.topic().to_string();
+        let topic = self.topic();
         let partitions: Vec<(String, i32)> = self
-            .source
+            .reader
             .positions()
             .iter()
             .map(|(p, _)| (topic.clone(), *p))
@@ -732,7 +467,7 @@ impl Spout<'_> {
             }
         };
         let offsets = committed.into_iter().map(|((_, p), o)| (p, o)).collect();
-        self.source.resume_from(&offsets)
+        self.reader.resume_from(&offsets)
     }
 
     async fn run(&mut self, commit_interval: Duration, positions: &Positions) -> TaskResult {
@@ -749,12 +484,12 @@ impl Spout<'_> {
             }
             self.take_complete()?;
             if last_tick.elapsed() >= Duration::from_millis(TICK_MS) {
-                self.chain.settle().await?;
+                self.bolts.settle().await?;
                 self.take_complete()?;
                 self.replay_timed_out().await?;
                 last_tick = Instant::now();
             }
-            let drained = self.source.ended() && self.pending.is_empty();
+            let drained = self.reader.ended() && self.pending.is_empty();
             if drained || last_commit.elapsed() >= commit_interval {
                 self.commit(drained).await?;
                 last_commit = Instant::now();
@@ -764,55 +499,45 @@ impl Spout<'_> {
                     return Ok(());
                 }
             }
-            if self.pending.len() >= self.max_pending || self.source.ended() {
+            if self.pending.len() >= self.max_pending || self.reader.ended() {
                 // Wait for trees to complete.
                 tokio::time::sleep(Duration::from_millis(TICK_MS / 5)).await;
             } else {
-                match self.source.poll_read().await {
-                    Ok((read, watermark)) => {
+                match self.reader.poll().await {
+                    Ok(n) => {
                         retry.succeeded();
-                        for r in read {
-                            self.elements_in += 1;
-                            self.by_partition
-                                .entry(r.partition)
-                                .or_default()
-                                .insert(r.offset);
-                            self.emit(r.partition, r.offset, r.row).await?;
-                        }
-                        if let Some(w) = watermark {
-                            self.watermark = w;
-                            self.chain.watermark(w).await?;
-                        }
+                        self.elements_in += n as u64;
+                        self.opened();
+                        self.bolts.drain().await?;
                     }
                     Err(e) => retry.failed(e).await?,
                 }
-                *positions.lock().unwrap_or_else(|e| e.into_inner()) = self.source.positions();
+                *positions.lock().unwrap_or_else(|e| e.into_inner()) = self.reader.positions();
             }
             self.sample(false);
         }
     }
 
-    /// Emits a record as the root of a new tree.
-    async fn emit(&mut self, partition: i32, offset: i64, row: Row) -> TaskResult {
-        let root = self.chain.ids.root(self.id.subtask);
-        let edge = self.chain.ids.next();
-        self.acker
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .open
-            .insert(root, edge);
-        let pending = Pending {
-            partition,
-            offset,
-            row: row.clone(),
-            emitted_at: Instant::now(),
-        };
-        self.pending.insert(root, pending);
-        let tuple = Tuple {
-            row,
-            anchors: vec![(root, edge)],
-        };
-        self.chain.process(0, tuple).await
+    /// Registers the trees the last read opened, before any acknowledgement of them is
+    /// applied.
+    fn opened(&mut self) {
+        let now = Instant::now();
+        let mut a = self.acker.lock().unwrap_or_else(|e| e.into_inner());
+        for r in self.reader.take_rooted() {
+            let (root, edge) = r.root;
+            a.open.insert(root, edge);
+            self.by_partition
+                .entry(r.read.partition)
+                .or_default()
+                .insert(r.read.offset);
+            self.pending.insert(
+                root,
+                Pending {
+                    read: r.read,
+                    emitted_at: now,
+                },
+            );
+        }
     }
 
     /// Forgets the trees that completed.
@@ -826,9 +551,9 @@ impl Spout<'_> {
         };
         for root in complete {
             if let Some(p) = self.pending.remove(&root)
-                && let Some(offsets) = self.by_partition.get_mut(&p.partition)
+                && let Some(offsets) = self.by_partition.get_mut(&p.read.partition)
             {
-                offsets.remove(&p.offset);
+                offsets.remove(&p.read.offset);
             }
         }
         Ok(())
@@ -845,14 +570,19 @@ impl Spout<'_> {
             .collect();
         for root in late {
             let p = self.pending.remove(&root).expect("listed above");
+            if let Some(offsets) = self.by_partition.get_mut(&p.read.partition) {
+                offsets.remove(&p.read.offset);
+            }
             self.acker
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .open
                 .remove(&root);
             self.replayed += 1;
-            tracing::debug!(task = %self.id, partition = p.partition, offset = p.offset, "tree timed out; replaying");
-            self.emit(p.partition, p.offset, p.row).await?;
+            tracing::debug!(task = %self.id, partition = p.read.partition, offset = p.read.offset, "tree timed out; replaying");
+            self.reader.replay(p.read)?;
+            self.opened();
+            self.bolts.drain().await?;
         }
         Ok(())
     }
@@ -860,11 +590,11 @@ impl Spout<'_> {
     /// Commits, per partition, the offset below which every tree completed.
     async fn commit(&mut self, drained: bool) -> TaskResult {
         let started = Instant::now();
-        let topic = self.source.topic().to_string();
+        let topic = self.topic();
         let past_open_trees =
             self.links.config.mutation == Some(RuntimeMutation::CommitPastOpenTrees);
         let offsets: BTreeMap<(String, i32), i64> = self
-            .source
+            .reader
             .commit_offsets()
             .into_iter()
             .map(|(p, at)| {
@@ -883,12 +613,13 @@ impl Spout<'_> {
             Err(e) => return Err(format!("offset commit: {e}")),
         }
         let commit_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let late = self.bolts.chain.drops.snapshot();
         let report = ToJobManager::SubtaskCommitted {
             attempt: self.links.attempt,
             task: self.id,
             commit_ms,
             drained,
-            late_dropped: self.chain.state().1,
+            late_dropped: late.get(&DropReason::Late).copied().unwrap_or(0),
         };
         self.links
             .to_job_manager
@@ -907,17 +638,10 @@ impl Spout<'_> {
             return;
         }
         self.last_sample = Some(now);
-        let (state_bytes, late_dropped) = self.chain.state();
         let s = TaskSample {
-            task: Some(self.id),
-            attempt: self.links.attempt,
             elements_in: self.elements_in,
-            rows_out: self.chain.rows_out,
-            watermark: self.watermark,
-            state_bytes,
-            late_dropped,
             replayed: self.replayed,
-            ..TaskSample::default()
+            ..self.bolts.sample(self.id, self.links.attempt)
         };
         publish(self.links, s);
     }
@@ -934,11 +658,11 @@ fn publish(links: &TaskLinks, mut s: TaskSample) {
 async fn run_bolt(
     id: TaskId,
     links: &mut TaskLinks,
-    mut chain: Chain,
-    mut gate: InputGate,
+    mut bolts: Bolts,
+    (mut gate, edges): (InputGate, &[u32]),
 ) -> TaskResult {
-    let mut marks = vec![i64::MIN; gate.channels()];
-    let mut watermark = i64::MIN;
+    let mutation = links.config.mutation == Some(RuntimeMutation::MaxWatermark);
+    let mut inputs = GateInputs::new(&bolts.chain, edges, mutation);
     let mut elements_in = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
     let mut last_sample: Option<Instant> = None;
@@ -950,19 +674,13 @@ async fn run_bolt(
                 Some(_) => continue,
             },
             _ = tick.tick() => {
-                chain.settle().await?;
+                bolts.settle().await?;
                 if last_sample.is_none_or(|t| t.elapsed() >= Duration::from_millis(SAMPLE_MS)) {
                     last_sample = Some(Instant::now());
-                    let (state_bytes, late_dropped) = chain.state();
                     let s = TaskSample {
-                        task: Some(id),
-                        attempt: links.attempt,
                         elements_in,
-                        rows_out: chain.rows_out,
-                        watermark,
-                        state_bytes,
-                        late_dropped,
-                        ..TaskSample::default()
+                        watermark: inputs.watermark(),
+                        ..bolts.sample(id, links.attempt)
                     };
                     publish(links, s);
                 }
@@ -974,17 +692,19 @@ async fn run_bolt(
             None => return Err("input ended: upstream subtasks finished".into()),
             Some(Delivery::Record { channel, record }) => {
                 elements_in += 1;
-                match decode(record).map_err(|e| format!("input: {e}"))? {
-                    Message::Tuple(t) => chain.process(0, t).await?,
-                    Message::Watermark(w) => {
-                        marks[channel] = marks[channel].max(w);
-                        let least = *marks.iter().min().expect("a gate has channels");
-                        if least > watermark {
-                            watermark = least;
-                            chain.watermark(least).await?;
-                        }
-                    }
+                let (anchors, element) = decode_tuple(record).map_err(|e| format!("input: {e}"))?;
+                let writer = &bolts.chain.inputs[edges[channel] as usize].writer;
+                if let Some(a) = &anchors {
+                    bolts.tuples.begin(a.clone());
                 }
+                let mark = writer.deliver(element).map_err(|e| format!("input: {e}"));
+                if anchors.is_some() {
+                    bolts.tuples.end();
+                }
+                if let Some(told) = inputs.take(channel, mark?) {
+                    writer.mark(told);
+                }
+                bolts.drain().await?;
             }
             Some(Delivery::Event { .. }) => {}
         }
@@ -996,45 +716,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_tree_completes_when_every_edge_is_acknowledged() {
-        let mut ids = Ids::new(
-            1,
-            TaskId {
-                stage: 0,
-                subtask: 3,
-            },
-        );
-        let root = ids.root(3);
-        assert_eq!(root_owner(root), 3);
-        let (e0, e1, e2) = (ids.next(), ids.next(), ids.next());
+    fn an_acker_completes_a_tree_once_and_ignores_replayed_roots() {
         let mut a = Acker::default();
-        a.open.insert(root, e0);
-        // A map took e0 and emitted e1 and e2; then each reached a sink.
-        a.apply(root, e0 ^ e1 ^ e2);
-        a.apply(root, e1);
-        assert!(a.complete.is_empty(), "e2 is still open");
-        a.apply(root, e2);
-        assert_eq!(a.complete, vec![root]);
-        // Acks of a tree that timed out are ignored.
-        a.apply(root, e0);
-        assert!(a.open.is_empty());
-    }
-
-    #[test]
-    fn tuples_round_trip_and_a_lying_count_is_refused() {
-        let t = Tuple {
-            row: Row::text("k", "v", 7),
-            anchors: vec![(1, 2), (3, 4)],
-        };
-        let Ok(Message::Tuple(back)) = decode(encode_tuple(&t)) else {
-            panic!("a tuple decodes");
-        };
-        assert_eq!((back.row, back.anchors), (t.row, t.anchors));
-        let mut lying = BytesMut::new();
-        lying.put_u8(TAG_TUPLE);
-        lying.put_u32(u32::MAX);
-        assert!(decode(lying.freeze()).is_err());
-        let mut pairs = encode_pairs(&[(5, 6)]);
-        assert_eq!(decode_pairs(&mut pairs), Ok(vec![(5, 6)]));
+        a.open.insert(7, 0b101);
+        a.apply(7, 0b100);
+        assert!(a.complete.is_empty());
+        a.apply(7, 0b001);
+        assert_eq!(a.complete, vec![7]);
+        a.apply(7, 0b001);
+        assert!(a.open.is_empty(), "a completed tree stays closed");
     }
 }

@@ -2,38 +2,45 @@
 //! in one broker transaction every `commit_interval_ms`.
 //!
 //! ```text
-//!   input topic or repartition topic (read_committed)
-//!        |  maps, windows (keyed by stream time and grace)
+//!   input topic, or the repartition topics of the stage's input edges (read_committed)
+//!        |  the stage's operators (windows close by stream time less the grace)
 //!        v
-//!   one transaction: output rows | repartition rows | changelog entries | input offsets
+//!   one transaction: sink records | repartition records | changelog entries | input offsets
 //! ```
 //!
 //! The transaction holds everything the subtask's progress depends on, so a restart sees it
 //! all or none of it. A restarted subtask fences its predecessor by initialising the same
-//! transactional id, rebuilds its windows by reading its changelog partition to the end, and
-//! resumes from the offsets its group committed. A keyed edge is a repartition topic with one
-//! partition per downstream subtask; nothing moves over the network between subtasks, and no
-//! barrier or coordinator aligns them.
+//! transactional id, rebuilds its operators from the last state its changelog partition holds
+//! for each, and resumes from the offsets its group committed. An edge between stages is a
+//! repartition topic with one partition per downstream subtask; nothing moves over the network
+//! between subtasks, and no barrier or coordinator aligns them.
+//!
+//! The changelog entry of an operator is its whole state, written in a commit whenever it
+//! changed since the last; Kafka Streams logs each key's change instead, which costs less per
+//! commit when few keys change.
 //!
 //! Bounded input ends with markers: a source partition's end marker is committed as the
 //! partition's offset (so a restart reads it again), and a subtask whose input ended writes an
-//! end record to every repartition partition it feeds. A downstream subtask's input has ended
-//! once it holds the end records of every upstream subtask; it keeps that set in its
-//! changelog.
+//! end record to every partition of every repartition topic it feeds. A downstream subtask's
+//! input has ended once it holds the end records of every upstream subtask of every input
+//! edge; it keeps those sets in its changelog.
 
+use super::chain::Chain;
 use super::config::{ExecutionModel, RuntimeMutation};
-use super::element::Row;
-use super::graph::{OperatorSpec, Partitioner, SinkMode};
 use super::metrics::{LatencyStats, TaskSample};
 use super::rpc::{TaskDeployment, ToJobManager};
-use super::snapshot::TaskId;
+use super::snapshot::{TaskId, TaskSnapshot};
 use super::source::{BrokerSource, Positions, lag_probe};
 use super::task::{BrokerRetry, TaskCommand, TaskLinks, TaskResult};
-use super::window::KeyedWindows;
-use crate::runtime::function::RowFunction;
+use crate::element::{MAX_WATERMARK, is_record};
+use crate::graph::{SinkTarget, Topology};
+use crate::operator::DropReason;
+use crate::operator::edge::Mark;
+use crate::operator::source::SourceReader;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -41,17 +48,22 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use weir_client::{
     Admin, ClientError, Cluster, Consumer, ConsumerConfig, GroupMetadata, Isolation, NewTopic,
-    OffsetReset, Producer, ProducerConfig, Record, committed_offsets, partition_for_key,
+    OffsetReset, Producer, ProducerConfig, Record, committed_offsets,
 };
 
 /// Key of the record that tells a repartition topic's reader that one upstream subtask's
 /// input ended; its value is that subtask's index.
 const END_KEY: &[u8] = b"\0weir:end";
-/// Changelog key of the set of upstream subtasks whose end records were read.
+/// Changelog key of the end records read, per input edge.
 const ENDED_KEY: &[u8] = b"\0weir:ended";
 /// Changelog key of the subtask's stream time, so that a restarted subtask goes on treating
 /// as late what its predecessor did (Kafka Streams keeps it in the offsets' metadata).
 const STREAM_TIME_KEY: &[u8] = b"\0weir:stream-time";
+/// Changelog key of the records the subtask dropped, by reason.
+const DROPS_KEY: &[u8] = b"\0weir:drops";
+/// Largest changelog entry, in bytes: an operator whose state outgrows it fails its subtask
+/// rather than write a record the broker refuses.
+const CHANGELOG_ENTRY_BYTES_MAX: usize = 900 * 1024;
 /// Event times kept per transaction to measure latency at commit.
 const LATENCY_SAMPLES_MAX: usize = 1_024;
 /// How often the task refreshes its sample.
@@ -59,9 +71,20 @@ const SAMPLE_MS: u64 = 100;
 /// How often the lag probe asks the broker.
 const LAG_SAMPLE_MS: u64 = 1_000;
 
-/// The repartition topic fed by the stage that ends at operator `uid`.
-pub fn repartition_topic(job: &str, uid: &str) -> String {
-    format!("{job}-{uid}-repartition")
+/// One changelog entry: a key and its new value, or `None` where the key was deleted.
+type Change = (Vec<u8>, Option<Vec<u8>>);
+
+/// The repartition topic of edge `e` of `topology`.
+pub fn repartition_topic(topology: &Topology, e: u32) -> String {
+    let edge = &topology.edges[e as usize];
+    let uid = |v: u32| &topology.vertices[v as usize].uid;
+    format!(
+        "{}-{}-{}-{}-repartition",
+        topology.name,
+        uid(edge.from),
+        uid(edge.to),
+        edge.input
+    )
 }
 
 /// The changelog topic of the stage that starts at operator `uid`.
@@ -69,30 +92,34 @@ pub fn changelog_topic(job: &str, uid: &str) -> String {
     format!("{job}-{uid}-changelog")
 }
 
-/// One operator after the input.
-enum Op {
-    Map(Arc<dyn RowFunction>),
-    Window(String, KeyedWindows),
-    /// Rows the function makes go to this topic, in the same transaction.
-    Side(Arc<dyn RowFunction>, String),
+/// Where the subtask reads: its source, or one raw reader per input edge.
+enum Input {
+    Source(Box<dyn SourceReader>),
+    Repartition(Vec<Repartition>),
 }
 
-/// Where the last operator's rows go.
-enum Out {
-    Sink(String),
-    Repartition {
-        topic: String,
-        partitions: i32,
-        partitioner: Partitioner,
-        next: i32,
-    },
+/// One input edge's repartition partition.
+struct Repartition {
+    reader: BrokerSource,
+    /// Subtasks upstream of the edge.
+    upstream: u32,
+}
+
+/// One output edge's repartition topic.
+struct Output {
+    topic: String,
+    partitions: u32,
+    /// The edge's first subpartition in the chain's staging.
+    offset: u32,
+    /// Point to point: this subtask writes only its own partition.
+    point_to_point: bool,
 }
 
 /// Runs a subtask under the Kafka Streams model until it fails or is cancelled.
 pub(crate) async fn run(
     deployment: TaskDeployment,
     links: &mut TaskLinks,
-    cluster: Arc<Cluster>,
+    cluster: Option<Arc<Cluster>>,
 ) -> TaskResult {
     let ExecutionModel::KafkaStreams {
         commit_interval_ms,
@@ -102,11 +129,35 @@ pub(crate) async fn run(
     else {
         unreachable!("only the Kafka Streams model runs here");
     };
+    let cluster = cluster.ok_or("the Kafka Streams model needs brokers")?;
     let config = Arc::clone(&links.config);
-    let graph = &config.graph;
+    let job = Rc::clone(&links.job);
+    let topology = job.topology();
     let id = deployment.task;
-    let stage = &deployment.stage;
-    let first = *stage.vertices.first().expect("a stage has operators");
+    let stage = &job.stages()[id.stage as usize];
+    let head = &topology.vertices[stage.vertices[0] as usize];
+    for v in &stage.vertices {
+        let vertex = &topology.vertices[*v as usize];
+        match &vertex.kind {
+            crate::graph::VertexKind::Sink(SinkTarget::Topic {
+                exactly_once: true, ..
+            }) => {}
+            crate::graph::VertexKind::Sink(target) => {
+                return Err(format!(
+                    "{}: under the Kafka Streams model a sink writes a topic exactly once, not \
+                     {target:?}",
+                    vertex.uid
+                ));
+            }
+            crate::graph::VertexKind::Source { topic: None } => {
+                return Err(format!(
+                    "{}: the Kafka Streams model reads topics, and this source holds its values",
+                    vertex.uid
+                ));
+            }
+            _ => {}
+        }
+    }
     let admin = Admin::new(Arc::clone(&cluster));
     // Internal topics are created by the first subtask that needs them.
     let create = async |topic: &str, partitions: u32| -> TaskResult {
@@ -127,109 +178,27 @@ pub(crate) async fn run(
             }
         }
     };
-    // The input: the source's topic, or the repartition topic the stage before feeds.
-    // Its watermark goes unused here: windows close by stream time.
-    let at = (id.subtask, stage.parallelism);
-    let (input, upstream) =
-        match BrokerSource::of_operator(&cluster, &graph.vertices[first].op, at, None) {
-            Some(source) => (source?, None),
-            None => {
-                let before = &graph.vertices[first - 1];
-                let topic = repartition_topic(&graph.name, &before.uid);
-                create(&topic, stage.parallelism).await?;
-                let source = BrokerSource::new(
-                    Arc::clone(&cluster),
-                    (&topic, stage.parallelism as i32),
-                    (id.subtask, stage.parallelism),
-                    0,
-                    None,
-                    None,
-                )?;
-                (source, Some((before.parallelism, BTreeSet::new())))
-            }
-        };
-    let mut ops = Vec::new();
-    let mut out = None;
-    for v in &stage.vertices {
-        let vertex = &graph.vertices[*v];
-        let function = |name: &str| {
-            links
-                .functions
-                .get(name)
-                .ok_or_else(|| format!("this task manager has no function {name:?}"))
-        };
-        let exactly_once = |mode: &SinkMode| {
-            if *mode == SinkMode::ExactlyOnce {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{}: under the Kafka Streams model every write is transactional",
-                    vertex.uid
-                ))
-            }
-        };
-        match &vertex.op {
-            OperatorSpec::Source { .. } => {}
-            OperatorSpec::Map { function: f } => ops.push(Op::Map(function(f)?)),
-            OperatorSpec::Window { assigner } => {
-                if vertex.uid.contains('/') {
-                    return Err(format!(
-                        "{}: a windowed operator's uid has no '/'",
-                        vertex.uid
-                    ));
-                }
-                let mut window = KeyedWindows::new(*assigner);
-                window.log_changes();
-                ops.push(Op::Window(vertex.uid.clone(), window));
-            }
-            OperatorSpec::SideOutput {
-                function: f,
-                topic,
-                mode,
-            } => {
-                exactly_once(mode)?;
-                ops.push(Op::Side(function(f)?, topic.clone()));
-            }
-            OperatorSpec::Sink { topic, mode } => {
-                exactly_once(mode)?;
-                out = Some(Out::Sink(topic.clone()));
-            }
-            OperatorSpec::RunningTotals | OperatorSpec::Upsert { .. } => {
-                return Err(format!(
-                    "{}: the Kafka Streams model runs sources, maps, windows, side outputs and \
-                     topic sinks; this operator keeps state it cannot log yet",
-                    vertex.uid
-                ));
-            }
-        }
+    let (offsets, _) = topology.output_offsets(stage);
+    let mut outputs = Vec::new();
+    for (k, e) in stage.outputs.iter().enumerate() {
+        let to = &topology.vertices[topology.edges[*e as usize].to as usize];
+        let topic = repartition_topic(topology, *e);
+        create(&topic, to.parallelism).await?;
+        outputs.push(Output {
+            topic,
+            partitions: to.parallelism,
+            offset: offsets[k],
+            point_to_point: topology.subpartitions(*e) == 1 && to.parallelism > 1,
+        });
     }
-    let out = match (out, stage.output) {
-        (Some(sink), _) => sink,
-        (None, Some(partitioner)) => {
-            let last = *stage.vertices.last().expect("a stage has operators");
-            let topic = repartition_topic(&graph.name, &graph.vertices[last].uid);
-            let partitions = deployment.output_subpartitions;
-            create(&topic, partitions).await?;
-            Out::Repartition {
-                topic,
-                partitions: partitions as i32,
-                partitioner,
-                next: 0,
-            }
-        }
-        (None, None) => return Err("a stage ends in a sink or feeds another stage".into()),
-    };
-    let changelog = changelog_topic(&graph.name, &graph.vertices[first].uid);
+    let changelog = changelog_topic(&topology.name, &head.uid);
     create(&changelog, stage.parallelism).await?;
     // Initialising the id fences the previous attempt's producer and aborts its transaction,
     // so that the offsets and the changelog read next are stable.
     let producer = Producer::new(
         Arc::clone(&cluster),
         ProducerConfig {
-            transactional_id: Some(format!(
-                "{}-{}-{}",
-                graph.name, graph.vertices[first].uid, id.subtask
-            )),
+            transactional_id: Some(format!("{}-{}-{}", topology.name, head.uid, id.subtask)),
             transaction_timeout_ms: config.transaction_timeout_ms,
             ..ProducerConfig::default()
         },
@@ -244,20 +213,61 @@ pub(crate) async fn run(
     producer
         .begin_transaction()
         .map_err(|e| format!("producer: {e}"))?;
+    let logged = read_changelog(&cluster, (&changelog, id)).await?;
+    let mutation = config.mutation.and_then(RuntimeMutation::operator);
+    let mut chain = Chain::build(
+        &job,
+        id.stage as usize,
+        id.subtask,
+        Some(&logged.snapshot),
+        (links.clock, mutation, None),
+    )?;
+    let input = match chain.source.take() {
+        Some((_, mut reader)) => {
+            reader.hold_watermarks();
+            let mut retry = BrokerRetry::default();
+            while let Err(e) = reader.open(Some(&cluster)).await {
+                retry.failed(e).await?;
+            }
+            Input::Source(reader)
+        }
+        None => {
+            let mut readers = Vec::new();
+            for e in &stage.inputs {
+                let from = &topology.vertices[topology.edges[*e as usize].from as usize];
+                let topic = repartition_topic(topology, *e);
+                create(&topic, stage.parallelism).await?;
+                let reader = BrokerSource::new(
+                    Arc::clone(&cluster),
+                    (&topic, stage.parallelism as i32),
+                    (id.subtask, stage.parallelism),
+                    None,
+                    None,
+                )?;
+                readers.push(Repartition {
+                    reader,
+                    upstream: from.parallelism,
+                });
+            }
+            Input::Repartition(readers)
+        }
+    };
     let mut task = Streams {
         id,
         links,
         producer,
         input,
-        group: GroupMetadata::standalone(graph.name.clone()),
-        ops,
-        out,
+        chain,
+        outputs,
+        group: GroupMetadata::standalone(topology.name.clone()),
         changelog,
-        upstream,
-        ended_logged: false,
+        logged: logged.operators,
+        ended: logged.ended,
+        ended_logged: true,
         grace_ms: i64::try_from(grace_ms).unwrap_or(i64::MAX),
-        stream_time: i64::MIN,
-        stream_time_logged: i64::MIN,
+        stream_time: logged.stream_time,
+        stream_time_logged: logged.stream_time,
+        drops_logged: logged.snapshot.drops,
         watermark: i64::MIN,
         elements_in: 0,
         rows_out: 0,
@@ -265,151 +275,209 @@ pub(crate) async fn run(
         commit_latency: LatencyStats::default(),
         last_sample: None,
     };
-    task.restore(&cluster).await?;
-    let positions: Positions = Arc::new(Mutex::new(task.input.positions()));
+    task.resume(&cluster).await?;
+    let positions: Positions = Arc::new(Mutex::new(task.positions()));
     let mut probe = JoinSet::new();
-    probe.spawn(lag_probe(
-        Arc::clone(&cluster),
-        task.input.topic().to_string(),
-        Arc::clone(&positions),
-        Arc::clone(&task.links.sample),
-        LAG_SAMPLE_MS,
-    ));
+    if let Input::Source(reader) = &task.input
+        && let Some(topic) = reader.topic()
+    {
+        probe.spawn(lag_probe(
+            Arc::clone(&cluster),
+            topic.to_string(),
+            Arc::clone(&positions),
+            Arc::clone(&task.links.sample),
+            LAG_SAMPLE_MS,
+        ));
+    }
     task.run(Duration::from_millis(commit_interval_ms), &positions)
         .await
+}
+
+/// What a subtask's changelog partition holds, its latest entry of each kind.
+#[derive(Default)]
+struct Logged {
+    /// Operator state by uid, and the drop counts, as a snapshot to build the chain from.
+    snapshot: TaskSnapshot,
+    /// The same operator state, to tell what changed since.
+    operators: BTreeMap<String, Vec<u8>>,
+    ended: BTreeMap<u32, BTreeSet<u32>>,
+    stream_time: i64,
+}
+
+/// Reads the changelog partition of subtask `id` to its end.
+async fn read_changelog(
+    cluster: &Arc<Cluster>,
+    (topic, id): (&str, TaskId),
+) -> Result<Logged, String> {
+    let tp = (topic.to_string(), id.subtask as i32);
+    let mut reader = Consumer::new(
+        Arc::clone(cluster),
+        ConsumerConfig {
+            isolation: Isolation::ReadCommitted,
+            auto_offset_reset: OffsetReset::Earliest,
+            ..ConsumerConfig::default()
+        },
+    );
+    reader.assign([tp.clone()]);
+    reader.seek(tp.clone(), 0).map_err(|e| e.to_string())?;
+    let mut retry = BrokerRetry::default();
+    let end = loop {
+        match reader.list_offset(&tp, -1).await {
+            Ok(end) => break end,
+            Err(e) => retry.failed(e).await?,
+        }
+    };
+    let mut logged = Logged {
+        stream_time: i64::MIN,
+        ..Logged::default()
+    };
+    let mut applied = 0u64;
+    while reader.position(&tp).is_none_or(|at| at < end) {
+        let records = match reader.poll(Duration::from_millis(100)).await {
+            Ok(r) => r,
+            Err(e) => {
+                retry.failed(e).await?;
+                continue;
+            }
+        };
+        retry.succeeded();
+        for r in records.into_iter().filter(|r| r.offset < end) {
+            apply(&mut logged, &r.key.unwrap_or_default(), r.value.as_deref())?;
+            applied += 1;
+        }
+    }
+    logged.snapshot.operators = logged.operators.clone();
+    tracing::info!(task = %id, entries = applied, end, "restored from the changelog");
+    Ok(logged)
+}
+
+/// Takes one changelog entry in.
+fn apply(logged: &mut Logged, key: &[u8], value: Option<&[u8]>) -> TaskResult {
+    let json = |what: &str| -> Result<&[u8], String> {
+        value.ok_or_else(|| format!("changelog: {what} without a value"))
+    };
+    match key {
+        STREAM_TIME_KEY => {
+            let bytes: [u8; 8] = value
+                .and_then(|v| v.try_into().ok())
+                .ok_or("changelog: a stream time that is not 8 bytes")?;
+            logged.stream_time = i64::from_be_bytes(bytes);
+        }
+        ENDED_KEY => {
+            logged.ended = serde_json::from_slice(json("the ended sets")?)
+                .map_err(|e| format!("changelog: the ended sets: {e}"))?;
+        }
+        DROPS_KEY => {
+            logged.snapshot.drops = serde_json::from_slice(json("the drop counts")?)
+                .map_err(|e| format!("changelog: the drop counts: {e}"))?;
+        }
+        uid => {
+            let uid = String::from_utf8(uid.to_vec())
+                .map_err(|_| "changelog: an operator uid that is not text")?;
+            match value {
+                Some(state) => logged.operators.insert(uid, state.to_vec()),
+                None => logged.operators.remove(&uid),
+            };
+        }
+    }
+    Ok(())
 }
 
 struct Streams<'a> {
     id: TaskId,
     links: &'a mut TaskLinks,
     producer: Producer,
-    input: BrokerSource,
+    input: Input,
+    chain: Chain,
+    outputs: Vec<Output>,
     group: GroupMetadata,
-    ops: Vec<Op>,
-    out: Out,
     changelog: String,
-    /// A repartition topic's reader: the upstream subtasks, and those whose input ended.
-    upstream: Option<(u32, BTreeSet<u32>)>,
-    /// The ended set in the changelog is the current one.
+    /// Each operator's state as the changelog holds it.
+    logged: BTreeMap<String, Vec<u8>>,
+    /// Repartition inputs: the upstream subtasks whose end records were read, per input edge.
+    ended: BTreeMap<u32, BTreeSet<u32>>,
+    /// The ended sets in the changelog are the current ones.
     ended_logged: bool,
     grace_ms: i64,
     /// The largest event time read.
     stream_time: i64,
     /// The stream time the changelog holds.
     stream_time_logged: i64,
+    drops_logged: BTreeMap<DropReason, u64>,
     watermark: i64,
     elements_in: u64,
     rows_out: u64,
-    /// Event times of the open transaction's output rows (the first [`LATENCY_SAMPLES_MAX`]).
+    /// Event times of the open transaction's sink rows (the first [`LATENCY_SAMPLES_MAX`]).
     open_ts: Vec<i64>,
     commit_latency: LatencyStats,
     last_sample: Option<Instant>,
 }
 
 impl Streams<'_> {
-    /// Rebuilds the windows from the changelog, then resumes the input from the group's
-    /// committed offsets.
-    async fn restore(&mut self, cluster: &Arc<Cluster>) -> TaskResult {
-        let tp = (self.changelog.clone(), self.id.subtask as i32);
-        let mut reader = Consumer::new(
-            Arc::clone(cluster),
-            ConsumerConfig {
-                isolation: Isolation::ReadCommitted,
-                auto_offset_reset: OffsetReset::Earliest,
-                ..ConsumerConfig::default()
-            },
-        );
-        reader.assign([tp.clone()]);
-        reader.seek(tp.clone(), 0).map_err(|e| e.to_string())?;
-        let mut retry = BrokerRetry::default();
-        let end = loop {
-            match reader.list_offset(&tp, -1).await {
-                Ok(end) => break end,
-                Err(e) => retry.failed(e).await?,
+    /// The topic partitions the subtask reads.
+    fn read_partitions(&self) -> Vec<(String, i32)> {
+        match &self.input {
+            Input::Source(reader) => {
+                let topic = reader
+                    .topic()
+                    .expect("a Kafka Streams source reads a topic");
+                reader
+                    .positions()
+                    .iter()
+                    .map(|(p, _)| (topic.to_string(), *p))
+                    .collect()
             }
-        };
-        let mut applied = 0u64;
-        while reader.position(&tp).is_none_or(|at| at < end) {
-            let records = match reader.poll(Duration::from_millis(100)).await {
-                Ok(r) => r,
-                Err(e) => {
-                    retry.failed(e).await?;
-                    continue;
-                }
-            };
-            retry.succeeded();
-            for r in records.into_iter().filter(|r| r.offset < end) {
-                let key = r.key.unwrap_or_default();
-                self.apply_change(&key, r.value.as_deref())?;
-                applied += 1;
-            }
+            Input::Repartition(readers) => readers
+                .iter()
+                .flat_map(|r| {
+                    r.reader
+                        .partitions()
+                        .map(|p| (r.reader.topic().to_string(), p))
+                })
+                .collect(),
         }
-        tracing::info!(task = %self.id, entries = applied, end, "restored from the changelog");
-        // Every window at or below the restored watermark had closed before the commit that
-        // logged it, so this closes none; it makes rows behind it late again.
-        self.advance().await?;
-        let topic = self.input.topic().to_string();
-        let partitions: Vec<(String, i32)> = self
-            .input
-            .positions()
-            .iter()
-            .map(|(p, _)| (topic.clone(), *p))
-            .collect();
+    }
+
+    /// Resumes the input from the group's committed offsets.
+    async fn resume(&mut self, cluster: &Arc<Cluster>) -> TaskResult {
+        let partitions = self.read_partitions();
+        let mut retry = BrokerRetry::default();
         let committed = loop {
             match committed_offsets(cluster, &self.group.group_id, &partitions, true).await {
                 Ok(c) => break c,
                 Err(e) => retry.failed(e).await?,
             }
         };
-        let offsets = committed.into_iter().map(|((_, p), o)| (p, o)).collect();
-        self.input.resume_from(&offsets)
+        let mut by_topic: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
+        for ((topic, p), o) in committed {
+            by_topic.entry(topic).or_default().insert(p, o);
+        }
+        match &mut self.input {
+            Input::Source(reader) => {
+                let topic = reader.topic().unwrap_or_default().to_string();
+                reader.resume_from(&by_topic.remove(&topic).unwrap_or_default())?;
+            }
+            Input::Repartition(readers) => {
+                for r in readers {
+                    let topic = r.reader.topic().to_string();
+                    r.reader
+                        .resume_from(&by_topic.remove(&topic).unwrap_or_default())?;
+                }
+            }
+        }
+        // Every window at or below the restored watermark had closed before the commit that
+        // logged it, so this closes none; it makes records behind it late again.
+        self.advance();
+        self.drain().await
     }
 
-    fn apply_change(&mut self, key: &[u8], value: Option<&[u8]>) -> TaskResult {
-        if key == STREAM_TIME_KEY {
-            let bytes: [u8; 8] = value
-                .and_then(|v| v.try_into().ok())
-                .ok_or("changelog: a stream time that is not 8 bytes")?;
-            self.stream_time = i64::from_be_bytes(bytes);
-            self.stream_time_logged = self.stream_time;
-            return Ok(());
+    fn positions(&self) -> Vec<(i32, Option<i64>)> {
+        match &self.input {
+            Input::Source(reader) => reader.positions(),
+            Input::Repartition(readers) => {
+                readers.iter().flat_map(|r| r.reader.positions()).collect()
+            }
         }
-        if key == ENDED_KEY {
-            let ended: BTreeSet<u32> = value
-                .map(serde_json::from_slice)
-                .transpose()
-                .map_err(|e| format!("changelog: the ended set: {e}"))?
-                .unwrap_or_default();
-            let Some((_, set)) = &mut self.upstream else {
-                return Err(
-                    "changelog: an ended set for a subtask that reads no repartition topic".into(),
-                );
-            };
-            *set = ended;
-            self.ended_logged = true;
-            return Ok(());
-        }
-        let slash = key
-            .iter()
-            .position(|b| *b == b'/')
-            .ok_or("changelog: a key without an operator")?;
-        let (uid, entry) = (&key[..slash], &key[slash + 1..]);
-        let window = self
-            .ops
-            .iter_mut()
-            .find_map(|op| match op {
-                Op::Window(u, w) if u.as_bytes() == uid => Some(w),
-                _ => None,
-            })
-            .ok_or_else(|| {
-                format!(
-                    "changelog: no windowed operator {:?} in this stage",
-                    String::from_utf8_lossy(uid)
-                )
-            })?;
-        window
-            .apply_change(entry, value)
-            .map_err(|e| format!("changelog: {e}"))
     }
 
     async fn run(&mut self, commit_interval: Duration, positions: &Positions) -> TaskResult {
@@ -432,17 +500,13 @@ impl Streams<'_> {
                 while self.links.commands.recv().await.is_some() {}
                 return Ok(());
             }
-            match self.input.poll().await {
-                Ok(polled) => {
-                    retry.succeeded();
-                    for row in polled.rows {
-                        self.row(row).await?;
-                    }
-                    self.advance().await?;
-                }
+            match self.read().await {
+                Ok(()) => retry.succeeded(),
                 Err(e) => retry.failed(e).await?,
             }
-            *positions.lock().unwrap_or_else(|e| e.into_inner()) = self.input.positions();
+            self.advance();
+            self.drain().await?;
+            *positions.lock().unwrap_or_else(|e| e.into_inner()) = self.positions();
             let ended = self.input_ended();
             if ended {
                 self.finish().await?;
@@ -456,126 +520,135 @@ impl Streams<'_> {
         }
     }
 
+    /// Reads what is there and puts it through the chain.
+    async fn read(&mut self) -> Result<(), ClientError> {
+        match &mut self.input {
+            Input::Source(reader) => {
+                self.elements_in += reader.poll().await? as u64;
+                if let Some(ts) = reader.max_timestamp() {
+                    self.stream_time = self.stream_time.max(ts);
+                }
+            }
+            Input::Repartition(readers) => {
+                for (k, r) in readers.iter_mut().enumerate() {
+                    let found = r.reader.poll().await?;
+                    for record in found.records {
+                        if record.key.as_deref() == Some(END_KEY) {
+                            let from = std::str::from_utf8(&record.value)
+                                .ok()
+                                .and_then(|v| v.parse::<u32>().ok())
+                                .filter(|from| *from < r.upstream)
+                                .ok_or_else(|| {
+                                    ClientError::Protocol(
+                                        "an end record from no upstream subtask".into(),
+                                    )
+                                })?;
+                            self.ended_logged &=
+                                !self.ended.entry(k as u32).or_default().insert(from);
+                            continue;
+                        }
+                        self.elements_in += 1;
+                        self.stream_time = self.stream_time.max(record.timestamp);
+                        let writer = &self.chain.inputs[k].writer;
+                        writer.deliver(record.value).map_err(|e| {
+                            ClientError::Protocol(format!("repartition record: {e}"))
+                        })?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn input_ended(&self) -> bool {
-        match &self.upstream {
-            Some((n, ended)) => ended.len() == *n as usize,
-            None => self.input.ended(),
+        match &self.input {
+            Input::Source(reader) => reader.ended(),
+            Input::Repartition(readers) => readers.iter().enumerate().all(|(k, r)| {
+                self.ended
+                    .get(&(k as u32))
+                    .is_some_and(|e| e.len() == r.upstream as usize)
+            }),
         }
     }
 
-    async fn row(&mut self, row: Row) -> TaskResult {
-        if let Some((n, ended)) = &mut self.upstream
-            && row.key == END_KEY
-        {
-            let from: u32 = std::str::from_utf8(&row.value)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .filter(|from| *from < *n)
-                .ok_or("an end record from no upstream subtask")?;
-            self.ended_logged &= !ended.insert(from);
-            return Ok(());
-        }
-        self.elements_in += 1;
-        self.stream_time = self.stream_time.max(row.ts);
-        self.push(0, vec![row]).await
-    }
-
-    /// Moves the windows' watermark to stream time less the grace.
-    async fn advance(&mut self) -> TaskResult {
+    /// Moves the operators' watermark to stream time less the grace.
+    fn advance(&mut self) {
         let watermark = self
             .stream_time
             .saturating_sub(self.grace_ms)
             .saturating_sub(1);
-        self.close_until(watermark).await
+        self.mark(watermark);
     }
 
-    async fn close_until(&mut self, watermark: i64) -> TaskResult {
-        if watermark <= self.watermark {
-            return Ok(());
+    /// Puts watermark `w` on the head's inputs, if it advances.
+    fn mark(&mut self, w: i64) {
+        if w <= self.watermark {
+            return;
         }
-        self.watermark = watermark;
-        for i in 0..self.ops.len() {
-            if let Op::Window(_, window) = &mut self.ops[i] {
-                let fired = window.advance(watermark);
-                self.push(i + 1, fired).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Runs `rows` through the operators from `from` on.
-    async fn push(&mut self, from: usize, mut rows: Vec<Row>) -> TaskResult {
-        for i in from..self.ops.len() {
-            if rows.is_empty() {
-                return Ok(());
-            }
-            match &mut self.ops[i] {
-                Op::Map(f) => {
-                    let mut next = Vec::with_capacity(rows.len());
-                    for row in rows {
-                        f.apply(row, &mut next);
-                    }
-                    rows = next;
-                }
-                Op::Window(_, window) => {
-                    for row in &rows {
-                        window.add(row);
-                    }
-                    return Ok(());
-                }
-                Op::Side(f, topic) => {
-                    let mut side = Vec::new();
-                    for row in &rows {
-                        f.apply(row.clone(), &mut side);
-                    }
-                    let topic = topic.clone();
-                    for row in side {
-                        self.send(&topic, None, row).await?;
+        self.watermark = w;
+        match &mut self.input {
+            Input::Source(reader) => reader.emit_watermark(w),
+            Input::Repartition(_) => {
+                let mut marked = BTreeSet::new();
+                for input in &self.chain.inputs {
+                    if marked.insert(input.input) {
+                        input.writer.mark(Mark::Watermark(w));
                     }
                 }
             }
         }
-        for row in rows {
-            self.emit(row).await?;
-        }
-        Ok(())
     }
 
-    async fn emit(&mut self, row: Row) -> TaskResult {
-        self.rows_out += 1;
-        match &mut self.out {
-            Out::Sink(topic) => {
+    /// Sends what the chain staged into the open transaction: repartition records (not the
+    /// watermarks: each downstream subtask keeps its own stream time) and sink records.
+    async fn drain(&mut self) -> TaskResult {
+        self.chain.check()?;
+        let staged = std::mem::take(&mut *self.chain.staged.borrow_mut());
+        for (sub, bytes) in staged {
+            if !is_record(&bytes) {
+                continue;
+            }
+            let out = self
+                .outputs
+                .iter()
+                .rev()
+                .find(|o| o.offset <= sub)
+                .expect("every subpartition belongs to an output edge");
+            let partition = if out.point_to_point {
+                self.id.subtask
+            } else {
+                sub - out.offset
+            };
+            let (topic, partition) = (out.topic.clone(), partition as i32);
+            let record = Record {
+                partition: Some(partition),
+                ..Record::new(topic.as_str(), None::<Bytes>, bytes)
+            };
+            self.send(record).await?;
+        }
+        for i in 0..self.chain.sinks.len() {
+            let rows = std::mem::take(&mut *self.chain.sinks[i].rows.borrow_mut());
+            let SinkTarget::Topic { topic, .. } = &self.chain.sinks[i].target else {
+                unreachable!("the stage was checked to write topics only");
+            };
+            let topic = topic.clone();
+            for row in rows {
+                self.rows_out += 1;
                 if self.open_ts.len() < LATENCY_SAMPLES_MAX {
                     self.open_ts.push(row.ts);
                 }
-                let topic = topic.clone();
-                self.send(&topic, None, row).await
-            }
-            Out::Repartition {
-                topic,
-                partitions,
-                partitioner,
-                next,
-            } => {
-                let p = match partitioner {
-                    Partitioner::Hash => partition_for_key(&row.key, *partitions),
-                    Partitioner::Rebalance => {
-                        *next = (*next + 1) % *partitions;
-                        *next
-                    }
+                let record = Record {
+                    timestamp: Some(row.ts),
+                    ..Record::new(topic.as_str(), row.key, row.value)
                 };
-                let topic = topic.clone();
-                self.send(&topic, Some(p), row).await
+                self.send(record).await?;
             }
         }
+        Ok(())
     }
 
-    async fn send(&mut self, topic: &str, partition: Option<i32>, row: Row) -> TaskResult {
-        let record = Record {
-            partition,
-            timestamp: Some(row.ts),
-            ..Record::new(topic, Some(row.key), row.value)
-        };
+    async fn send(&mut self, record: Record) -> TaskResult {
+        let topic = record.topic.clone();
         self.producer
             .send(record)
             .await
@@ -585,22 +658,65 @@ impl Streams<'_> {
 
     /// The input ended: closes every window, and tells each downstream subtask.
     async fn finish(&mut self) -> TaskResult {
-        self.close_until(i64::MAX).await?;
-        if let Out::Repartition {
-            topic, partitions, ..
-        } = &self.out
-        {
-            let (topic, partitions) = (topic.clone(), *partitions);
+        self.mark(MAX_WATERMARK);
+        self.drain().await?;
+        for i in 0..self.outputs.len() {
+            let (topic, partitions) = (self.outputs[i].topic.clone(), self.outputs[i].partitions);
             for p in 0..partitions {
-                let end = Row {
-                    key: Bytes::from_static(END_KEY),
-                    value: Bytes::from(self.id.subtask.to_string()),
-                    ts: self.stream_time.max(0),
+                let end = Record {
+                    partition: Some(p as i32),
+                    timestamp: Some(self.stream_time.max(0)),
+                    ..Record::new(
+                        topic.as_str(),
+                        Some(Bytes::from_static(END_KEY)),
+                        Bytes::from(self.id.subtask.to_string()),
+                    )
                 };
-                self.send(&topic, Some(p), end).await?;
+                self.send(end).await?;
             }
         }
         Ok(())
+    }
+
+    /// The changelog entries of what changed since the last commit.
+    fn changes(&mut self) -> Result<Vec<Change>, String> {
+        let mut changes = Vec::new();
+        let skipped = self.links.config.mutation == Some(RuntimeMutation::ChangelogSkipped);
+        for (uid, state) in self.chain.snapshot()? {
+            if self.logged.get(&uid) == Some(&state) {
+                continue;
+            }
+            if state.len() > CHANGELOG_ENTRY_BYTES_MAX {
+                return Err(format!(
+                    "{uid}: its state is {} bytes, over the changelog entry limit of \
+                     {CHANGELOG_ENTRY_BYTES_MAX} bytes",
+                    state.len()
+                ));
+            }
+            self.logged.insert(uid.clone(), state.clone());
+            if !skipped {
+                changes.push((uid.into_bytes(), Some(state)));
+            }
+        }
+        if self.stream_time != self.stream_time_logged {
+            changes.push((
+                STREAM_TIME_KEY.to_vec(),
+                Some(self.stream_time.to_be_bytes().to_vec()),
+            ));
+            self.stream_time_logged = self.stream_time;
+        }
+        if !self.ended_logged {
+            let sets = serde_json::to_vec(&self.ended).expect("sets of indexes serialize");
+            changes.push((ENDED_KEY.to_vec(), Some(sets)));
+            self.ended_logged = true;
+        }
+        let drops = self.chain.drops.snapshot();
+        if drops != self.drops_logged {
+            let counts = serde_json::to_vec(&drops).expect("counts serialize");
+            changes.push((DROPS_KEY.to_vec(), Some(counts)));
+            self.drops_logged = drops;
+        }
+        Ok(changes)
     }
 
     /// Commits the open transaction with the state's changes and the input's offsets, and
@@ -608,36 +724,7 @@ impl Streams<'_> {
     async fn commit(&mut self, drained: bool) -> TaskResult {
         let started = Instant::now();
         let partition = Some(self.id.subtask as i32);
-        let mut changes = Vec::new();
-        let skipped = self.links.config.mutation == Some(RuntimeMutation::ChangelogSkipped);
-        for op in &mut self.ops {
-            if let Op::Window(uid, window) = op {
-                let logged = window.take_changes();
-                if skipped {
-                    continue;
-                }
-                for (entry, value) in logged {
-                    let mut key = Vec::with_capacity(uid.len() + 1 + entry.len());
-                    key.extend_from_slice(uid.as_bytes());
-                    key.push(b'/');
-                    key.extend_from_slice(&entry);
-                    changes.push((key, value));
-                }
-            }
-        }
-        if self.stream_time != self.stream_time_logged {
-            let bytes = self.stream_time.to_be_bytes().to_vec();
-            changes.push((STREAM_TIME_KEY.to_vec(), Some(bytes)));
-            self.stream_time_logged = self.stream_time;
-        }
-        if let Some((_, ended)) = &self.upstream
-            && !self.ended_logged
-        {
-            let set = serde_json::to_vec(ended).expect("a set of indexes serializes");
-            changes.push((ENDED_KEY.to_vec(), Some(set)));
-            self.ended_logged = true;
-        }
-        for (key, value) in changes {
+        for (key, value) in self.changes()? {
             let record = Record {
                 partition,
                 key: Some(Bytes::from(key)),
@@ -649,13 +736,26 @@ impl Streams<'_> {
                 .await
                 .map_err(|e| format!("changelog: {e}"))?;
         }
-        let topic = self.input.topic().to_string();
-        let offsets: BTreeMap<(String, i32), i64> = self
-            .input
-            .commit_offsets()
-            .into_iter()
-            .map(|(p, o)| ((topic.clone(), p), o))
-            .collect();
+        let offsets: BTreeMap<(String, i32), i64> = match &self.input {
+            Input::Source(reader) => {
+                let topic = reader.topic().unwrap_or_default().to_string();
+                reader
+                    .commit_offsets()
+                    .into_iter()
+                    .map(|(p, o)| ((topic.clone(), p), o))
+                    .collect()
+            }
+            Input::Repartition(readers) => readers
+                .iter()
+                .flat_map(|r| {
+                    let topic = r.reader.topic().to_string();
+                    r.reader
+                        .commit_offsets()
+                        .into_iter()
+                        .map(move |(p, o)| ((topic.clone(), p), o))
+                })
+                .collect(),
+        };
         let broker = |e: ClientError| format!("commit: {e}");
         self.producer
             .send_offsets_to_transaction(&offsets, &self.group)
@@ -667,30 +767,22 @@ impl Streams<'_> {
         self.commit_latency
             .record_since(&std::mem::take(&mut self.open_ts), now);
         let commit_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let (_, late_dropped) = self.windows();
         let report = ToJobManager::SubtaskCommitted {
             attempt: self.links.attempt,
             task: self.id,
             commit_ms,
             drained,
-            late_dropped,
+            late_dropped: self
+                .drops_logged
+                .get(&DropReason::Late)
+                .copied()
+                .unwrap_or(0),
         };
         self.links
             .to_job_manager
             .send(report)
             .await
             .map_err(|_| "the task manager is gone".to_string())
-    }
-
-    /// The windows' state, in bytes, and the rows they dropped as late in this attempt.
-    fn windows(&self) -> (u64, u64) {
-        self.ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::Window(_, w) => Some((w.state_bytes(), w.counters().late_dropped)),
-                Op::Map(_) | Op::Side(..) => None,
-            })
-            .fold((0, 0), |(s, l), (bytes, late)| (s + bytes, l + late))
     }
 
     /// Refreshes the task's sample, at most every [`SAMPLE_MS`] unless `force`.
@@ -704,18 +796,22 @@ impl Streams<'_> {
             return;
         }
         self.last_sample = Some(now);
-        let mut s = TaskSample {
+        let s = TaskSample {
             task: Some(self.id),
             attempt: self.links.attempt,
             elements_in: self.elements_in,
             rows_out: self.rows_out,
             watermark: self.watermark,
             commit_latency: self.commit_latency,
+            state_bytes: self.chain.state_bytes(),
+            drops: self.chain.drops.snapshot().into(),
             ..TaskSample::default()
         };
-        (s.state_bytes, s.late_dropped) = self.windows();
         let mut shared = self.links.sample.lock().unwrap_or_else(|e| e.into_inner());
-        s.lag_records = shared.lag_records;
-        *shared = s;
+        let lag = shared.lag_records;
+        *shared = TaskSample {
+            lag_records: lag,
+            ..s
+        };
     }
 }

@@ -127,7 +127,10 @@ pub(crate) fn cluster_for(config: &JobConfig, net: Net, id: TaskId) -> Option<Ar
 }
 
 /// The cluster, for a task that needs one to reach `what`.
-fn need_cluster<'a>(cluster: &'a Option<Arc<Cluster>>, what: &str) -> Result<&'a Arc<Cluster>, String> {
+fn need_cluster<'a>(
+    cluster: &'a Option<Arc<Cluster>>,
+    what: &str,
+) -> Result<&'a Arc<Cluster>, String> {
     cluster
         .as_ref()
         .ok_or_else(|| format!("{what} needs brokers, and the job has no bootstrap addresses"))
@@ -155,8 +158,11 @@ pub(crate) async fn run(deployment: TaskDeployment, mut links: TaskLinks) -> Tas
     let id = deployment.task;
     let cluster = cluster_for(&config, links.net, id);
     match config.model {
-        ExecutionModel::KafkaStreams { .. } | ExecutionModel::Storm { .. } => {
-            return Err("PORTING: model not yet on the new chain".into());
+        ExecutionModel::KafkaStreams { .. } => {
+            return super::streams::run(deployment, &mut links, cluster).await;
+        }
+        ExecutionModel::Storm { .. } => {
+            return super::storm::run(deployment, &mut links, cluster).await;
         }
         ExecutionModel::Pipelined | ExecutionModel::MicroBatch { .. } => {}
     }
@@ -168,7 +174,7 @@ pub(crate) async fn run(deployment: TaskDeployment, mut links: TaskLinks) -> Tas
         id.stage as usize,
         id.subtask,
         restored.map(|(_, s)| s),
-        (links.clock, mutation),
+        (links.clock, mutation, None),
     )?;
     let mut writers = Vec::with_capacity(chain.sinks.len());
     for sink in &chain.sinks {
@@ -213,7 +219,9 @@ pub(crate) async fn run(deployment: TaskDeployment, mut links: TaskLinks) -> Tas
         writers.push(writer);
     }
     let exchange = effective_exchange(&config);
-    let (_, subpartitions) = job.topology().output_offsets(&job.stages()[id.stage as usize]);
+    let (_, subpartitions) = job
+        .topology()
+        .output_offsets(&job.stages()[id.stage as usize]);
     let mut bound = 0;
     let output = match deployment.output_port {
         Some(port) if subpartitions > 0 => {
@@ -372,7 +380,7 @@ struct Pending {
 
 /// How the channels of an input gate feed the head's inputs: each channel's input and its
 /// place among that input's channels, and a watermark merger per input.
-struct GateInputs {
+pub(crate) struct GateInputs {
     channel_input: Vec<(usize, usize)>,
     mergers: Vec<WatermarkMerger>,
     /// Each input's merged watermark so far.
@@ -380,7 +388,9 @@ struct GateInputs {
 }
 
 impl GateInputs {
-    fn new(chain: &Chain, edges: &[u32], mutation: bool) -> Self {
+    /// The inputs of `chain`'s head, fed by channels carrying `edges` (the stage's input-edge
+    /// position of each channel).
+    pub fn new(chain: &Chain, edges: &[u32], mutation: bool) -> Self {
         let inputs = chain.head_inputs as usize;
         let mut counts = vec![0usize; inputs];
         let channel_input = edges
@@ -401,8 +411,31 @@ impl GateInputs {
         }
     }
 
+    /// Takes what channel `channel` delivered; returns what its input's port must be told.
+    pub fn take(&mut self, channel: usize, mark: Mark) -> Option<Mark> {
+        let (input, at) = self.channel_input[channel];
+        let merged = match mark {
+            Mark::Record => self.mergers[input].record(at),
+            Mark::Watermark(w) => self.mergers[input].watermark(at, w),
+            Mark::Idle => self.mergers[input].idle(at),
+        };
+        match merged {
+            Merged::Watermark(w) if w > self.marks[input] => {
+                self.marks[input] = w;
+                Some(Mark::Watermark(w))
+            }
+            Merged::Idle => Some(Mark::Idle),
+            Merged::Watermark(_) | Merged::Nothing => None,
+        }
+    }
+
+    /// The least merged watermark over the inputs.
+    pub fn watermark(&self) -> i64 {
+        self.marks.iter().copied().min().unwrap_or(i64::MIN)
+    }
+
     /// Whether every input has reached the end of time.
-    fn ended(&self) -> bool {
+    pub fn ended(&self) -> bool {
         self.marks.iter().all(|m| *m == MAX_WATERMARK)
     }
 }
@@ -451,11 +484,7 @@ impl Task<'_> {
     /// Fires the processing-time timers that are due, and sends what they emitted.
     async fn timers(&mut self) -> TaskResult {
         let now = self.links.clock.now_ms();
-        if self
-            .chain
-            .next_processing_timer()
-            .is_some_and(|t| t <= now)
-        {
+        if self.chain.next_processing_timer().is_some_and(|t| t <= now) {
             self.chain.on_processing_time(now);
             self.drain().await?;
         }
@@ -594,8 +623,7 @@ impl Task<'_> {
                 }
                 Err(e) => retry.failed(e).await?,
             }
-            *source.positions.lock().unwrap_or_else(|e| e.into_inner()) =
-                source.reader.positions();
+            *source.positions.lock().unwrap_or_else(|e| e.into_inner()) = source.reader.positions();
             let watermark = if source.reader.ended() {
                 MAX_WATERMARK
             } else {
@@ -669,11 +697,15 @@ impl Task<'_> {
     /// A source's checkpoint: its position, then the chain's snapshot and the barrier, with
     /// nothing read in between.
     async fn source_checkpoint(&mut self, source: &mut Source, checkpoint_id: u64) -> TaskResult {
-        let position = if self.links.config.mutation == Some(RuntimeMutation::OffsetsAfterBarrier)
-        {
+        let position = if self.links.config.mutation == Some(RuntimeMutation::OffsetsAfterBarrier) {
             None
         } else {
-            Some(source.reader.snapshot().map_err(|e| format!("{}: {e}", source.uid))?)
+            Some(
+                source
+                    .reader
+                    .snapshot()
+                    .map_err(|e| format!("{}: {e}", source.uid))?,
+            )
         };
         let mut operators = self.barrier(checkpoint_id).await?;
         let position = match position {
@@ -686,7 +718,10 @@ impl Task<'_> {
                     .await
                     .map_err(|e| format!("source: {e}"))?;
                 self.drain().await?;
-                source.reader.snapshot().map_err(|e| format!("{}: {e}", source.uid))?
+                source
+                    .reader
+                    .snapshot()
+                    .map_err(|e| format!("{}: {e}", source.uid))?
             }
         };
         operators.insert(source.uid.clone(), position);
@@ -703,27 +738,14 @@ impl Task<'_> {
     ) -> TaskResult {
         self.elements_in += 1;
         let writer = &self.chain.inputs[edge as usize].writer;
-        let mark = writer
-            .deliver(bytes)
-            .map_err(|e| format!("input: {e}"))?;
-        let (input, at) = inputs.channel_input[channel];
-        let merged = match mark {
-            Mark::Record => {
-                if let Some(slowdown) = &mut self.slowdown {
-                    slowdown.row().await;
-                }
-                inputs.mergers[input].record(at)
-            }
-            Mark::Watermark(w) => inputs.mergers[input].watermark(at, w),
-            Mark::Idle => inputs.mergers[input].idle(at),
-        };
-        match merged {
-            Merged::Watermark(w) if w > inputs.marks[input] => {
-                inputs.marks[input] = w;
-                writer.mark(Mark::Watermark(w));
-            }
-            Merged::Idle => writer.mark(Mark::Idle),
-            Merged::Watermark(_) | Merged::Nothing => {}
+        let mark = writer.deliver(bytes).map_err(|e| format!("input: {e}"))?;
+        if mark == Mark::Record
+            && let Some(slowdown) = &mut self.slowdown
+        {
+            slowdown.row().await;
+        }
+        if let Some(told) = inputs.take(channel, mark) {
+            self.chain.inputs[edge as usize].writer.mark(told);
         }
         self.drain().await
     }
@@ -737,11 +759,10 @@ impl Task<'_> {
         let mutation = self.links.config.mutation == Some(RuntimeMutation::MaxWatermark);
         let mut inputs = GateInputs::new(&self.chain, edges, mutation);
         for f in in_flight {
-            let writer = self
-                .chain
-                .inputs
-                .get(f.edge as usize)
-                .ok_or_else(|| format!("restore: in-flight records of input edge {}", f.edge))?;
+            let writer =
+                self.chain.inputs.get(f.edge as usize).ok_or_else(|| {
+                    format!("restore: in-flight records of input edge {}", f.edge)
+                })?;
             match writer.writer.deliver(bytes::Bytes::from(f.bytes)) {
                 Ok(Mark::Record) => {}
                 Ok(_) => return Err("restore: a watermark in flight".into()),
@@ -752,7 +773,7 @@ impl Task<'_> {
         let alignment = self.links.config.checkpoint.alignment;
         let mut pending: Option<Pending> = None;
         loop {
-            let watermark = inputs.marks.iter().copied().min().unwrap_or(i64::MIN);
+            let watermark = inputs.watermark();
             let timer = self.chain.next_processing_timer();
             let wait = timer.map(|t| {
                 let now = self.links.clock.now_ms();

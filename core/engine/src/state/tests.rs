@@ -112,8 +112,15 @@ fn key_groups_map_to_contiguous_subtask_ranges() {
         let owners: Vec<u32> = (0..MAX_PARALLELISM)
             .map(|g| subtask_of_key_group(g, parallelism))
             .collect();
-        assert!(owners.windows(2).all(|w| w[0] <= w[1]), "ranges are contiguous");
+        assert!(
+            owners.windows(2).all(|w| w[0] <= w[1]),
+            "ranges are contiguous"
+        );
         assert_eq!(owners[0], 0);
-        assert_eq!(*owners.last().unwrap(), parallelism - 1, "every subtask owns some");
+        assert_eq!(
+            *owners.last().unwrap(),
+            parallelism - 1,
+            "every subtask owns some"
+        );
     }
 }

@@ -43,9 +43,7 @@ pub(crate) struct AggregateLogic<T, A: AggregateFunction<T>> {
 
 impl<T, A: AggregateFunction<T>> Clone for AggregateLogic<T, A> {
     fn clone(&self) -> Self {
-        Self {
-            desc: self.desc.clone(),
-        }
+        Self { desc: self.desc.clone() }
     }
 }
 
@@ -191,7 +189,7 @@ pub(crate) struct ProcessLogic<T, F> {
 impl<T, F: Clone> Clone for ProcessLogic<T, F> {
     fn clone(&self) -> Self {
         Self {
-            desc: self.desc.clone(),
+            desc: self.desc,
             f: self.f.clone(),
         }
     }

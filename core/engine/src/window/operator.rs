@@ -7,6 +7,7 @@
 use super::{TimeWindow, Trigger, WindowAssigner, WindowLogic};
 use crate::element::{Element, MIN_WATERMARK, StreamRecord};
 use crate::operator::keyed::KeyFn;
+use crate::operator::tuples::Tuples;
 use crate::operator::{
     AnyPort, Build, DropCounters, DropReason, Failure, OperatorFactory, OperatorMutation, Outputs,
     StatefulOperator, port_of,
@@ -20,6 +21,7 @@ use crate::timers::{TimeDomain, TimerService};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 /// Per key: each session window and the window whose namespace holds its state.
@@ -52,7 +54,13 @@ pub(crate) struct WindowOperator<K, T, L: WindowLogic<K, T>> {
     drops: DropCounters,
     failure: Failure,
     fired: Vec<L::Out>,
+    /// Storm model: the subtask's tuple trees, and the tuples each open window holds, by
+    /// (end, key, start).
+    tuples: Option<(Tuples, BTreeMap<WindowId, Vec<u64>>)>,
 }
+
+/// A window of one key, ordered as windows fire: (end, key, start).
+type WindowId = (i64, Vec<u8>, i64);
 
 /// Settings of a window operator.
 pub(crate) struct WindowSpec<K, T> {
@@ -102,6 +110,7 @@ where
             drops: b.drops.clone(),
             failure: b.failure.clone(),
             fired: Vec::new(),
+            tuples: b.tuples.clone().map(|t| (t, BTreeMap::new())),
         }
     }
 
@@ -153,8 +162,40 @@ where
     fn fire(&mut self, key: &K, window: &TimeWindow, ns: &[u8]) -> Result<(), StateError> {
         self.logic
             .fire(&mut self.store, key, window, ns, &mut self.fired)?;
+        let Some((tuples, holds)) = &mut self.tuples else {
+            self.emit_fired(window);
+            return Ok(());
+        };
+        let members = holds
+            .remove(&(window.end, self.store.key().to_vec(), window.start))
+            .unwrap_or_default();
+        let tuples = tuples.clone();
+        tuples.firing(members);
         self.emit_fired(window);
+        tuples.fired();
         Ok(())
+    }
+
+    /// Storm model: the tuple being processed waits in the windows of `ts` it joins.
+    fn hold(&mut self, ts: i64, key: &[u8]) {
+        let joined: Vec<TimeWindow> = self
+            .assigner
+            .assign(ts, self.off_by_one)
+            .into_iter()
+            .filter(|w| !self.window_is_late(w))
+            .collect();
+        let Some((tuples, holds)) = &mut self.tuples else {
+            return;
+        };
+        let windows = u32::try_from(joined.len()).expect("windows per record are bounded");
+        if let Some(id) = tuples.hold(windows) {
+            for w in joined {
+                holds
+                    .entry((w.end, key.to_vec(), w.start))
+                    .or_default()
+                    .push(id);
+            }
+        }
     }
 
     /// Merges `window` into the key's sessions; returns the merged window and the window whose
@@ -201,6 +242,7 @@ where
         let key = (self.key_fn)(&r.value);
         let key_bytes = encode(&key)?;
         self.store.set_key(key_bytes.clone());
+        self.hold(ts, &key_bytes);
         let mut skipped = true;
         for assigned in self.assigner.assign(ts, self.off_by_one) {
             let (window, state_window) = if self.assigner.is_merging() {
@@ -336,6 +378,13 @@ where
     L: WindowLogic<K, T> + 'static,
 {
     fn create(&self, b: &mut Build<'_>, inputs: Vec<AnyPort>) -> Result<Outputs, String> {
+        if b.tuples.is_some() && self.spec.assigner.is_merging() {
+            return Err(format!(
+                "{}: under the Storm model windows are tumbling, sliding or global, not \
+                 sessions",
+                b.uid
+            ));
+        }
         let sides = SidePorts::default();
         let mut op = WindowOperator::new(b, self.spec.clone(), self.logic.clone(), &sides);
         if let Some(bytes) = b.restored {

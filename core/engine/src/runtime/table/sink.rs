@@ -3,8 +3,8 @@
 //! completes (or, after a failure, when the job restores that checkpoint).
 
 use super::{TableRow, TableStore};
-use crate::runtime::config::RuntimeMutation;
 use crate::operator::sink::SinkRow;
+use crate::runtime::config::RuntimeMutation;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
