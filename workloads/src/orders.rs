@@ -338,8 +338,14 @@ mod tests {
             ("2023-11-14T23:13:20.5+01:00", 1_700_000_000_500),
             ("2023-11-14 22:13:20", 1_700_000_000_000),
         ] {
-            let v = format!(r#"{{"order_id": 1, "customer_id": "c", "total_amount": 1, "timestamp": "{text}"}}"#);
-            assert_eq!(parse_event(v.as_bytes()).unwrap().timestamp_ms, ms, "{text}");
+            let v = format!(
+                r#"{{"order_id": 1, "customer_id": "c", "total_amount": 1, "timestamp": "{text}"}}"#
+            );
+            assert_eq!(
+                parse_event(v.as_bytes()).unwrap().timestamp_ms,
+                ms,
+                "{text}"
+            );
         }
         let bad = br#"{"order_id": 1, "customer_id": "c", "total_amount": 1, "timestamp": "n/a"}"#;
         assert_eq!(validate(bad), Err(Invalid::Unparseable("timestamp")));

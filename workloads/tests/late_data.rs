@@ -105,7 +105,15 @@ fn a_max_instead_of_min_watermark_is_caught() {
         reads.push((1, mk(i as u64 * 2 + 1, 1_000_000 + i * 100)));
     }
     assert_eq!(run(TIMING, &[0, 1], &reads, None), Vec::<String>::new());
-    assert!(!run(TIMING, &[0, 1], &reads, Some(OperatorMutation::MaxWatermark)).is_empty());
+    assert!(
+        !run(
+            TIMING,
+            &[0, 1],
+            &reads,
+            Some(OperatorMutation::MaxWatermark)
+        )
+        .is_empty()
+    );
 }
 
 #[test]

@@ -18,8 +18,8 @@ pub use table::{TableViolation, check_table};
 pub use txn::{TxnOp, TxnOutcome, TxnViolation, check_txns};
 pub use txn_graph::{Cycle, CycleKind, Dep};
 pub use windows::{
-    WindowTotals,
-    Expected, WindowViolation, Windows, check_windows, check_windows_at_least_once, oracle,
+    Expected, WindowTotals, WindowViolation, Windows, check_windows, check_windows_at_least_once,
+    oracle,
 };
 
 use std::fmt;

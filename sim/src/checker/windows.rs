@@ -2,9 +2,9 @@
 //! topic, apart from the engine, and compares it with the committed output. Exactly-once means
 //! each window appears once, with the oracle's figures.
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-use serde::{Deserialize, Serialize};
 use weir_client::ConsumerRecord;
 
 /// One window's result as `order-totals` writes it.

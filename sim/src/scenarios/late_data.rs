@@ -132,7 +132,11 @@ async fn producer(rec: Rec, shared: Rc<RefCell<Shared>>, seed: u64) -> turmoil::
     loop {
         let marker = Record {
             partition: Some(0),
-            ..Record::new(TOPIC, None::<Bytes>, Bytes::from_static(END_MARKER.as_bytes()))
+            ..Record::new(
+                TOPIC,
+                None::<Bytes>,
+                Bytes::from_static(END_MARKER.as_bytes()),
+            )
         };
         let acked = match producer.send(marker).await {
             Ok(d) => d.wait().await.is_ok(),
@@ -172,7 +176,11 @@ async fn stream_job(
             strategy,
         )
         .process(move |e: Event, ctx| {
-            note(&r, "job", format!("read id {} key {} ts {}", e.id, e.key, e.ts));
+            note(
+                &r,
+                "job",
+                format!("read id {} key {} ts {}", e.id, e.key, e.ts),
+            );
             reads.borrow_mut().reads.push(e.clone());
             ctx.emit(e);
         });
@@ -320,10 +328,17 @@ mod tests {
         assert_eq!(check_reads(&s), Vec::<String>::new());
         s.reads = vec![event(0), event(2)];
         let v = check_reads(&s);
-        assert!(v.iter().any(|m| m.contains("event 1 was never read")), "{v:?}");
+        assert!(
+            v.iter().any(|m| m.contains("event 1 was never read")),
+            "{v:?}"
+        );
         s.reads = vec![event(0), event(1), event(1), event(2)];
         assert!(check_reads(&s).iter().any(|m| m.contains("read twice")));
         s.reads = vec![event(0), event(2), event(1)];
-        assert!(check_reads(&s).iter().any(|m| m.contains("out of their offset order")));
+        assert!(
+            check_reads(&s)
+                .iter()
+                .any(|m| m.contains("out of their offset order"))
+        );
     }
 }

@@ -104,7 +104,9 @@ pub fn logic(input: &DataStream<KafkaRecord>) -> Outputs {
         .filter(|c: &Click| c.action == "transaction")
         .map(|c: Click| (c.user_id, to_cents(c.amount)))
         .key_by(|(user, _): &(String, i64)| user.clone())
-        .window(WindowAssigner::tumbling(Duration::from_millis(WINDOW_MS as u64)))
+        .window(WindowAssigner::tumbling(Duration::from_millis(
+            WINDOW_MS as u64,
+        )))
         .aggregate(CentsStats)
         .uid("user-windows")
         .map(|w: Windowed<String, Stats>| {

@@ -200,12 +200,18 @@ impl Job {
         }
         let bound = Duration::from_millis(settings.out_of_orderness_ms as u64);
         let input = env
-            .from_source(source, WatermarkStrategy::for_bounded_out_of_orderness(bound))
+            .from_source(
+                source,
+                WatermarkStrategy::for_bounded_out_of_orderness(bound),
+            )
             .uid("source");
         let outputs = self.logic(&input);
         for (topic, records) in outputs.topics {
             let sink = KafkaSink::new(topic, |r: &Keyed| {
-                Ok((Some(r.key.clone().into_bytes()), r.value.clone().into_bytes()))
+                Ok((
+                    Some(r.key.clone().into_bytes()),
+                    r.value.clone().into_bytes(),
+                ))
             })
             .delivery_guarantee(settings.guarantee);
             records.sink_to(sink).uid(&format!("sink-{topic}"));
@@ -359,10 +365,7 @@ fn run_locally(
             run.run().await.expect("the job runs")
         });
     (
-        topics
-            .into_iter()
-            .map(|(t, c)| (t, c.values()))
-            .collect(),
+        topics.into_iter().map(|(t, c)| (t, c.values())).collect(),
         table.map(|c| c.values()).unwrap_or_default(),
     )
 }

@@ -140,7 +140,11 @@ impl Joined {
 
 /// The better of two candidates: the most bids, then the smallest auction.
 fn hotter(a: HotItem, b: HotItem) -> HotItem {
-    if (b.count, Reverse(b.auction)) > (a.count, Reverse(a.auction)) { b } else { a }
+    if (b.count, Reverse(b.auction)) > (a.count, Reverse(a.auction)) {
+        b
+    } else {
+        a
+    }
 }
 
 /// The higher of two bids: the highest price, then the smallest auction, bidder and time.

@@ -49,7 +49,9 @@ pub fn logic(input: &DataStream<KafkaRecord>) -> Outputs {
     let aggregates = order_events(input)
         .filter(|o: &OrderEvent| o.is_creation() && o.total_cents > THRESHOLD_CENTS)
         .key_by(|o: &OrderEvent| o.customer_id.clone())
-        .window(WindowAssigner::tumbling(Duration::from_millis(WINDOW_MS as u64)))
+        .window(WindowAssigner::tumbling(Duration::from_millis(
+            WINDOW_MS as u64,
+        )))
         .aggregate(CountSum::new(|o: &OrderEvent| o.total_cents))
         .uid("customer-windows")
         .map(|w: Windowed<String, (u64, i64)>| {

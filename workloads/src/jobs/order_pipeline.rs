@@ -21,8 +21,8 @@
 //!   smaller order id (as text) is named.
 
 use super::{ExpectedRecords, Input, Keyed, Outputs, expect, window_start};
-use crate::orders::{self, OrderEvent};
 use crate::customers;
+use crate::orders::{self, OrderEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::cmp::Reverse;
@@ -114,7 +114,11 @@ type Stats = (u64, i64, Option<(i64, String)>);
 
 fn larger(a: Option<(i64, String)>, b: Option<(i64, String)>) -> Option<(i64, String)> {
     match (a, b) {
-        (Some(x), Some(y)) => Some(if (Reverse(x.0), &x.1) <= (Reverse(y.0), &y.1) { x } else { y }),
+        (Some(x), Some(y)) => Some(if (Reverse(x.0), &x.1) <= (Reverse(y.0), &y.1) {
+            x
+        } else {
+            y
+        }),
         (x, None) => x,
         (None, y) => y,
     }

@@ -28,8 +28,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use weir_engine::state::{CountSum, MapStateDescriptor, StateError, ValueStateDescriptor};
 use weir_engine::{
-    DataStream, DropReason, KafkaRecord, KeyedContext, KeyedProcessFunction, OutputTag,
-    TimeDomain, WindowAssigner, Windowed,
+    DataStream, DropReason, KafkaRecord, KeyedContext, KeyedProcessFunction, OutputTag, TimeDomain,
+    WindowAssigner, Windowed,
 };
 
 /// The job's name, and the topic of its sessions.
@@ -155,7 +155,9 @@ pub fn logic(input: &DataStream<KafkaRecord>) -> Outputs {
     let running = released.side_output(&RUNNING);
     let sessions = released
         .key_by(|o: &OrderEvent| o.customer_id.clone())
-        .window(WindowAssigner::session(Duration::from_millis(GAP_MS as u64)))
+        .window(WindowAssigner::session(Duration::from_millis(
+            GAP_MS as u64,
+        )))
         .aggregate(CountSum::new(|o: &OrderEvent| o.total_cents))
         .uid("sessions")
         .map(|w: Windowed<String, (u64, i64)>| {

@@ -13,8 +13,8 @@ use crate::checker::WindowTotals;
 use std::time::Duration;
 use weir_engine::state::CountSum;
 use weir_engine::{
-    DropReason, KafkaRecord, KafkaSink, KafkaSource, StreamEnv, WatermarkStrategy,
-    WindowAssigner, Windowed,
+    DropReason, KafkaRecord, KafkaSink, KafkaSource, StreamEnv, WatermarkStrategy, WindowAssigner,
+    Windowed,
 };
 
 /// The job.
@@ -31,25 +31,33 @@ pub(super) fn build() -> Result<weir_engine::Job, weir_engine::graph::GraphError
         .uid("orders-source")
         .process(|r: KafkaRecord, ctx| {
             let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
-            match std::str::from_utf8(&r.value).ok().and_then(|v| v.parse().ok()) {
+            match std::str::from_utf8(&r.value)
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
                 Some(amount) => ctx.emit((key, amount)),
                 None => ctx.dropped(DropReason::Unparseable),
             }
         })
         .key_by(|(key, _): &(String, i64)| key.clone())
-        .window(WindowAssigner::tumbling(Duration::from_millis(WINDOW_MS as u64)))
+        .window(WindowAssigner::tumbling(Duration::from_millis(
+            WINDOW_MS as u64,
+        )))
         .aggregate(CountSum::new(|(_, amount): &(String, i64)| *amount))
         .uid("totals");
-    let sink = KafkaSink::new(PipelineJob::OrderTotals.outputs()[0], |w: &Windowed<String, (u64, i64)>| {
-        let totals = WindowTotals {
-            start: w.window.start,
-            end: w.window.end,
-            count: w.value.0,
-            sum: w.value.1,
-        };
-        let value = serde_json::to_vec(&totals).map_err(|e| e.to_string())?;
-        Ok((Some(w.key.clone().into_bytes()), value))
-    });
+    let sink = KafkaSink::new(
+        PipelineJob::OrderTotals.outputs()[0],
+        |w: &Windowed<String, (u64, i64)>| {
+            let totals = WindowTotals {
+                start: w.window.start,
+                end: w.window.end,
+                count: w.value.0,
+                sum: w.value.1,
+            };
+            let value = serde_json::to_vec(&totals).map_err(|e| e.to_string())?;
+            Ok((Some(w.key.clone().into_bytes()), value))
+        },
+    );
     totals.sink_to(sink).uid("totals-sink");
     env.build()
 }
