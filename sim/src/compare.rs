@@ -399,13 +399,19 @@ pub fn compare_live(
     for (name, job) in jobs {
         for m in &chosen {
             for (label, faults, backlog) in LIVE_SCHEDULES {
-                let acc = live_schedule(c, (name, job), m, (faults, backlog), &|round, line| {
-                    progress(&format!(
-                        "{name} / {} / {label} / round {round}: {line}",
-                        m.name
-                    ))
-                })?;
-                let latency = job == PipelineJob::OrderTotals && !backlog;
+                let acc = live_schedule(
+                    c,
+                    (name, job.clone()),
+                    m,
+                    (faults, backlog),
+                    &|round, line| {
+                        progress(&format!(
+                            "{name} / {} / {label} / round {round}: {line}",
+                            m.name
+                        ))
+                    },
+                )?;
+                let latency = matches!(job, PipelineJob::OrderTotals) && !backlog;
                 figures.push(acc.figures((name, m.name, m.stands_for), label, latency, c.rounds));
             }
         }
@@ -431,8 +437,8 @@ fn live_schedule(
                 u8::from(faults),
                 u8::from(backlog)
             )),
-            job,
             model: (m.settings)(job.out_of_orderness_ms()),
+            job: job.clone(),
             inputs_per_s: c.inputs_per_s,
             feed_ms: c.feed_ms,
             backlog,

@@ -7,6 +7,7 @@ pub mod checker;
 pub mod compare;
 pub mod env;
 pub mod fault;
+pub mod harness;
 pub mod history;
 pub mod live;
 pub mod report;

@@ -1,5 +1,5 @@
 //! The distributed pipeline that `eos-pipeline` and `backpressure` run: three brokers, a job
-//! manager, three task managers with two slots each, a feeder and an observer.
+//! manager, three task managers with two slots each (more if the job needs them), a feeder and an observer.
 //!
 //! ```text
 //! feeder --orders (4 partitions)--> [source x2] ==keyed exchange==> [window 1 s -> 2PC sink] x2
@@ -21,6 +21,7 @@ use super::common::{
 use crate::checker::{check_rows, check_table, check_windows, check_windows_at_least_once, oracle};
 use crate::env::{EPOCH_MS, Env, Rec, now_ms};
 use crate::fault::{FaultPlan, TimedFault, Topology};
+use crate::harness::{CommittedInput, InputRecord, TestSettings, UserJob};
 use crate::report::RunReport;
 use crate::scenario::RunSpec;
 use bytes::Bytes;
@@ -32,6 +33,7 @@ use std::sync::Arc;
 use weir_client::{
     Cluster, Consumer, ConsumerConfig, ConsumerRecord, Isolation, OffsetReset, Producer, Record,
 };
+use weir_engine::DeliveryGuarantee;
 use weir_engine::runtime::exchange::ExchangeConfig;
 use weir_engine::runtime::metrics::{CheckpointStats, LatencyStats, TaskSample};
 use weir_engine::runtime::rpc::{JOB_MANAGER_PORT, ask};
@@ -40,11 +42,10 @@ use weir_engine::runtime::table::server::{
     TABLE_PORT, TableClient, TableServerConfig, run_table_server,
 };
 use weir_engine::runtime::table::{TableContent, TableStore, Tables};
-use weir_engine::DeliveryGuarantee;
 use weir_engine::runtime::{
-    Alignment, CheckpointConfig, ExecutionModel, JobConfig, JobEvent, JobManagerConfig,
-    JobState, RestartStrategy, RuntimeMutation, TaskManagerConfig, ToClient, ToJobManager,
-    run_job_manager, run_task_manager,
+    Alignment, CheckpointConfig, ExecutionModel, JobConfig, JobEvent, JobManagerConfig, JobState,
+    RestartStrategy, RuntimeMutation, TaskManagerConfig, ToClient, ToJobManager, run_job_manager,
+    run_task_manager,
 };
 use weir_seams::clock::Clock;
 use weir_seams::disk::Disk;
@@ -66,10 +67,13 @@ const WINDOW_MS: i64 = 1_000;
 const OUT_OF_ORDERNESS_MS: i64 = 500;
 /// How far an input's event time may trail the clock.
 pub(crate) const DISORDER_MS: i64 = 200;
-const END_MARKER: &str = "END";
+/// The value that ends every input partition.
+pub(crate) const END_MARKER: &str = "END";
 /// Inputs the feeder writes at least, unless a scenario asks for more.
 pub(crate) const INPUTS_MIN: u64 = 300;
 const TASK_MANAGERS: usize = 3;
+/// Slots per task manager, at least: with one task manager down the others hold every
+/// subtask of the scenarios' jobs.
 const SLOTS: u32 = 2;
 const JOB_MANAGER: &str = "jm";
 /// The host of the table that upsert operators write, for jobs that have one.
@@ -88,40 +92,54 @@ const STOPPED_FOR_MS_MAX: u64 = 3_000;
 const STOP_REPLY_MS: u64 = 15_000;
 
 /// The job a pipeline scenario runs, with the input it is fed and the oracle it is checked by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) enum PipelineJob {
     /// Keyed integer amounts stamped near the clock; 1 s windows count and sum them.
     OrderTotals,
     /// A job of the catalog ([`jobs::Job`]), fed its generated workload, whose event time
     /// runs ahead of the clock at the rate [`generator_config`] sets.
     Catalog(Job),
+    /// A user's job under [`crate::harness::JobTest`], fed the user's generators and checked
+    /// by the user's oracle.
+    User(Arc<UserJob>),
 }
 
 impl PipelineJob {
-    fn input_topic(self) -> &'static str {
+    /// The input topic the catalog's and order-totals' feeders write (a user job's first).
+    fn input_topic(&self) -> &str {
         match self {
             PipelineJob::OrderTotals => "orders",
             PipelineJob::Catalog(job) => job.input_topic(),
+            PipelineJob::User(job) => job.input_topics().next().expect("a user job has inputs"),
         }
     }
 
-    fn outputs(self) -> Vec<&'static str> {
+    /// Every input topic.
+    fn input_topics(&self) -> Vec<&str> {
+        match self {
+            PipelineJob::User(job) => job.input_topics().collect(),
+            _ => vec![self.input_topic()],
+        }
+    }
+
+    fn outputs(&self) -> Vec<&str> {
         match self {
             PipelineJob::OrderTotals => vec!["order-totals"],
             PipelineJob::Catalog(job) => job.outputs(),
+            PipelineJob::User(job) => job.outputs.iter().map(String::as_str).collect(),
         }
     }
 
     /// The table the job upserts into, if any.
-    fn table(self) -> Option<&'static str> {
+    fn table(&self) -> Option<&'static str> {
         match self {
-            PipelineJob::OrderTotals => None,
+            PipelineJob::OrderTotals | PipelineJob::User(_) => None,
             PipelineJob::Catalog(job) => job.table(),
         }
     }
 
     /// The tables its task managers can write: the table host's, reached over the network.
-    fn tables(self) -> Tables {
+    fn tables(&self) -> Tables {
         let Some(table) = self.table() else {
             return Tables::default();
         };
@@ -130,10 +148,10 @@ impl PipelineJob {
     }
 
     /// The generator that feeds the job, if the feeder does not make its own input.
-    fn generator(self) -> Option<(Workload, GeneratorConfig)> {
+    fn generator(&self) -> Option<(Workload, GeneratorConfig)> {
         match self {
-            PipelineJob::OrderTotals => None,
-            PipelineJob::Catalog(job) => Some((job.workload(), generator_config(job))),
+            PipelineJob::OrderTotals | PipelineJob::User(_) => None,
+            PipelineJob::Catalog(job) => Some((job.workload(), generator_config(*job))),
         }
     }
 }
@@ -188,10 +206,12 @@ fn generator_config(job: Job) -> GeneratorConfig {
 
 impl PipelineJob {
     /// The bound on disorder the job's watermarks allow, in ms.
-    pub(crate) fn out_of_orderness_ms(self) -> i64 {
+    pub(crate) fn out_of_orderness_ms(&self) -> i64 {
         match self {
             PipelineJob::OrderTotals => OUT_OF_ORDERNESS_MS,
-            PipelineJob::Catalog(job) => out_of_orderness_ms(job),
+            PipelineJob::Catalog(job) => out_of_orderness_ms(*job),
+            // The user's job sets its own; nothing here depends on it.
+            PipelineJob::User(_) => 0,
         }
     }
 }
@@ -518,18 +538,24 @@ struct Shared {
 
 /// The job `kind` at the scenarios' settings: two subtasks per operator, reading to the end
 /// markers, writing exactly once.
-pub(crate) fn build_job(kind: PipelineJob) -> Rc<weir_engine::Job> {
+pub(crate) fn build_job(kind: &PipelineJob) -> Rc<weir_engine::Job> {
     let built = match kind {
-        PipelineJob::OrderTotals => order_totals::build(),
-        PipelineJob::Catalog(job) => job.build(&Settings {
-            input_topic: kind.input_topic().into(),
+        PipelineJob::OrderTotals => order_totals::build().map_err(|e| e.to_string()),
+        PipelineJob::Catalog(job) => job
+            .build(&Settings {
+                input_topic: kind.input_topic().into(),
+                parallelism: 2,
+                out_of_orderness_ms: out_of_orderness_ms(*job),
+                end_marker: Some(END_MARKER.into()),
+                guarantee: DeliveryGuarantee::ExactlyOnce,
+            })
+            .map_err(|e| e.to_string()),
+        PipelineJob::User(job) => job.build(&TestSettings {
+            end_marker: END_MARKER.into(),
             parallelism: 2,
-            out_of_orderness_ms: out_of_orderness_ms(job),
-            end_marker: Some(END_MARKER.into()),
-            guarantee: DeliveryGuarantee::ExactlyOnce,
         }),
     };
-    Rc::new(built.expect("the scenarios' jobs build"))
+    Rc::new(built.unwrap_or_else(|e| panic!("the job does not build: {e}")))
 }
 
 /// The runtime settings of `job` in a pipeline scenario.
@@ -579,7 +605,9 @@ async fn feeder(
     let clock = Clock::starting_at(EPOCH_MS + now_ms() as i64);
     let until = WORKLOAD_MS + FINISH_BOUND_MS;
     let input = shared.job.input_topic();
-    create_topic(&cluster, input, INPUT_PARTITIONS, REPLICATION_FACTOR, until).await;
+    for topic in shared.job.input_topics() {
+        create_topic(&cluster, topic, INPUT_PARTITIONS, REPLICATION_FACTOR, until).await;
+    }
     for output in shared.job.outputs() {
         create_topic(
             &cluster,
@@ -603,26 +631,39 @@ async fn feeder(
             .events(seed, &config, GENERATED_MAX)
             .expect("the generator settings are valid")
     });
+    // A user job's input is what its generators give, no more.
+    let mut given = match &shared.job {
+        PipelineJob::User(job) => Some(job.generate(&mut rng).into_iter()),
+        _ => None,
+    };
     let mut deliveries = Vec::new();
     let mut sent = 0u64;
     // At least `inputs_min` inputs, even if the faults kept the feeder out until the heal, and
     // input until the operator has stopped and resumed the job, so that it cannot finish first.
-    while now_ms() < WORKLOAD_MS || sent < inputs_min || !shared.operator_done.get() {
-        let (key, value, ts) = match &mut generated {
-            Some(events) => {
+    loop {
+        let more = now_ms() < WORKLOAD_MS || sent < inputs_min || !shared.operator_done.get();
+        let (topic, key, value, ts) = match (&mut given, &mut generated) {
+            (Some(records), _) => match records.next() {
+                Some((topic, r)) => (topic, r.key, r.value, r.timestamp_ms),
+                None => break,
+            },
+            _ if !more => break,
+            (None, Some(events)) => {
                 let e = events.next().expect("the generator outlasts the feeder");
-                (Bytes::from(e.key), Bytes::from(e.value), e.timestamp_ms)
+                let key = Some(Bytes::from(e.key));
+                (input.to_string(), key, Bytes::from(e.value), e.timestamp_ms)
             }
-            None => {
+            (None, None) => {
                 let key = format!("customer-{:02}", rng.random_range(0..KEYS));
                 let amount: i64 = rng.random_range(1..=100);
                 let ts = clock.now_ms() - rng.random_range(0..=DISORDER_MS);
-                (Bytes::from(key), Bytes::from(amount.to_string()), ts)
+                let value = Bytes::from(amount.to_string());
+                (input.to_string(), Some(Bytes::from(key)), value, ts)
             }
         };
         let record = Record {
             timestamp: Some(ts),
-            ..Record::new(input, Some(key), value)
+            ..Record::new(&topic, key, value)
         };
         match producer.send(record).await {
             Ok(d) => {
@@ -644,7 +685,9 @@ async fn feeder(
         name,
         format!("{sent} inputs sent, {failed} without an acknowledgement"),
     );
-    end_input(&producer, input, || clock.now_ms()).await;
+    for topic in shared.job.input_topics() {
+        end_input(&producer, topic, || clock.now_ms()).await;
+    }
     note(&rec, name, "end markers written".into());
     producer.close().await;
     shared.feeder_done.set(true);
@@ -805,7 +848,7 @@ async fn drain(
     for topic in shared.job.outputs() {
         wait_for_topic(&cluster, topic, deadline).await;
     }
-    read_committed(rec, &cluster, shared.job, deadline).await
+    read_committed(rec, &cluster, &shared.job, deadline).await
 }
 
 /// Asks the job manager at `jm` for the job's state every `poll_ms` until it has finished;
@@ -845,7 +888,7 @@ pub(crate) async fn wait_finished(
 async fn read_committed(
     rec: &Rec,
     cluster: &Arc<Cluster>,
-    job: PipelineJob,
+    job: &PipelineJob,
     deadline: u64,
 ) -> Result<Drained, String> {
     let name = "observer";
@@ -861,7 +904,10 @@ async fn read_committed(
             .await
             .map_err(|(_, why)| why)
     };
-    let input = read(job.input_topic(), INPUT_PARTITIONS).await?;
+    let mut inputs = Vec::new();
+    for topic in job.input_topics() {
+        inputs.push((topic.to_string(), read(topic, INPUT_PARTITIONS).await?));
+    }
     let table = match job.table().and_then(|t| job.tables().get(t)) {
         Some(store) => Some(scan_table(rec, store.as_ref(), deadline).await?),
         None => None,
@@ -875,10 +921,10 @@ async fn read_committed(
             name,
             format!("read {rows} committed records of {topic}"),
         );
-        outputs.push((topic, output));
+        outputs.push((topic.to_string(), output));
     }
     Ok(Drained {
-        input,
+        inputs,
         outputs,
         table,
     })
@@ -906,17 +952,30 @@ async fn scan_table(
     }
 }
 
-/// The committed records of each output topic.
-type Outputs = Vec<(&'static str, RecordsRead)>;
+/// The committed records of each topic.
+type Outputs = Vec<(String, RecordsRead)>;
 
 /// What the observer read once the job finished.
 struct Drained {
-    /// The input, committed.
-    input: RecordsRead,
+    /// Each input topic, committed.
+    inputs: Outputs,
     /// Each output topic, committed.
     outputs: Outputs,
     /// The table the job upserts into, if it has one.
     table: Option<TableContent>,
+}
+
+impl Drained {
+    /// The committed records of the (first) input topic.
+    fn input(&self) -> &RecordsRead {
+        &self.inputs.first().expect("every job has an input").1
+    }
+
+    /// Committed input records over every input topic.
+    fn inputs_len(&self) -> u64 {
+        let records = self.inputs.iter().flat_map(|(_, r)| r.values());
+        records.map(|r| r.len() as u64).sum()
+    }
 }
 
 /// The runtime a mutant of a pipeline scenario runs (the command line has checked the name
@@ -937,12 +996,9 @@ pub(crate) fn mutation(spec: &RunSpec) -> Option<RuntimeMutation> {
 
 /// Checks the committed output against the job's oracle; returns how many records (windows,
 /// for order-totals) the oracle expects, and every violation.
-fn check_output(job: PipelineJob, at_least_once: bool, drained: &Drained) -> (usize, Vec<String>) {
-    let Drained {
-        input,
-        outputs,
-        table,
-    } = drained;
+fn check_output(job: &PipelineJob, at_least_once: bool, drained: &Drained) -> (usize, Vec<String>) {
+    let Drained { outputs, table, .. } = drained;
+    let input = drained.input();
     let output = |topic: &str| {
         outputs
             .iter()
@@ -961,6 +1017,7 @@ fn check_output(job: PipelineJob, at_least_once: bool, drained: &Drained) -> (us
             };
             (expected.len(), strings(found))
         }
+        PipelineJob::User(job) => check_user_output(job, drained, at_least_once),
         PipelineJob::Catalog(job) => {
             let input: Vec<Input<'_>> = input
                 .values()
@@ -976,11 +1033,7 @@ fn check_output(job: PipelineJob, at_least_once: bool, drained: &Drained) -> (us
                 .collect();
             let (mut records, mut found) = (0, Vec::new());
             for (topic, expected) in job.oracle(&input) {
-                let committed: RecordsRead = output(topic)
-                    .iter()
-                    .map(|(p, records)| (*p, records.iter().map(canonical_record).collect()))
-                    .collect();
-                let broken = check_rows(&expected, &committed);
+                let broken = check_rows(&expected, &canonical_records(output(topic)));
                 found.extend(broken.iter().map(|v| format!("{topic}: {v}")));
                 records += expected.values().sum::<u64>() as usize;
             }
@@ -999,17 +1052,67 @@ fn strings<T: ToString>(violations: Vec<T>) -> Vec<String> {
     violations.iter().map(ToString::to_string).collect()
 }
 
-/// `r` with its value in [`canonical`] form, if it is JSON.
-fn canonical_record(r: &ConsumerRecord) -> ConsumerRecord {
-    let value = r
-        .value
-        .as_deref()
-        .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
-        .map(|v| Bytes::from(canonical(&v)));
-    ConsumerRecord {
-        value: value.or_else(|| r.value.clone()),
-        ..r.clone()
+/// A user job's committed output against its oracle's prediction from the committed input.
+fn check_user_output(
+    job: &UserJob,
+    drained: &Drained,
+    at_least_once: bool,
+) -> (usize, Vec<String>) {
+    let mut input = CommittedInput::default();
+    for (topic, read) in &drained.inputs {
+        let records = read.iter().flat_map(|(p, records)| {
+            records.iter().filter_map(move |r| {
+                let value = r.value.clone().unwrap_or_default();
+                (value != END_MARKER.as_bytes()).then(|| InputRecord {
+                    partition: *p,
+                    offset: r.offset,
+                    key: r.key.clone(),
+                    value,
+                    timestamp_ms: r.timestamp,
+                })
+            })
+        });
+        input.insert(topic, records.collect());
     }
+    let expected = job.expected(&input);
+    let mut found = Vec::new();
+    for topic in &job.outputs {
+        let committed = drained
+            .outputs
+            .iter()
+            .find(|(t, _)| t == topic)
+            .map(|(_, records)| canonical_records(records))
+            .unwrap_or_default();
+        let want = expected.topics.get(topic).cloned().unwrap_or_default();
+        let broken = check_rows(&want, &committed);
+        let broken = broken.into_iter().filter(|v| {
+            !(at_least_once && matches!(v, crate::checker::RowViolation::Duplicate { .. }))
+        });
+        found.extend(broken.map(|v| format!("{topic}: {v}")));
+    }
+    let unknown = expected.topics.keys().filter(|t| !job.outputs.contains(t));
+    found.extend(
+        unknown.map(|t| format!("the oracle expects records on {t}, which is not an output")),
+    );
+    (expected.len() as usize, found)
+}
+
+/// `records` with each JSON value in canonical form.
+fn canonical_records(records: &RecordsRead) -> RecordsRead {
+    let canonical_record = |r: &ConsumerRecord| ConsumerRecord {
+        value: r.value.as_deref().map(|v| Bytes::from(canonical_value(v))),
+        ..r.clone()
+    };
+    records
+        .iter()
+        .map(|(p, records)| (*p, records.iter().map(canonical_record).collect()))
+        .collect()
+}
+
+/// `value` in [`canonical`] form if it is JSON, else as it is.
+pub(crate) fn canonical_value(value: &[u8]) -> Vec<u8> {
+    serde_json::from_slice::<serde_json::Value>(value)
+        .map_or_else(|_| value.to_vec(), |v| canonical(&v))
 }
 
 /// Runs one seed of `pipeline`; returns its report (window checks done) and what it observed.
@@ -1059,7 +1162,7 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
     .sorted();
     let mut env = Env::new(seed, topo, &world);
     let shared = Rc::new(Shared {
-        job: pipeline.job,
+        job: pipeline.job.clone(),
         brokers: brokers.clone(),
         resume_from: RefCell::new(None),
         resume: tokio::sync::Notify::new(),
@@ -1069,7 +1172,16 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
         observed: RefCell::new(Observed::default()),
     });
     add_brokers(&mut env, &brokers, broker_config_min_isr(2));
-    let built = build_job(pipeline.job);
+    let built = build_job(&pipeline.job);
+    // Each subtask takes a slot of its own; the task managers left when one is down must hold
+    // them all.
+    let subtasks: u32 = built
+        .topology()
+        .stages()
+        .iter()
+        .map(|s| s.parallelism)
+        .sum();
+    let slots = SLOTS.max(subtasks.div_ceil(TASK_MANAGERS as u32 - 1));
     let mut job = job_config(&built, &brokers, pipeline.exchange.clone(), mutation);
     job.model = pipeline.model;
     // Half the seeds take unaligned checkpoints, which save in-flight rows with the snapshot.
@@ -1145,7 +1257,7 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
                 name: tm.clone(),
                 host: tm.clone(),
                 job_manager: format!("{JOB_MANAGER}:{JOB_MANAGER_PORT}"),
-                slots: SLOTS,
+                slots,
                 net: Net::Sim,
                 clock: Clock::starting_at(EPOCH_MS + now_ms() as i64),
                 heartbeat_interval_ms: job.heartbeat_interval_ms,
@@ -1191,12 +1303,11 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
     let mut beyond_exactly_once = None;
     match shared.drained.borrow_mut().take() {
         Some(Ok(drained)) => {
-            shared.observed.borrow_mut().inputs =
-                drained.input.values().map(|r| r.len() as u64).sum();
-            let (windows, found) = check_output(pipeline.job, pipeline.at_least_once, &drained);
+            shared.observed.borrow_mut().inputs = drained.inputs_len();
+            let (windows, found) = check_output(&pipeline.job, pipeline.at_least_once, &drained);
             expected_records = Some(windows);
             if pipeline.at_least_once {
-                let (_, strict) = check_output(pipeline.job, false, &drained);
+                let (_, strict) = check_output(&pipeline.job, false, &drained);
                 let count = |kind: &str| strict.iter().filter(|v| v.starts_with(kind)).count();
                 beyond_exactly_once = Some((count("duplicate"), count("wrong")));
             }

@@ -275,7 +275,7 @@ async fn run_live(spec: &LiveSpec) -> Result<LiveRun, String> {
     broker.start().await?;
     let cluster = Cluster::new(client_on("bench", [broker.addr.clone()], Net::Tokio));
     let topics_by = now_ms() + BROKER_START_MS;
-    let kind = spec.job;
+    let kind = &spec.job;
     create_topic(&cluster, kind.input_topic(), INPUT_PARTITIONS, 1, topics_by).await;
     for output in kind.outputs() {
         create_topic(&cluster, output, OUTPUT_PARTITIONS, 1, topics_by).await;
@@ -327,7 +327,7 @@ async fn run_live(spec: &LiveSpec) -> Result<LiveRun, String> {
         job_started_ms = now_ms();
         processes.start_job_manager();
         processes.start_task_manager();
-        let probe = (kind == PipelineJob::OrderTotals).then(|| {
+        let probe = matches!(kind, PipelineJob::OrderTotals).then(|| {
             tokio::task::spawn_local(probe(
                 broker.addr.clone(),
                 Rc::clone(&observed),
@@ -362,7 +362,7 @@ async fn run_live(spec: &LiveSpec) -> Result<LiveRun, String> {
         Ok(()) => {
             observed.borrow_mut().finished_at_ms = Some(now_ms());
             let drained = read_committed(&rec, &cluster, kind, deadline + 30_000).await?;
-            observed.borrow_mut().inputs = drained.input.values().map(|r| r.len() as u64).sum();
+            observed.borrow_mut().inputs = drained.inputs_len();
             let at_least_once = matches!(spec.model, ExecutionModel::Storm { .. });
             let (windows, found) = check_output(kind, at_least_once, &drained);
             if windows == 0 {
