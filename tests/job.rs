@@ -9,7 +9,7 @@ mod support;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
-use support::{WeirProcess, free_base_port, signal, start_broker};
+use support::{WeirProcess, free_base_port, run_python, signal, start_broker};
 use weir_client::{
     ClientConfig, Cluster, Consumer, ConsumerConfig, Isolation, Producer, ProducerConfig, Record,
     TopicPartition,
@@ -372,6 +372,45 @@ fn order_aggregates_under_storm_without_failures_writes_each_window_once() {
     let model = ["--model", "storm", "--message-timeout-ms", "600000"];
     let (_broker, addr) = run_to_the_end(Job::OrderAggregates, 20, dir.path(), &model);
     assert_output_is(&addr, &expected(Job::OrderAggregates, 20));
+}
+
+/// Orders in the format of a user's own kafka-python producer (text order ids, float-second
+/// timestamps, record timestamps as event time, five requests in flight) give every window the
+/// producer's own arithmetic expects, each once.
+#[test]
+fn orders_from_a_kafka_python_producer_give_every_window_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_broker(&dir.path().join("broker"));
+    let expected_path = dir.path().join("expected.json");
+    let expected_arg = expected_path.display().to_string();
+    let out = run_python(
+        "seed_order_producer.py",
+        &[&addr, &expected_arg, END_MARKER],
+    );
+    assert!(out.contains("windows expected"), "{out}");
+    let values: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&expected_path).unwrap()).unwrap();
+    let mut want = ExpectedRecords::new();
+    for v in &values {
+        let key = v["customer_id"].as_str().unwrap().as_bytes().to_vec();
+        *want.entry((key, canonical(v))).or_default() += 1;
+    }
+    assert_eq!(want.len(), 80, "10 customers over 8 windows");
+
+    let checkpoints = dir.path().join("checkpoints");
+    let args = job_args(
+        Job::OrderAggregates,
+        &addr,
+        &checkpoints,
+        free_base_port(1),
+        &["--end-marker", END_MARKER],
+    );
+    let mut run = WeirProcess::start(&args);
+    run.wait_for_line("finished");
+    let dropped = run.wait_for_line("dropped:");
+    assert!(run.wait().success());
+    assert_eq!(dropped, "dropped: 0 unparseable, 0 invalid, 0 late");
+    assert_output_is(&addr, &[("order-aggregates", want)]);
 }
 
 #[test]
