@@ -23,8 +23,8 @@ CUSTOMERS = 10
 MINUTES = 40
 PARTITIONS = 4
 WINDOW_MS = 5 * 60 * 1000
-# Event time starts here, in seconds since the epoch (2023-11-14).
-START_S = 1_700_000_000.0
+# Event time starts here, in seconds since the epoch (2023-11-14), at a window boundary.
+START_S = 1_700_000_100.0
 # Each order's time trails the latest by at most this: below the job's 5 s out-of-orderness.
 JITTER_S = 2.0
 TIMEOUT_S = 30

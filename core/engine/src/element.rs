@@ -68,6 +68,16 @@ pub(crate) fn is_record(bytes: &[u8]) -> bool {
     bytes.first() == Some(&TAG_RECORD)
 }
 
+/// The event time of encoded record `bytes`, if it is a record that carries one.
+pub(crate) fn record_timestamp(bytes: &[u8]) -> Option<Timestamp> {
+    match bytes {
+        [TAG_RECORD, FLAG_TIMESTAMP, ts @ ..] if ts.len() >= 8 => {
+            Some(i64::from_be_bytes(ts[..8].try_into().ok()?))
+        }
+        _ => None,
+    }
+}
+
 fn codec() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<RECORD_DECODE_BYTES_MAX>()
 }
@@ -151,12 +161,15 @@ mod tests {
             value: ("k".to_string(), 42u64),
             timestamp: Some(-7),
         });
+        assert_eq!(record_timestamp(&record.encode().unwrap()), Some(-7));
         assert_eq!(Element::decode(record.encode().unwrap()), Ok(record));
         let bare = Element::Record(StreamRecord {
             value: 3u8,
             timestamp: None,
         });
+        assert_eq!(record_timestamp(&bare.encode().unwrap()), None);
         assert_eq!(Element::decode(bare.encode().unwrap()), Ok(bare));
+        assert_eq!(record_timestamp(&[TAG_RECORD, FLAG_TIMESTAMP, 1]), None);
         for el in [Element::<u8>::Watermark(i64::MAX), Element::Idle] {
             assert_eq!(Element::decode(el.encode().unwrap()), Ok(el));
         }

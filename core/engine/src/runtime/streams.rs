@@ -32,7 +32,7 @@ use super::rpc::{TaskDeployment, ToJobManager};
 use super::snapshot::{TaskId, TaskSnapshot};
 use super::source::{BrokerSource, Positions, lag_probe};
 use super::task::{BrokerRetry, TaskCommand, TaskLinks, TaskResult};
-use crate::element::{MAX_WATERMARK, is_record};
+use crate::element::{MAX_WATERMARK, is_record, record_timestamp};
 use crate::graph::{SinkTarget, Topology};
 use crate::operator::DropReason;
 use crate::operator::edge::Mark;
@@ -620,8 +620,11 @@ impl Streams<'_> {
                 sub - out.offset
             };
             let (topic, partition) = (out.topic.clone(), partition as i32);
+            // The record's event time, not the producer's clock: the downstream subtask's
+            // stream time is the largest timestamp it reads.
             let record = Record {
                 partition: Some(partition),
+                timestamp: record_timestamp(&bytes).or(Some(self.stream_time.max(0))),
                 ..Record::new(topic.as_str(), None::<Bytes>, bytes)
             };
             self.send(record).await?;

@@ -43,7 +43,9 @@ pub(crate) struct AggregateLogic<T, A: AggregateFunction<T>> {
 
 impl<T, A: AggregateFunction<T>> Clone for AggregateLogic<T, A> {
     fn clone(&self) -> Self {
-        Self { desc: self.desc.clone() }
+        Self {
+            desc: self.desc.clone(),
+        }
     }
 }
 
