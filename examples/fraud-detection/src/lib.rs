@@ -73,6 +73,23 @@ pub struct Activity {
     pub amount_cents: i64,
 }
 
+impl Activity {
+    /// A minute of `card_id` with no transactions yet.
+    fn opening(card_id: &str, minute_start: i64) -> Self {
+        Activity {
+            card_id: card_id.to_string(),
+            minute_start,
+            ..Activity::default()
+        }
+    }
+
+    /// Counts one more transaction.
+    fn add(&mut self, t: &Transaction) {
+        self.count += 1;
+        self.amount_cents += t.amount_cents;
+    }
+}
+
 /// A flagged card and minute.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
@@ -138,13 +155,10 @@ impl KeyedProcessFunction<String, Transaction, Activity> for MinuteActivity {
     ) -> Result<(), StateError> {
         let minute = minute_of(ctx.timestamp().expect("sources stamp every record"));
         let mut open = ctx.map(&OPEN_MINUTES)?;
-        let mut activity = open.get(&minute)?.unwrap_or_else(|| Activity {
-            card_id: t.card_id.clone(),
-            minute_start: minute,
-            ..Activity::default()
-        });
-        activity.count += 1;
-        activity.amount_cents += t.amount_cents;
+        let mut activity = open
+            .get(&minute)?
+            .unwrap_or_else(|| Activity::opening(&t.card_id, minute));
+        activity.add(&t);
         open.put(&minute, &activity)?;
         ctx.register_event_time_timer(minute + MINUTE_MS - 1);
         Ok(())
@@ -181,16 +195,10 @@ impl KeyedProcessFunction<String, Transaction, Activity> for PlainFieldActivity 
         ctx: &mut KeyedContext<'_, String, Activity>,
     ) -> Result<(), StateError> {
         let minute = minute_of(ctx.timestamp().expect("sources stamp every record"));
-        let activity = self
-            .open
+        self.open
             .entry((t.card_id.clone(), minute))
-            .or_insert_with(|| Activity {
-                card_id: t.card_id.clone(),
-                minute_start: minute,
-                ..Activity::default()
-            });
-        activity.count += 1;
-        activity.amount_cents += t.amount_cents;
+            .or_insert_with(|| Activity::opening(&t.card_id, minute))
+            .add(&t);
         ctx.register_event_time_timer(minute + MINUTE_MS - 1);
         Ok(())
     }
@@ -294,15 +302,10 @@ pub fn oracle<'a>(
             continue;
         };
         let minute = minute_of(ts);
-        let a = minutes
+        minutes
             .entry((t.card_id.clone(), minute))
-            .or_insert_with(|| Activity {
-                card_id: t.card_id.clone(),
-                minute_start: minute,
-                ..Activity::default()
-            });
-        a.count += 1;
-        a.amount_cents += t.amount_cents;
+            .or_insert_with(|| Activity::opening(&t.card_id, minute))
+            .add(&t);
     }
     let mut alerts = Vec::new();
     for (value, ts) in limits {

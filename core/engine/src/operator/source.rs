@@ -95,15 +95,8 @@ pub(crate) trait SourceReader {
     fn topic(&self) -> Option<&str>;
     /// Each split's next offset, or `None` once it ended (for the lag probe).
     fn positions(&self) -> Vec<(i32, Option<i64>)>;
-    /// Micro-batch and Kafka Streams models: from now on, watermarks wait for
-    /// [`SourceReader::release_watermark`] or [`SourceReader::emit_watermark`].
-    fn hold_watermarks(&mut self);
-    /// Kafka Streams model: puts watermark `w` on the port (stream time less the grace).
-    fn emit_watermark(&mut self, w: Timestamp);
-    /// The largest event time read on any split.
-    fn max_timestamp(&self) -> Option<Timestamp>;
-    /// Micro-batch: puts the watermark as of everything read so far on the port.
-    fn release_watermark(&mut self);
+    /// Its watermarks, for the models that do not let them follow the records.
+    fn watermarks(&mut self) -> &mut dyn WatermarkControl;
     /// Micro-batch: where each split that has not ended ends in the next batch, taking at
     /// most `offsets_max` offsets over all of them.
     fn plan(&self, offsets_max: u64) -> BoxFuture<'_, Result<BTreeMap<i32, i64>, ClientError>>;
@@ -129,6 +122,19 @@ pub(crate) trait SourceReader {
         let _ = read;
         Err("this source does not replay records".into())
     }
+}
+
+/// How the micro-batch and Kafka Streams models drive a source's watermarks.
+pub(crate) trait WatermarkControl {
+    /// From now on, watermarks wait for [`WatermarkControl::release`] or
+    /// [`WatermarkControl::put`].
+    fn hold(&mut self);
+    /// Kafka Streams model: puts watermark `w` on the port (stream time less the grace).
+    fn put(&mut self, w: Timestamp);
+    /// The largest event time read on any split.
+    fn max_timestamp(&self) -> Option<Timestamp>;
+    /// Micro-batch: puts the watermark as of everything read so far on the port.
+    fn release(&mut self);
 }
 
 /// A source's watermarks, as its reader emits them.
@@ -159,6 +165,20 @@ impl<T: Clone + 'static> Marks<T> {
             return;
         }
         self.release();
+    }
+}
+
+impl<T: Clone + 'static> WatermarkControl for Marks<T> {
+    fn hold(&mut self) {
+        self.held = true;
+    }
+
+    fn put(&mut self, w: Timestamp) {
+        self.port.emit(Element::Watermark(w));
+    }
+
+    fn max_timestamp(&self) -> Option<Timestamp> {
+        self.splits.max_timestamps().into_values().flatten().max()
     }
 
     fn release(&mut self) {
@@ -390,25 +410,8 @@ impl<T: Clone + 'static> SourceReader for TopicReader<T> {
         self.raw().positions()
     }
 
-    fn hold_watermarks(&mut self) {
-        self.marks.held = true;
-    }
-
-    fn emit_watermark(&mut self, w: Timestamp) {
-        self.marks.port.emit(Element::Watermark(w));
-    }
-
-    fn max_timestamp(&self) -> Option<Timestamp> {
-        self.marks
-            .splits
-            .max_timestamps()
-            .into_values()
-            .flatten()
-            .max()
-    }
-
-    fn release_watermark(&mut self) {
-        self.marks.release();
+    fn watermarks(&mut self) -> &mut dyn WatermarkControl {
+        &mut self.marks
     }
 
     fn plan(&self, offsets_max: u64) -> BoxFuture<'_, Result<BTreeMap<i32, i64>, ClientError>> {
@@ -612,25 +615,8 @@ impl<T: Clone + 'static> SourceReader for CollectionReader<T> {
         vec![(0, (!self.ended()).then_some(self.next as i64))]
     }
 
-    fn hold_watermarks(&mut self) {
-        self.marks.held = true;
-    }
-
-    fn emit_watermark(&mut self, w: Timestamp) {
-        self.marks.port.emit(Element::Watermark(w));
-    }
-
-    fn max_timestamp(&self) -> Option<Timestamp> {
-        self.marks
-            .splits
-            .max_timestamps()
-            .into_values()
-            .flatten()
-            .max()
-    }
-
-    fn release_watermark(&mut self) {
-        self.marks.release();
+    fn watermarks(&mut self) -> &mut dyn WatermarkControl {
+        &mut self.marks
     }
 
     fn plan(&self, offsets_max: u64) -> BoxFuture<'_, Result<BTreeMap<i32, i64>, ClientError>> {

@@ -29,7 +29,7 @@ use super::rpc::{TaskDeployment, ToJobManager};
 use super::snapshot::TaskId;
 use super::source::{Positions, Read, lag_probe};
 use super::task::{
-    BrokerRetry, GateInputs, TaskCommand, TaskLinks, TaskResult, effective_exchange,
+    BrokerRetry, GateInputs, TaskCommand, TaskLinks, TaskResult, effective_exchange, send_staged,
 };
 use crate::graph::{SinkTarget, VertexKind};
 use crate::operator::DropReason;
@@ -168,15 +168,7 @@ struct Bolts {
 impl Bolts {
     /// Sends what the chain staged: tuples over the network, sink rows to their topics.
     async fn drain(&mut self) -> TaskResult {
-        self.chain.check()?;
-        let staged = std::mem::take(&mut *self.chain.staged.borrow_mut());
-        if let Some(out) = &mut self.output {
-            for (sub, bytes) in staged {
-                out.send(sub as usize, bytes)
-                    .await
-                    .map_err(|e| format!("output: {e}"))?;
-            }
-        }
+        send_staged(&self.chain, &mut self.output).await?;
         for (sink, writer) in self.chain.sinks.iter().zip(self.writers.iter_mut()) {
             let rows = std::mem::take(&mut *sink.rows.borrow_mut());
             for row in rows {

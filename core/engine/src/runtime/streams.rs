@@ -224,7 +224,7 @@ pub(crate) async fn run(
     )?;
     let input = match chain.source.take() {
         Some((_, mut reader)) => {
-            reader.hold_watermarks();
+            reader.watermarks().hold();
             let mut retry = BrokerRetry::default();
             while let Err(e) = reader.open(Some(&cluster)).await {
                 retry.failed(e).await?;
@@ -525,7 +525,7 @@ impl Streams<'_> {
         match &mut self.input {
             Input::Source(reader) => {
                 self.elements_in += reader.poll().await? as u64;
-                if let Some(ts) = reader.max_timestamp() {
+                if let Some(ts) = reader.watermarks().max_timestamp() {
                     self.stream_time = self.stream_time.max(ts);
                 }
             }
@@ -587,7 +587,7 @@ impl Streams<'_> {
         }
         self.watermark = w;
         match &mut self.input {
-            Input::Source(reader) => reader.emit_watermark(w),
+            Input::Source(reader) => reader.watermarks().put(w),
             Input::Repartition(_) => {
                 let mut marked = BTreeSet::new();
                 for input in &self.chain.inputs {

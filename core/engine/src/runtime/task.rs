@@ -455,20 +455,26 @@ struct Task<'a> {
     slowdown: Option<Slowdown>,
 }
 
+/// Checks the chain and sends the elements it staged for the network, waiting for credit.
+pub(crate) async fn send_staged(chain: &Chain, output: &mut Option<ResultPartition>) -> TaskResult {
+    chain.check()?;
+    let staged = std::mem::take(&mut *chain.staged.borrow_mut());
+    if let Some(out) = output {
+        for (sub, bytes) in staged {
+            out.send(sub as usize, bytes)
+                .await
+                .map_err(|e| format!("output: {e}"))?;
+        }
+    } else {
+        assert!(staged.is_empty(), "a chain without outputs staged nothing");
+    }
+    Ok(())
+}
+
 impl Task<'_> {
     /// Sends what the chain staged: network elements (waiting for credit) and sink rows.
     async fn drain(&mut self) -> TaskResult {
-        self.chain.check()?;
-        let staged = std::mem::take(&mut *self.chain.staged.borrow_mut());
-        if let Some(out) = &mut self.output {
-            for (sub, bytes) in staged {
-                out.send(sub as usize, bytes)
-                    .await
-                    .map_err(|e| format!("output: {e}"))?;
-            }
-        } else {
-            assert!(staged.is_empty(), "a chain without outputs staged nothing");
-        }
+        send_staged(&self.chain, &mut self.output).await?;
         let now = self.links.clock.now_ms();
         for (sink, writer) in self.chain.sinks.iter().zip(self.writers.iter_mut()) {
             let rows = std::mem::take(&mut *sink.rows.borrow_mut());
@@ -638,7 +644,7 @@ impl Task<'_> {
     /// to there and ends the batch with the barrier. The watermark moves at the start of a
     /// batch, to what the batches before it read.
     async fn run_batches(&mut self, mut source: Source, batch_offsets_max: u64) -> TaskResult {
-        source.reader.hold_watermarks();
+        source.reader.watermarks().hold();
         let offsets_max = if self.links.config.mutation == Some(RuntimeMutation::BatchUnbounded) {
             u64::MAX
         } else {
@@ -671,7 +677,7 @@ impl Task<'_> {
                         .map_err(|_| "the task manager is gone".to_string())?;
                 }
                 TaskCommand::RunBatch(id, ends) => {
-                    source.reader.release_watermark();
+                    source.reader.watermarks().release();
                     self.drain().await?;
                     source.reader.start_batch(&ends)?;
                     let mut retry = BrokerRetry::default();
