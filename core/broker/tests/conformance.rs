@@ -55,14 +55,28 @@ impl Builder {
     }
 
     fn add_with<T: Encodable>(&mut self, label: &str, msg: &T, answered: bool) {
-        match encode_request(self.api, self.v, 7, "weir-conformance", msg) {
-            Ok(frame) => self.out.push(Variant {
-                label: label.into(),
-                frame,
+        let Ok(frame) = encode_request(self.api, self.v, 7, "weir-conformance", msg) else {
+            self.skipped += 1;
+            return;
+        };
+        // A flexible request ends with its top-level tagged fields; none of ours sets one, so
+        // the last byte is their count, 0. The same request with an unknown tag (which the
+        // broker must skip) replaces it with one tag, 100, of one byte.
+        let flexible = self.api.request_header_version(self.v) >= 2;
+        if flexible && frame.last() == Some(&0) {
+            let mut tagged = BytesMut::from(&frame[..frame.len() - 1]);
+            tagged.put_slice(&[1, 100, 1, 42]);
+            self.out.push(Variant {
+                label: format!("{label}, unknown tagged field"),
+                frame: tagged.freeze(),
                 answered,
-            }),
-            Err(_) => self.skipped += 1,
+            });
         }
+        self.out.push(Variant {
+            label: label.into(),
+            frame,
+            answered,
+        });
     }
 }
 
