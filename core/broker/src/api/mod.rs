@@ -139,9 +139,20 @@ pub(crate) async fn dispatch(state: &Arc<State>, frame: Bytes) -> Reply {
             kafka_protocol::messages::ApiVersionsRequest,
             |_| async { versions::response() }
         ),
-        ApiKey::Metadata => route!(&raw, kafka_protocol::messages::MetadataRequest, |r| {
-            metadata::handle(state, r, v)
-        }),
+        ApiKey::Metadata => match raw.decode::<kafka_protocol::messages::MetadataRequest>() {
+            // The decoder reads a null name at every version; before v10 (topic ids) it is a
+            // malformed request, which Kafka refuses too.
+            Ok(req) if v < 10 && req.topics.iter().flatten().any(|t| t.name.is_none()) => {
+                Reply::Close(format!("null topic name in Metadata v{v}"))
+            }
+            Ok(req) => respond(
+                correlation_id,
+                api,
+                v,
+                &metadata::handle(state, req, v).await,
+            ),
+            Err(e) => Reply::Close(e.to_string()),
+        },
         ApiKey::CreateTopics => route!(&raw, kafka_protocol::messages::CreateTopicsRequest, |r| {
             admin::create_topics(state, r, v)
         }),
