@@ -146,6 +146,22 @@ fn variants(api: ApiKey, v: i16, ctx: &Ctx) -> Builder {
                     &format!("{label}, read_committed"),
                     &req.clone().with_isolation_level(1),
                 );
+                if v >= 7 {
+                    b.add(
+                        &format!("{label}, new fetch session"),
+                        &req.clone().with_session_epoch(0),
+                    );
+                    b.add(
+                        &format!("{label}, unknown fetch session"),
+                        &req.clone().with_session_id(12_345).with_session_epoch(1),
+                    );
+                }
+                if v >= 11 {
+                    b.add(
+                        &format!("{label}, rack"),
+                        &req.clone().with_rack_id(s("rack-a")),
+                    );
+                }
             }
         }
         ApiKey::ListOffsets => {
@@ -312,6 +328,15 @@ fn variants(api: ApiKey, v: i16, ctx: &Ctx) -> Builder {
                         .with_metadata(Bytes::from_static(&[0, 1, 0, 0, 0, 0, 0, 0, 0, 0])),
                 ]);
             b.add("new member", &req);
+            if v >= 5 {
+                b.add(
+                    "static member",
+                    &req.clone()
+                        .with_group_id(GroupId(s(&format!("conf-static-{v}"))))
+                        .with_group_instance_id(Some(s("conf-instance")))
+                        .with_reason(Some(s("conformance"))),
+                );
+            }
             b.add(
                 "unknown member",
                 &req.clone()
@@ -346,7 +371,9 @@ fn variants(api: ApiKey, v: i16, ctx: &Ctx) -> Builder {
             let req = LeaveGroupRequest::default().with_group_id(GroupId(s("conf-none")));
             let req = if v >= 3 {
                 req.with_members(vec![
-                    leave_group_request::MemberIdentity::default().with_member_id(s("conf-m")),
+                    leave_group_request::MemberIdentity::default()
+                        .with_member_id(s("conf-m"))
+                        .with_reason(Some(s("conformance"))),
                 ])
             } else {
                 req.with_member_id(s("conf-m"))
@@ -420,7 +447,13 @@ fn variants(api: ApiKey, v: i16, ctx: &Ctx) -> Builder {
             } else {
                 let req = OffsetFetchRequest::default().with_group_id(GroupId(s("conf-commit")));
                 b.add("named", &req.clone().with_topics(Some(named())));
-                b.add("null topics (all)", &req.with_topics(None));
+                b.add("null topics (all)", &req.clone().with_topics(None));
+                if v >= 7 {
+                    b.add(
+                        "require stable",
+                        &req.with_topics(Some(named())).with_require_stable(true),
+                    );
+                }
             }
         }
         ApiKey::AddPartitionsToTxn => {
@@ -746,6 +779,22 @@ fn allowed(api: ApiKey) -> Vec<ResponseError> {
     v
 }
 
+/// What some variants must answer beyond well-formedness: an all-topics Metadata lists the
+/// topic.
+fn check_semantics(api: ApiKey, v: i16, label: &str, frame: Bytes) -> Result<(), String> {
+    if api == ApiKey::Metadata && label.starts_with("null topics") {
+        let (_, resp) = decode_response::<MetadataResponse>(frame, api, v)?;
+        if !resp
+            .topics
+            .iter()
+            .any(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == TOPIC))
+        {
+            return Err(format!("all-topics answer lacks {TOPIC}"));
+        }
+    }
+    Ok(())
+}
+
 /// The first version of `api` that can carry `code`, for codes added after an API's first
 /// version (older clients would not know them).
 fn carried_since(api: ApiKey, code: ResponseError) -> i16 {
@@ -883,10 +932,13 @@ async fn every_advertised_version_answers_without_panics() {
                     write_frame(&mut conn, &variant.frame).await.unwrap();
                     continue;
                 }
-                match roundtrip(&mut conn, &variant.frame)
-                    .await
-                    .and_then(|f| response_codes(api, v, f))
+                let answer = roundtrip(&mut conn, &variant.frame).await;
+                if let Ok(f) = &answer
+                    && let Err(e) = check_semantics(api, v, &variant.label, f.clone())
                 {
+                    failures.push(format!("{what}: {e}"));
+                }
+                match answer.and_then(|f| response_codes(api, v, f)) {
                     Ok(codes) => {
                         let bad: Vec<_> = codes
                             .iter()
