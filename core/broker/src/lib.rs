@@ -158,6 +158,10 @@ pub struct BrokerConfig {
     pub group_min_session_timeout_ms: u64,
     /// Longest session timeout a group member may ask for, in milliseconds.
     pub group_max_session_timeout_ms: u64,
+    /// How long an empty group waits for more members before its first generation, in
+    /// milliseconds (Kafka's `group.initial.rebalance.delay.ms`). Each join in the wait extends
+    /// it, up to the rebalance timeout.
+    pub group_initial_rebalance_delay_ms: u64,
     /// Most consumer groups: with members at once, and with committed offsets.
     pub groups_max: usize,
     /// Most members of one group.
@@ -209,6 +213,7 @@ impl Default for BrokerConfig {
             mutant: None,
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 3_000,
             groups_max: 10_000,
             group_members_max: 1_000,
             group_committed_partitions_max: 10_000,

@@ -226,6 +226,21 @@ async fn length_fields_larger_than_the_frame_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn null_topic_names_before_topic_ids_are_refused() {
+    let f = fixture().await;
+    let nameless = metadata_request::MetadataRequestTopic::default().with_name(None);
+    for v in [1, 9] {
+        f.refused(&request(
+            ApiKey::Metadata,
+            v,
+            &MetadataRequest::default().with_topics(Some(vec![nameless.clone()])),
+        ))
+        .await;
+    }
+    f.assert_intact().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_apis_and_versions() {
     let f = fixture().await;
     // An API key Kafka does not define.

@@ -72,11 +72,13 @@ struct Seen {
 
 type Shared = Rc<RefCell<Seen>>;
 
-/// Broker `i` of `brokers`, allowing `members_max` members per group.
+/// Broker `i` of `brokers`, allowing `members_max` members per group, whose empty groups wait
+/// `initial_delay_ms` for more members before their first generation.
 async fn broker(
     i: i32,
     brokers: i32,
     members_max: usize,
+    initial_delay_ms: u64,
     seed: u64,
     handles: Handles,
 ) -> turmoil::Result {
@@ -96,6 +98,7 @@ async fn broker(
         internal_request_timeout_ms: 2_000,
         group_min_session_timeout_ms: 500,
         group_members_max: members_max,
+        group_initial_rebalance_delay_ms: initial_delay_ms,
         offset_metadata_bytes_max: 16,
         ..BrokerConfig::default()
     };
@@ -103,6 +106,11 @@ async fn broker(
 }
 
 fn cluster(name: &str, brokers: i32) -> Arc<Cluster> {
+    cluster_with_timeout(name, brokers, 3_000)
+}
+
+/// A client whose requests (a JoinGroup among them) wait up to `request_timeout_ms`.
+fn cluster_with_timeout(name: &str, brokers: i32, request_timeout_ms: u64) -> Arc<Cluster> {
     let mut c = ClientConfig::new(
         (0..brokers).map(|i| format!("{}:{PORT}", host(i))),
         Net::Sim,
@@ -110,7 +118,7 @@ fn cluster(name: &str, brokers: i32) -> Arc<Cluster> {
     c.conn = ConnConfig {
         client_id: name.to_string(),
         connect_timeout_ms: 1_000,
-        request_timeout_ms: 3_000,
+        request_timeout_ms,
         ..ConnConfig::default()
     };
     Cluster::new(c)
@@ -229,7 +237,7 @@ fn run(seed: u64) -> Seen {
     for i in 0..BROKERS {
         let handles = Rc::clone(&handles);
         sim.host(host(i), move || {
-            broker(i, BROKERS, 1_000, seed, Rc::clone(&handles))
+            broker(i, BROKERS, 1_000, 0, seed, Rc::clone(&handles))
         });
     }
     sim.client("m1", first(Rc::clone(&seen)));
@@ -689,8 +697,102 @@ fn every_served_version_of_every_group_api_is_answered() {
         .tick_duration(Duration::from_millis(1))
         .build();
     let handles: Handles = Rc::default();
-    sim.host(host(0), move || broker(0, 1, 2, 5, Rc::clone(&handles)));
+    sim.host(host(0), move || broker(0, 1, 2, 0, 5, Rc::clone(&handles)));
     sim.client("raw", speak_every_version(Rc::clone(&out)));
     sim.run().expect("every exchange succeeds");
     assert_eq!(out.borrow().len(), 11, "{:?}", out.borrow());
+}
+
+/// When the members of the initial-delay test join, in simulated milliseconds.
+const BACK_TO_BACK_AT_MS: [u64; 2] = [4_000, 4_300];
+/// The Kafka default of `group.initial.rebalance.delay.ms`.
+const INITIAL_DELAY_MS: u64 = 3_000;
+const BACK_TO_BACK_END_MS: u64 = 14_000;
+
+/// A member that subscribes at `at_ms` and polls to the end, noting its assignments.
+async fn back_to_back(name: &'static str, at_ms: u64, seen: Shared) -> turmoil::Result {
+    sleep_until(at_ms).await;
+    let config = GroupConfig {
+        rebalance_timeout_ms: 10_000,
+        ..group_config()
+    };
+    // A join waits out the initial delay, so the client's timeout must outlast it.
+    let mut c = GroupConsumer::new(cluster_with_timeout(name, 1, 15_000), config);
+    c.subscribe([TOPIC], None);
+    poll_until(&mut c, name, &seen, BACK_TO_BACK_END_MS).await;
+    c.close().await;
+    Ok(())
+}
+
+#[test]
+fn members_that_join_back_to_back_share_the_first_generation() {
+    let seen: Shared = Rc::default();
+    let handles: Handles = Rc::default();
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(7)
+        .simulation_duration(Duration::from_millis(BACK_TO_BACK_END_MS + 5_000))
+        .tick_duration(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(5))
+        .build();
+    sim.host(host(0), move || {
+        broker(0, 1, 1_000, INITIAL_DELAY_MS, 7, Rc::clone(&handles))
+    });
+    sim.client("creator", async {
+        let admin = Admin::new(cluster("creator", 1));
+        while let Err(e) = admin
+            .create_topic(&NewTopic::new(TOPIC, PARTITIONS, 1))
+            .await
+        {
+            if e.code() == Some(ResponseError::TopicAlreadyExists) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    });
+    sim.client(
+        "m1",
+        back_to_back("m1", BACK_TO_BACK_AT_MS[0], Rc::clone(&seen)),
+    );
+    sim.client(
+        "m2",
+        back_to_back("m2", BACK_TO_BACK_AT_MS[1], Rc::clone(&seen)),
+    );
+    sim.run().expect("the simulation runs");
+    let seen = seen.borrow();
+    let trace: Vec<String> = seen
+        .assignments
+        .iter()
+        .map(|(t, m, g, p)| format!("{t} {m} gen {g}: {p:?}"))
+        .collect();
+    let trace = trace.join("\n");
+    let first = seen
+        .assignments
+        .iter()
+        .map(|a| a.2)
+        .filter(|g| *g > 0)
+        .min()
+        .expect("a generation formed");
+    let split = split_of(&seen, first).unwrap_or_else(|| panic!("gen {first} split:\n{trace}"));
+    assert!(
+        split.len() == 2 && split.values().all(|p| p.len() == 2),
+        "both members get half of generation {first}:\n{trace}"
+    );
+    // The second join extended the delay: the generation formed a delay after it, not before.
+    let formed_at = seen
+        .assignments
+        .iter()
+        .filter(|a| a.2 == first)
+        .map(|a| a.0)
+        .min()
+        .expect("seen above");
+    println!("generation {first} formed at {formed_at} ms:\n{trace}");
+    assert!(
+        formed_at >= BACK_TO_BACK_AT_MS[1] + INITIAL_DELAY_MS,
+        "generation {first} formed at {formed_at} ms, before the extended delay:\n{trace}"
+    );
+    assert!(
+        !seen.assignments.iter().any(|a| a.2 > first),
+        "no second rebalance:\n{trace}"
+    );
 }

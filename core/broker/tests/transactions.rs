@@ -29,7 +29,11 @@ const TOPIC: &str = "ledger";
 async fn start(dir: &std::path::Path) -> (Broker, Arc<Cluster>) {
     let (broker, addr) = Broker::listen(
         "127.0.0.1:0",
-        BrokerConfig::default(),
+        // Groups form at once, as the test's members join one at a time.
+        BrokerConfig {
+            group_initial_rebalance_delay_ms: 0,
+            ..BrokerConfig::default()
+        },
         Disk::real(dir),
         Clock::starting_at(1_700_000_000_000),
         rng::derive(3, "broker"),

@@ -74,16 +74,34 @@ pub fn parse_request(frame: Bytes) -> Result<RawRequest, RequestError> {
             reason: "version outside the guarded range".into(),
         });
     }
-    guard::check(schema, version, &buf).map_err(|e| RequestError::Body {
-        api,
-        version,
-        reason: e.to_string(),
-    })?;
-    Ok(RawRequest {
-        api,
-        header,
-        body: buf,
-    })
+    let body = match guard::check(schema, version, &buf) {
+        Ok(()) => buf,
+        Err(e) => match unpad_null_topics(api, version, &buf) {
+            Some(body) if guard::check(schema, version, &body).is_ok() => body,
+            _ => {
+                return Err(RequestError::Body {
+                    api,
+                    version,
+                    reason: e.to_string(),
+                });
+            }
+        },
+    };
+    Ok(RawRequest { api, header, body })
+}
+
+/// librdkafka asks flexible Metadata (v9+) for all topics with the null compact array padded
+/// to the four bytes it reserved for the count: `00 00 00 00`. Kafka reads the first byte and
+/// ignores what is left over; this drops the padding, so that the flags after it are read as
+/// sent. Only tried on a body the guard refused as it stands.
+fn unpad_null_topics(api: ApiKey, version: i16, body: &Bytes) -> Option<Bytes> {
+    if api != ApiKey::Metadata || version < 9 || !body.starts_with(&[0, 0, 0, 0]) {
+        return None;
+    }
+    let mut unpadded = BytesMut::with_capacity(body.len() - 3);
+    unpadded.extend_from_slice(&body[..1]);
+    unpadded.extend_from_slice(&body[4..]);
+    Some(unpadded.freeze())
 }
 
 impl RawRequest {
@@ -111,13 +129,14 @@ impl RawRequest {
     }
 }
 
-/// Encodes a response frame body (header + message) for `api` at `version`.
+/// Encodes a response frame body (header + message) for `api` at `version`; fails if `msg`
+/// sets a field that `version` cannot carry.
 pub fn encode_response<T: Encodable>(
     correlation_id: i32,
     api: ApiKey,
     version: i16,
     msg: &T,
-) -> Bytes {
+) -> Result<Bytes, String> {
     let mut buf = BytesMut::new();
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     // ApiVersions responses always use header v0 so that a client can read them before it
@@ -129,10 +148,10 @@ pub fn encode_response<T: Encodable>(
     };
     header
         .encode(&mut buf, header_version)
-        .expect("response header encodes");
+        .map_err(|e| format!("{api:?} v{version} response header: {e}"))?;
     msg.encode(&mut buf, version)
-        .expect("responses are built for the version they are encoded at");
-    buf.freeze()
+        .map_err(|e| format!("{api:?} v{version} response: {e}"))?;
+    Ok(buf.freeze())
 }
 
 /// Encodes a request frame body (header + message).

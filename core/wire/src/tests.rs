@@ -267,3 +267,32 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn librdkafka_padded_null_topics_are_read_as_sent() {
+    for v in 9..=13 {
+        let req = MetadataRequest::default()
+            .with_topics(None)
+            .with_allow_auto_topic_creation(false)
+            .with_include_topic_authorized_operations(true);
+        let whole = frame(ApiKey::Metadata, v, &req);
+        let mut body = BytesMut::new();
+        req.encode(&mut body, v).unwrap();
+        // librdkafka leaves the null array's count in the four bytes it reserved for it.
+        let header = whole.len() - body.len();
+        let mut padded = BytesMut::from(&whole[..header]);
+        padded.extend_from_slice(&[0, 0, 0]);
+        padded.extend_from_slice(&body);
+        let raw = parse_request(padded.freeze()).unwrap();
+        assert_eq!(raw.decode::<MetadataRequest>().unwrap(), req, "v{v}");
+    }
+    // Only the null array's padding is forgiven: other trailing bytes are still refused.
+    let mut f = frame(
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(None),
+    )
+    .to_vec();
+    f.extend_from_slice(&[0, 0, 0]);
+    assert!(parse_request(Bytes::from(f)).is_err());
+}

@@ -8,7 +8,11 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use std::sync::Arc;
 
 /// Answers earliest (-2), latest (-1), max-timestamp (-3) and by-timestamp lookups.
-pub(super) async fn handle(state: &Arc<State>, req: ListOffsetsRequest) -> ListOffsetsResponse {
+pub(super) async fn handle(
+    state: &Arc<State>,
+    req: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
     let image = state.image();
     let read_committed = req.isolation_level == 1;
     let mut topics = Vec::new();
@@ -27,10 +31,11 @@ pub(super) async fn handle(state: &Arc<State>, req: ListOffsetsRequest) -> ListO
                     .map(|hit| (hit, part.marks().leader_epoch.unwrap_or(-1))),
             };
             parts.push(match answer {
+                // The leader epoch is in v4 and later only.
                 Ok(((offset, ts), epoch)) => base
                     .with_offset(offset)
                     .with_timestamp(ts)
-                    .with_leader_epoch(epoch),
+                    .with_leader_epoch(if version >= 4 { epoch } else { -1 }),
                 Err(code) => base.with_error_code(code.code()),
             });
         }

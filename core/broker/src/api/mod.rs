@@ -17,6 +17,7 @@ use crate::cluster::metadata::MetadataImage;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::Encodable;
 use std::sync::Arc;
 use weir_wire::{RawRequest, encode_response, parse_request, peek_header};
 
@@ -80,6 +81,18 @@ fn supported(api: ApiKey) -> Option<(i16, i16)> {
         .map(|(_, lo, hi)| (*lo, *hi))
 }
 
+/// Encodes a response; one that does not encode (a handler set a field its version cannot
+/// carry) closes the connection with an error log instead of panicking the connection task.
+fn respond<T: Encodable>(correlation_id: i32, api: ApiKey, version: i16, resp: &T) -> Reply {
+    match encode_response(correlation_id, api, version, resp) {
+        Ok(bytes) => Reply::Frame(bytes),
+        Err(e) => {
+            tracing::error!(error = %e, "response does not encode; closing the connection");
+            Reply::Close(e)
+        }
+    }
+}
+
 /// Decodes the request as `$ty`, runs `$handler`, and encodes its response.
 macro_rules! route {
     ($raw:expr, $ty:ty, $handler:expr) => {{
@@ -87,12 +100,7 @@ macro_rules! route {
         match raw.decode::<$ty>() {
             Ok(req) => {
                 let resp = $handler(req).await;
-                Reply::Frame(encode_response(
-                    raw.header.correlation_id,
-                    raw.api,
-                    raw.version(),
-                    &resp,
-                ))
+                respond(raw.header.correlation_id, raw.api, raw.version(), &resp)
             }
             Err(e) => Reply::Close(e.to_string()),
         }
@@ -113,7 +121,8 @@ pub(crate) async fn dispatch(state: &Arc<State>, frame: Bytes) -> Reply {
     };
     if version < lo || version > hi {
         if api == ApiKey::ApiVersions {
-            return Reply::Frame(versions::unsupported_version(correlation_id));
+            // Answered at v0, so that any client can read it.
+            return respond(correlation_id, api, 0, &versions::unsupported_version());
         }
         return Reply::Close(format!(
             "{api:?} v{version} is outside the supported range {lo}..={hi}"
@@ -130,9 +139,20 @@ pub(crate) async fn dispatch(state: &Arc<State>, frame: Bytes) -> Reply {
             kafka_protocol::messages::ApiVersionsRequest,
             |_| async { versions::response() }
         ),
-        ApiKey::Metadata => route!(&raw, kafka_protocol::messages::MetadataRequest, |r| {
-            metadata::handle(state, r, v)
-        }),
+        ApiKey::Metadata => match raw.decode::<kafka_protocol::messages::MetadataRequest>() {
+            // The decoder reads a null name at every version; before v10 (topic ids) it is a
+            // malformed request, which Kafka refuses too.
+            Ok(req) if v < 10 && req.topics.iter().flatten().any(|t| t.name.is_none()) => {
+                Reply::Close(format!("null topic name in Metadata v{v}"))
+            }
+            Ok(req) => respond(
+                correlation_id,
+                api,
+                v,
+                &metadata::handle(state, req, v).await,
+            ),
+            Err(e) => Reply::Close(e.to_string()),
+        },
         ApiKey::CreateTopics => route!(&raw, kafka_protocol::messages::CreateTopicsRequest, |r| {
             admin::create_topics(state, r, v)
         }),
@@ -145,7 +165,7 @@ pub(crate) async fn dispatch(state: &Arc<State>, frame: Bytes) -> Reply {
             })
         }
         ApiKey::ListOffsets => route!(&raw, kafka_protocol::messages::ListOffsetsRequest, |r| {
-            list_offsets::handle(state, r)
+            list_offsets::handle(state, r, v)
         }),
         ApiKey::Fetch => route!(&raw, kafka_protocol::messages::FetchRequest, |r| {
             fetch::handle(state, r)
@@ -164,7 +184,7 @@ pub(crate) async fn dispatch(state: &Arc<State>, frame: Bytes) -> Reply {
                 if acks == 0 {
                     Reply::Nothing
                 } else {
-                    Reply::Frame(encode_response(correlation_id, api, v, &resp))
+                    respond(correlation_id, api, v, &resp)
                 }
             }
             Err(e) => Reply::Close(e.to_string()),

@@ -36,6 +36,9 @@ pub(crate) struct GroupSettings {
     pub min_session_timeout_ms: u64,
     /// Longest session timeout a member may ask for, in milliseconds.
     pub max_session_timeout_ms: u64,
+    /// How long an empty group waits for more members before its first generation, in
+    /// milliseconds; each new member in the wait extends it, up to the rebalance timeout.
+    pub initial_rebalance_delay_ms: u64,
     /// Most groups with members at once, and most groups with committed offsets.
     pub groups_max: usize,
     /// Most members (joined or with a member id handed out) per group.
@@ -57,6 +60,7 @@ impl GroupSettings {
         Self {
             min_session_timeout_ms: c.group_min_session_timeout_ms,
             max_session_timeout_ms: c.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: c.group_initial_rebalance_delay_ms,
             groups_max: c.groups_max,
             members_per_group_max: c.group_members_max,
             committed_partitions_per_group_max: c.group_committed_partitions_max,
@@ -157,6 +161,8 @@ struct Group {
     /// Member ids handed out with MEMBER_ID_REQUIRED, and until when they may join.
     pending: BTreeMap<String, Instant>,
     rebalance_deadline: Instant,
+    /// While set, a rebalance that started from Empty waits for more members until then.
+    initial_delay_until: Option<Instant>,
 }
 
 impl Group {
@@ -171,6 +177,7 @@ impl Group {
             members: BTreeMap::new(),
             pending: BTreeMap::new(),
             rebalance_deadline: Instant::now(),
+            initial_delay_until: None,
         }
     }
 
@@ -231,6 +238,12 @@ impl Group {
     fn try_complete(&mut self, now: Instant, durable_generation: i32) -> Option<i32> {
         if self.phase != Phase::Preparing {
             return None;
+        }
+        if let Some(until) = self.initial_delay_until {
+            if now < until {
+                return None;
+            }
+            self.initial_delay_until = None;
         }
         let all_joined = self.members.values().all(|m| m.join.is_some());
         if !all_joined && now < self.rebalance_deadline {
@@ -431,6 +444,8 @@ impl Coordinator {
             .ok()
             .filter(|ms| *ms > 0)
             .unwrap_or(session);
+        let new_member = !group.members.contains_key(&member_id);
+        let from_empty = group.phase == Phase::Empty;
         let member = group.members.entry(member_id).or_insert_with(|| Member {
             session_timeout: Duration::ZERO,
             rebalance_timeout: Duration::ZERO,
@@ -449,6 +464,12 @@ impl Coordinator {
             let _ = old.send(Err(join_err(ResponseError::RebalanceInProgress)));
         }
         group.prepare(now);
+        // Kafka's group.initial.rebalance.delay.ms: members that join an empty group back to
+        // back share its first generation instead of one taking every partition.
+        let delay = Duration::from_millis(s.initial_rebalance_delay_ms);
+        if !delay.is_zero() && (from_empty || (new_member && group.initial_delay_until.is_some())) {
+            group.initial_delay_until = Some((now + delay).min(group.rebalance_deadline));
+        }
         let completion = group
             .try_complete(now, generation)
             .map(|g| (req.group.clone(), g));
