@@ -38,6 +38,10 @@ pub struct BrokerArgs {
     /// Replication factor of a topic created with -1, capped by the live brokers.
     #[arg(long, default_value_t = 1)]
     pub default_replication_factor: i16,
+    /// How long the first generation of an empty group waits for more members to join
+    /// (Kafka's `group.initial.rebalance.delay.ms`), in milliseconds.
+    #[arg(long, default_value_t = 3_000)]
+    pub group_initial_rebalance_delay_ms: u64,
     /// Topic creation and safety switches.
     #[command(flatten)]
     pub switches: Switches,
@@ -105,6 +109,7 @@ impl BrokerArgs {
             voters: self.voters.clone(),
             default_partitions: self.default_partitions,
             default_replication_factor: self.default_replication_factor,
+            group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
             auto_create_topics: self.switches.auto_create_topics,
             unclean_leader_election: self.switches.unclean_leader_election,
             durability: if self.switches.page_cache_acks {

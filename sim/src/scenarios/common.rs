@@ -164,6 +164,8 @@ pub fn broker_config() -> BrokerConfig {
         session_timeout_ms: 2_000,
         replica_lag_time_max_ms: 2_000,
         internal_request_timeout_ms: 2_000,
+        // Kafka's 3 s, scaled down with the session timeout.
+        group_initial_rebalance_delay_ms: 300,
         topic_defaults: TopicConfig {
             segment_bytes: 16 * 1024,
             index_interval_bytes: 1024,
