@@ -5,6 +5,7 @@ Usage: python kafka_python_clients.py BOOTSTRAP. Exits non-zero at the first fai
 
 import json
 import sys
+import threading
 import time
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -100,21 +101,43 @@ def consumer_checks(sent):
     a = KafkaConsumer("kp-orders", **common)
     b = KafkaConsumer("kp-orders", **common)
     seen = {}
-    # A second member's first rebalance has taken 10 to 32 s here with kafka-python's 3 s
-    # heartbeat interval, so this waits for the split for up to 90 s. Until both members have
-    # synced the new generation, one may still hold the old assignment (all four partitions
-    # while the other already has two), so it waits for a split, not for two assignments.
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    # Each member polls on its own thread, as members of one group run in their own
+    # processes. Polled in turn from one thread, kafka-python 3.0 sends a fresh JoinGroup
+    # whenever its join finished while the other member was being polled, and the group
+    # rebalances over and over.
+    def member(c):
+        while not stop.is_set():
+            for tp, msgs in c.poll(timeout_ms=200).items():
+                with lock:
+                    for m in msgs:
+                        seen[(m.topic, m.partition, m.offset)] = (m.key.decode(), m.value.decode())
+
+    # Until both members have synced the new generation, one may still hold the old
+    # assignment, so this waits for a split, not for two assignments.
     def split():
         pa = {tp.partition for tp in a.assignment()}
         pb = {tp.partition for tp in b.assignment()}
         return pa and pb and not (pa & pb) and pa | pb == {0, 1, 2, 3}
 
-    deadline = time.time() + 9 * TIMEOUT_S
-    while time.time() < deadline and (len(seen) < total or not split()):
-        for c in (a, b):
-            for tp, msgs in c.poll(timeout_ms=200).items():
-                for m in msgs:
-                    seen[(m.topic, m.partition, m.offset)] = (m.key.decode(), m.value.decode())
+    threads = [threading.Thread(target=member, args=(c,)) for c in (a, b)]
+    for t in threads:
+        t.start()
+    started = time.time()
+    deadline = started + 3 * TIMEOUT_S
+    while time.time() < deadline:
+        with lock:
+            done = len(seen) >= total
+        if done and split():
+            break
+        time.sleep(0.1)
+    print(f"two members split the partitions and read everything after {time.time() - started:.1f} s",
+          flush=True)
+    stop.set()
+    for t in threads:
+        t.join()
     pa = {tp.partition for tp in a.assignment()}
     pb = {tp.partition for tp in b.assignment()}
     check(pa and pb and not (pa & pb) and pa | pb == {0, 1, 2, 3},
