@@ -1,13 +1,14 @@
 """kcat (librdkafka), unmodified, against a Weir broker that creates topics on first use:
 metadata, every codec at acks=all, consume at an offset, a balanced-consumer group of two that
-split the partitions and commit, and the idempotent producer. kcat has no admin commands and
-no transactions; those steps say that they skip.
+split the partitions and commit, the idempotent producer, and transactions (one committed, one
+aborted when its producer died). kcat has no admin commands; that step says that it skips.
 
 Usage: python3 kcat_clients.py BOOTSTRAP (no packages needed). Exits non-zero at the first
 failed check.
 """
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -138,7 +139,44 @@ def group_checks(sent):
     check(c.seen() == want, f"a new member resumes from the committed offsets ({len(c.seen())} read, {len(want)} new)")
 
 
+def transaction_checks():
+    """`kcat -P -X transactional.id=..` commits when its input ends. Its SIGINT abort does not
+    happen while it is blocked reading input (kcat 1.7.1 exits with "Program terminated while
+    producing"), so the aborted transaction here is one whose producer died: the broker aborts
+    it when the next producer with the same transactional.id initialises, as Kafka does."""
+    txn = ["-X", "transactional.id=kc-txn-0"]
+    produce("kc-txn", 0, records("committed", 5), *txn)
+    aborting = subprocess.Popen(["kcat", "-b", BOOTSTRAP, "-P", "-t", "kc-txn", "-p", "0", "-K", ":", *txn],
+                                stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # kcat reads its input in blocks of some kilobytes: the filler records (64 KiB) push the
+    # aborted ones through.
+    aborting.stdin.write("".join(f"{k}:{v}\n" for k, v in records("aborted", 5)))
+    aborting.stdin.write("".join(f"filler:{i:01000}\n" for i in range(64)))
+    aborting.stdin.flush()
+    uncommitted = ("-X", "isolation.level=read_uncommitted")
+
+    def aborted_in_log():
+        values = [v for _, v in read_partition("kc-txn", 0, "beginning", *uncommitted).values()]
+        return all(v in values for _, v in records("aborted", 5))
+
+    check(wait_until(aborted_in_log), "transactions: the open transaction's records reach the log")
+    # kcat notices SIGINT once its blocked read of stdin returns, and exits.
+    aborting.send_signal(signal.SIGINT)
+    aborting.stdin.close()
+    aborting.wait(timeout=TIMEOUT_S)
+    print(f"the transactional kcat stopped: {aborting.stderr.read().strip()!r}", flush=True)
+    produce("kc-txn", 0, records("sentinel", 1), *txn)
+    committed = [v for _, v in records("committed", 5) + records("sentinel", 1)]
+    every = [v for _, v in records("committed", 5) + records("aborted", 5) + records("sentinel", 1)]
+    for isolation, want in [("read_committed", committed), ("read_uncommitted", every)]:
+        got = read_partition("kc-txn", 0, "beginning", "-X", f"isolation.level={isolation}")
+        values = [v for _, (k, v) in sorted(got.items()) if isolation == "read_committed" or k != "filler"]
+        check(values == want, f"transactions: {isolation} reads {len(want)} records in order ({values})")
+
+
 def main():
+    if shutil.which("kcat") is None:
+        raise SystemExit("FAILED: kcat is not installed (.ci/run installs Debian's: apt-get install kcat)")
     version = subprocess.run(["kcat", "-V"], capture_output=True, text=True).stdout.splitlines()
     print(version[0] if version else "kcat", flush=True)
     sent = produce_checks()
@@ -154,7 +192,7 @@ def main():
     produce("kc-idem", 0, pairs, "-X", "enable.idempotence=true")
     got = read_partition("kc-idem", 0)
     check(got == {(0, i): kv for i, kv in enumerate(pairs)}, f"idempotent producer: every record once ({len(got)})")
-    skip("transactions", "kcat has no transactional producer")
+    transaction_checks()
     print("kcat: all checks passed", flush=True)
 
 

@@ -15,7 +15,8 @@ const TIMEOUT_MS = 15000
 const TOPIC = 'kj-orders'
 const PARTITIONS = 4
 const RECORDS = 20
-const GROUP = { heartbeatInterval: 500, sessionTimeout: 10000 }
+// Fetches wait at most 500 ms, so that a disconnect does not wait out KafkaJS's 5 s default.
+const GROUP = { heartbeatInterval: 500, sessionTimeout: 10000, maxWaitTimeInMs: 500 }
 
 const kafka = new Kafka({ clientId: 'weir-matrix', brokers: [BOOTSTRAP], logLevel: logLevel.ERROR })
 
