@@ -100,6 +100,21 @@ async def producer_checks():
     return sent
 
 
+async def offset_queries(sent):
+    """ListOffsets: the earliest and latest offsets and the offsets of timestamps."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+    await consumer.start()
+    tps = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
+    ends = {tp: sum(1 for p, _ in sent if p == tp.partition) for tp in tps}
+    check(await consumer.beginning_offsets(tps) == {tp: 0 for tp in tps}, "beginning_offsets are 0")
+    check(await consumer.end_offsets(tps) == ends, f"end_offsets count each partition's records ({ends})")
+    first = await consumer.offsets_for_times({tp: 0 for tp in tps})
+    check({tp: o.offset for tp, o in first.items()} == {tp: 0 for tp in tps}, "offsets_for_times(0) is offset 0")
+    future = await consumer.offsets_for_times({tp: int(time.time() * 1000) + 3_600_000 for tp in tps})
+    check(all(o is None for o in future.values()), f"offsets_for_times(in an hour) finds none ({future})")
+    await consumer.stop()
+
+
 async def group_checks(sent):
     stop = asyncio.Event()
     members = [{"seen": {}, "assigned": set()} for _ in range(2)]
@@ -173,6 +188,7 @@ async def main():
     sent = await producer_checks()
     got = await read_assigned(TOPIC, range(PARTITIONS), len(sent))
     check(got == sent, f"assign+seek reads every record back at its offset ({len(got)} of {len(sent)})")
+    await offset_queries(sent)
     await group_checks(sent)
     await idempotence_checks()
     await transaction_checks()

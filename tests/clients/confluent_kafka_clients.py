@@ -98,6 +98,23 @@ def producer_checks():
     return sent
 
 
+def offset_queries(sent):
+    """ListOffsets: the watermarks and the offsets of timestamps."""
+    c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "ck-offsets", "enable.auto.commit": False})
+    for p in range(PARTITIONS):
+        want = (0, sum(1 for q, _ in sent if q == p))
+        marks = c.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=TIMEOUT_S, cached=False)
+        check(marks == want, f"partition {p}: watermarks are {want} ({marks})")
+    first = c.offsets_for_times([TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)], timeout=TIMEOUT_S)
+    check([tp.offset for tp in first] == [0] * PARTITIONS, f"offsets_for_times(0) is offset 0 ({first})")
+    hour = int(time.time() * 1000) + 3_600_000
+    future = c.offsets_for_times([TopicPartition(TOPIC, p, hour) for p in range(PARTITIONS)], timeout=TIMEOUT_S)
+    # Offset -1 and, from confluent-kafka 2.1 on, which show it, no leader epoch either.
+    check([(tp.offset, getattr(tp, "leader_epoch", None)) for tp in future] == [(-1, None)] * PARTITIONS,
+          f"offsets_for_times(in an hour) finds none ({future})")
+    c.close()
+
+
 def group_checks(sent):
     """Two members split the partitions, read everything and commit; a new member of the
     group then reads only what came after."""
@@ -218,6 +235,7 @@ def main():
     sent = producer_checks()
     got = read_assigned(TOPIC, range(PARTITIONS), len(sent))
     check(got == sent, f"assign+seek reads every record back at its offset ({len(got)} of {len(sent)})")
+    offset_queries(sent)
     group_checks(sent)
     idempotence_checks(admin)
     transform_loop(admin)

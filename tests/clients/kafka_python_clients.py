@@ -83,6 +83,20 @@ def read_assigned(topic, partitions, want, **config):
     return got
 
 
+def offset_queries(sent):
+    """ListOffsets: the earliest and latest offsets and the offsets of timestamps."""
+    consumer = KafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+    tps = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
+    ends = {tp: sum(1 for p, _ in sent if p == tp.partition) for tp in tps}
+    check(consumer.beginning_offsets(tps) == {tp: 0 for tp in tps}, "beginning_offsets are 0")
+    check(consumer.end_offsets(tps) == ends, f"end_offsets count each partition's records ({ends})")
+    first = consumer.offsets_for_times({tp: 0 for tp in tps})
+    check({tp: o.offset for tp, o in first.items()} == {tp: 0 for tp in tps}, "offsets_for_times(0) is offset 0")
+    future = consumer.offsets_for_times({tp: int(time.time() * 1000) + 3_600_000 for tp in tps})
+    check(all(o is None for o in future.values()), f"offsets_for_times(in an hour) finds none ({future})")
+    consumer.close()
+
+
 def group_checks(sent):
     """Two members split the partitions, read everything and commit; a third member of the
     group then reads only what came after."""
@@ -176,6 +190,7 @@ def main():
     sent = producer_checks()
     got = read_assigned(TOPIC, range(PARTITIONS), len(sent))
     check(got == sent, f"assign+seek reads every record back at its offset ({len(got)} of {len(sent)})")
+    offset_queries(sent)
     group_checks(sent)
     idempotence_checks(admin)
     transaction_checks(admin)

@@ -232,7 +232,10 @@ fn venv_python() -> PathBuf {
     let py = venv.join("bin/python");
     let has_clients = |py: &Path| {
         Command::new(py)
-            .args(["-c", "import kafka, confluent_kafka, lz4, snappy, zstandard"])
+            .args([
+                "-c",
+                "import kafka, confluent_kafka, lz4, snappy, zstandard",
+            ])
             .status()
             .is_ok_and(|s| s.success())
     };
