@@ -174,6 +174,17 @@ def transaction_checks():
         check(values == want, f"transactions: {isolation} reads {len(want)} records in order ({values})")
 
 
+def offset_queries(sent):
+    """`kcat -Q`: ListOffsets for the latest (-1), the earliest (-2) and by timestamp, one
+    query per run (kcat merges queries of one partition)."""
+    hour = int(time.time() * 1000) + 3_600_000
+    for p in range(PARTITIONS):
+        end = sum(1 for q, _ in sent if q == p)
+        for ts, want in [(-1, end), (-2, 0), (0, 0), (hour, -1)]:
+            got = json.loads(kcat("-Q", "-J", "-t", f"{TOPIC}:{p}:{ts}"))[TOPIC][str(p)]["offset"]
+            check(got == want, f"partition {p}: the offset for timestamp {ts} is {want} ({got})")
+
+
 def main():
     if shutil.which("kcat") is None:
         raise SystemExit("FAILED: kcat is not installed (.ci/run installs Debian's: apt-get install kcat)")
@@ -187,6 +198,7 @@ def main():
     check(got == sent, f"consume each partition from the beginning: every record at its offset ({len(got)})")
     mid = read_partition(TOPIC, 1, 5, "-c", "3")
     check(mid == {(1, o): sent[(1, o)] for o in (5, 6, 7)}, f"consume from offset 5 reads offsets 5, 6, 7 ({mid})")
+    offset_queries(sent)
     group_checks(sent)
     pairs = records("idem")
     produce("kc-idem", 0, pairs, "-X", "enable.idempotence=true")

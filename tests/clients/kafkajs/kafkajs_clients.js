@@ -131,6 +131,20 @@ async function producerChecks () {
   return sent
 }
 
+// ListOffsets: the earliest and latest offsets and the offsets of timestamps.
+async function offsetQueries (admin, sent) {
+  const counts = Array.from({ length: PARTITIONS }, (_, p) => Object.keys(sent).filter(k => k.startsWith(`${p}/`)).length)
+  const marks = (await admin.fetchTopicOffsets(TOPIC)).sort((x, y) => x.partition - y.partition)
+  check(JSON.stringify(marks.map(m => [m.low, m.high])) === JSON.stringify(counts.map(c => ['0', String(c)])),
+    `fetchTopicOffsets: low 0 and high the record count per partition (${JSON.stringify(marks)})`)
+  const first = await admin.fetchTopicOffsetsByTimestamp(TOPIC, 0)
+  check(first.every(o => o.offset === '0'), `fetchTopicOffsetsByTimestamp(0) is offset 0 (${JSON.stringify(first)})`)
+  // KafkaJS answers the high watermark where the broker finds no record (-1).
+  const later = (await admin.fetchTopicOffsetsByTimestamp(TOPIC, Date.now() + 3600000)).sort((x, y) => x.partition - y.partition)
+  check(JSON.stringify(later.map(o => o.offset)) === JSON.stringify(counts.map(String)),
+    `fetchTopicOffsetsByTimestamp(in an hour) finds none (${JSON.stringify(later)})`)
+}
+
 async function groupChecks (sent) {
   const members = [0, 1].map(() => ({ seen: {}, assigned: [] }))
   const consumers = []
@@ -209,6 +223,7 @@ async function main () {
   const got = await readFromStart(TOPIC, PARTITIONS, Object.keys(sent).length)
   skip('assign', 'KafkaJS has no manual assignment; a consumer of a group of its own seeks each partition to 0')
   check(same(got, sent), `seek to 0 reads every record back at its offset (${Object.keys(got).length})`)
+  await offsetQueries(admin, sent)
   await groupChecks(sent)
   const offsets = await admin.fetchOffsets({ groupId: 'kj-group', topics: [TOPIC] })
   const total = offsets[0].partitions.reduce((s, p) => s + Number(p.offset), 0)
