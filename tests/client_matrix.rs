@@ -127,7 +127,7 @@ fn aiokafka_0_14_0() {
 /// kcat from the system (Debian's package: kcat 1.7.1 on librdkafka 2.0.2); kcat cannot
 /// create topics, so the broker creates them on first use, with 2 partitions.
 #[test]
-fn kcat_system() {
+fn kcat_debian() {
     let mut cmd = Command::new("python3");
     cmd.arg(clients_dir().join("kcat_clients.py"));
     against_broker(
