@@ -188,8 +188,8 @@ def offset_queries(sent):
 def main():
     if shutil.which("kcat") is None:
         raise SystemExit("FAILED: kcat is not installed (.ci/run installs Debian's: apt-get install kcat)")
-    version = subprocess.run(["kcat", "-V"], capture_output=True, text=True).stdout.splitlines()
-    print(version[0] if version else "kcat", flush=True)
+    about = subprocess.run(["kcat", "-V"], capture_output=True, text=True).stdout.splitlines()
+    print("kcat", *[line.strip() for line in about if line.startswith("Version")], flush=True)
     sent = produce_checks()
     metadata_checks()
     got = {}
