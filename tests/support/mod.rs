@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, channel};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How long a broker or cluster may take to print that it listens, in seconds.
@@ -21,21 +22,27 @@ pub fn weir(args: &[&str]) -> std::process::Output {
         .expect("weir runs")
 }
 
-/// A `weir` child process, killed when dropped, with its stdout lines.
+/// A `weir` child process, killed when dropped, with its stdout lines and a count of the
+/// panics it reports on stderr.
 pub struct WeirProcess {
     child: Child,
     lines: Receiver<String>,
+    panics: Option<JoinHandle<usize>>,
 }
 
 impl WeirProcess {
-    /// Starts `weir ARGS`, with stdout piped line by line.
+    /// Starts `weir ARGS` with `RUST_BACKTRACE=0`, with stdout piped line by line and stderr
+    /// echoed and scanned for "panicked".
     pub fn start(args: &[String]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .args(args)
+            .env("RUST_BACKTRACE", "0")
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("weir starts");
         let out = child.stdout.take().expect("piped stdout");
+        let err = child.stderr.take().expect("piped stderr");
         let (tx, lines) = channel();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -45,7 +52,19 @@ impl WeirProcess {
                 }
             }
         });
-        Self { child, lines }
+        let panics = std::thread::spawn(move || {
+            let mut panics = 0;
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[weir stderr] {line}");
+                panics += usize::from(line.contains("panicked"));
+            }
+            panics
+        });
+        Self {
+            child,
+            lines,
+            panics: Some(panics),
+        }
     }
 
     /// Waits for a stdout line containing `marker` and returns it.
@@ -72,6 +91,15 @@ impl WeirProcess {
         self.wait()
     }
 
+    /// Sends SIGTERM, waits for the exit status and returns it with the number of stderr
+    /// lines, over the whole run, that say "panicked".
+    pub fn terminate_counting_panics(mut self) -> (std::process::ExitStatus, usize) {
+        signal("TERM", &[self.child.id()]);
+        let status = self.child.wait().expect("weir exits");
+        let panics = self.panics.take().expect("stderr scanned once");
+        (status, panics.join().expect("the stderr reader ends"))
+    }
+
     /// Waits for the process to exit on its own.
     pub fn wait(mut self) -> std::process::ExitStatus {
         self.child.wait().expect("weir exits")
@@ -87,13 +115,19 @@ impl Drop for WeirProcess {
 
 /// Starts a single `weir broker` on an ephemeral loopback port; returns it and its address.
 pub fn start_broker(data_dir: &Path) -> (WeirProcess, String) {
-    let mut p = WeirProcess::start(&[
-        "broker".into(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--data-dir".into(),
-        data_dir.display().to_string(),
-    ]);
+    start_broker_with(data_dir, &[])
+}
+
+/// Starts a single `weir broker` with `extra` arguments on an ephemeral loopback port; returns
+/// it and its address.
+pub fn start_broker_with(data_dir: &Path, extra: &[&str]) -> (WeirProcess, String) {
+    let mut args: Vec<String> = ["broker", "--listen", "127.0.0.1:0", "--data-dir"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(data_dir.display().to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut p = WeirProcess::start(&args);
     let line = p.wait_for_line(" listening on ");
     let addr = line
         .split_whitespace()
@@ -198,7 +232,10 @@ fn venv_python() -> PathBuf {
     let py = venv.join("bin/python");
     let has_clients = |py: &Path| {
         Command::new(py)
-            .args(["-c", "import kafka, confluent_kafka, lz4, snappy"])
+            .args([
+                "-c",
+                "import kafka, confluent_kafka, lz4, snappy, zstandard",
+            ])
             .status()
             .is_ok_and(|s| s.success())
     };
@@ -228,17 +265,81 @@ fn venv_python() -> PathBuf {
 /// exits 0.
 pub fn run_python(script: &str, args: &[&str]) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(python())
-        .arg(root.join("tests/clients").join(script))
-        .args(args)
-        .output()
-        .expect("python runs");
+    let mut cmd = Command::new(python());
+    cmd.arg(root.join("tests/clients").join(script)).args(args);
+    run_client(cmd, script)
+}
+
+/// Runs a client program to its end; panics with its output, naming it `what`, unless it
+/// exits 0. Returns its stdout.
+pub fn run_client(mut cmd: Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what} runs: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "{script} failed ({}):\n{stdout}\n{}",
+        "{what} failed ({}):\n{stdout}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// The requirements of the matrix venv `name`, from tests/clients/matrix.txt.
+fn matrix_requirements(name: &str) -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let list = std::fs::read_to_string(root.join("tests/clients/matrix.txt")).expect("matrix.txt");
+    list.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .find(|words| words.first().is_some_and(|w| w == name))
+        .unwrap_or_else(|| panic!("{name} is not in tests/clients/matrix.txt"))
+        .split_off(1)
+}
+
+/// The Python interpreter of the matrix venv `name` (tests/clients/matrix.txt):
+/// `.venv-clients/NAME` at the repository root, made again unless its
+/// `weir-requirements.txt` lists the requirements that the matrix gives now.
+pub fn client_python(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join(".venv-clients").join(name);
+    let marker = venv.join("weir-requirements.txt");
+    let py = venv.join("bin/python");
+    let reqs = matrix_requirements(name);
+    let made = std::fs::read_to_string(&marker).unwrap_or_default();
+    if py.exists() && made.split_whitespace().eq(reqs.iter().map(String::as_str)) {
+        return py;
+    }
+    let status = Command::new("python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv)
+        .status()
+        .expect("python3 runs");
+    assert!(
+        status.success(),
+        "python3 -m venv {} failed",
+        venv.display()
+    );
+    let status = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(&reqs)
+        .status()
+        .expect("pip runs");
+    assert!(status.success(), "pip install {reqs:?} failed");
+    std::fs::write(&marker, reqs.join(" ") + "\n").expect("write the venv's marker");
+    py
+}
+
+/// tests/clients/kafkajs with its node_modules, installed with `npm ci` when KafkaJS is
+/// missing.
+pub fn kafkajs_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/kafkajs");
+    if !dir.join("node_modules/kafkajs").exists() {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm runs");
+        assert!(status.success(), "npm ci in {} failed", dir.display());
+    }
+    dir
 }

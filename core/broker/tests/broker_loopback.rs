@@ -158,3 +158,59 @@ async fn restart_keeps_acknowledged_records_and_producer_state() {
     assert_eq!(got.len(), 20);
     assert_eq!(got[19].value.as_deref(), Some(&b"v19"[..]));
 }
+
+/// ListOffsets for a timestamp after every record answers offset, timestamp and leader epoch
+/// -1, as Kafka does; confluent-kafka 2.16 read back leader epoch 0 (the client matrix).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_offsets_after_the_last_timestamp_has_no_leader_epoch() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{ApiKey, BrokerId, ListOffsetsRequest, ListOffsetsResponse};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start(dir.path()).await;
+    let cluster = Cluster::new(ClientConfig::new([addr.clone()], Net::Tokio));
+    Admin::new(cluster.clone())
+        .create_topic(&NewTopic::new("ts", 1, 1))
+        .await
+        .unwrap();
+    let clock = Clock::starting_at(1_700_000_000_000);
+    let producer = Producer::new(cluster, ProducerConfig::default(), clock)
+        .await
+        .unwrap();
+    let sent = producer
+        .send(Record::new("ts", None::<Bytes>, Bytes::from_static(b"v")))
+        .await
+        .unwrap();
+    producer.flush().await;
+    sent.wait().await.unwrap();
+    producer.close().await;
+
+    let conn =
+        weir_client::Connection::connect(Net::Tokio, &addr, weir_client::ConnConfig::default())
+            .await
+            .unwrap();
+    // (timestamp, offset, leader epoch) for the first record's timestamp and for one after all.
+    for (timestamp, offset, epoch) in [(0, 0, 0), (i64::MAX / 2, -1, -1)] {
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(kafka_protocol::messages::TopicName(
+                        kafka_protocol::protocol::StrBytes::from_static_str("ts"),
+                    ))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default().with_timestamp(timestamp),
+                    ]),
+            ]);
+        let resp: ListOffsetsResponse = conn.send(ApiKey::ListOffsets, 7, &req).await.unwrap();
+        let p = &resp.topics[0].partitions[0];
+        assert_eq!(
+            (p.error_code, p.offset, p.leader_epoch),
+            (0, offset, epoch),
+            "timestamp {timestamp}"
+        );
+        if offset == -1 {
+            assert_eq!(p.timestamp, -1);
+        }
+    }
+}

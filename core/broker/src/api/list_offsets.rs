@@ -28,7 +28,15 @@ pub(super) async fn handle(
                 Ok(part) => part
                     .offset_for(p.timestamp, p.current_leader_epoch, read_committed)
                     .await
-                    .map(|hit| (hit, part.marks().leader_epoch.unwrap_or(-1))),
+                    // No record at or after the timestamp: offset, timestamp and epoch
+                    // are all unknown (-1), as Kafka answers.
+                    .map(|hit| {
+                        let epoch = match hit {
+                            (-1, _) => -1,
+                            _ => part.marks().leader_epoch.unwrap_or(-1),
+                        };
+                        (hit, epoch)
+                    }),
             };
             parts.push(match answer {
                 // The leader epoch is in v4 and later only.
