@@ -139,6 +139,9 @@ async fn produce_consume_and_admin_over_loopback() {
     assert!(matches!(gone, ClientError::Kafka { .. }));
 }
 
+/// Polls a test makes at most before it gives up on its records.
+const POLLS_MAX: usize = 100;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_acknowledged_records_and_producer_state() {
     let dir = tempfile::tempdir().unwrap();
@@ -152,8 +155,17 @@ async fn restart_keeps_acknowledged_records_and_producer_state() {
     let mut consumer = Consumer::new(cluster2, ConsumerConfig::default());
     consumer.assign([("t".to_string(), 0)]);
     let mut got = Vec::new();
-    while got.len() < 20 {
-        got.extend(consumer.poll(Duration::from_secs(2)).await.unwrap());
+    // Until the restarted broker has its partitions back it answers NOT_LEADER_OR_FOLLOWER,
+    // which a consumer loop retries.
+    for _ in 0..POLLS_MAX {
+        match consumer.poll(Duration::from_secs(2)).await {
+            Ok(records) => got.extend(records),
+            Err(e) if e.is_retriable() => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("poll after the restart: {e}"),
+        }
+        if got.len() >= 20 {
+            break;
+        }
     }
     assert_eq!(got.len(), 20);
     assert_eq!(got[19].value.as_deref(), Some(&b"v19"[..]));
