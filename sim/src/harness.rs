@@ -44,6 +44,9 @@ pub const START_MS: i64 = EPOCH_MS;
 /// ([`weir_engine::KafkaSource::bounded_by_marker`]).
 pub const END_MARKER: &str = pipeline::END_MARKER;
 
+/// When every injected fault heals, in simulated ms from the start of a run.
+pub const HEAL_MS: u64 = pipeline::WORKLOAD_MS;
+
 /// Records the feeder writes at most per run.
 pub const INPUT_RECORDS_MAX: usize = 20_000;
 
@@ -248,9 +251,16 @@ pub struct JobTest {
     seeds: u64,
     first_seed: u64,
     faults: bool,
+    plans: Option<Arc<PlanDistribution>>,
     model: ExecutionModel,
     input_gap_ms: u64,
 }
+
+/// Draws a run's fault plan from its own RNG (see [`JobTest::fault_plans`]).
+pub type PlanDistribution = dyn Fn(&mut WeirRng) -> FaultPlan + Send + Sync;
+
+/// The label of the RNG a [`PlanDistribution`] draws from, derived from the run's seed.
+const PLAN_RNG_LABEL: &str = "user-fault-plan";
 
 impl JobTest {
     /// A test named `name` (it names the run's scenario in reports) of the job `build` makes.
@@ -267,6 +277,7 @@ impl JobTest {
             seeds: 10,
             first_seed: 0,
             faults: true,
+            plans: None,
             model: ExecutionModel::Pipelined,
             input_gap_ms: 10,
         }
@@ -315,6 +326,17 @@ impl JobTest {
         self
     }
 
+    /// Draws each seed's fault plan from `plans` instead of the scenarios' swarm mix. Nodes are
+    /// `broker-0`..`broker-2`, `jm` and `tm-0`..`tm-2`; faults apply until [`HEAL_MS`], when
+    /// every fault heals and the job must finish.
+    pub fn fault_plans(
+        mut self,
+        plans: impl Fn(&mut WeirRng) -> FaultPlan + Send + Sync + 'static,
+    ) -> Self {
+        self.plans = Some(Arc::new(plans));
+        self
+    }
+
     /// The execution model the runtime uses (pipelined by default).
     pub fn model(mut self, model: ExecutionModel) -> Self {
         self.model = model;
@@ -356,7 +378,11 @@ impl JobTest {
 
     /// Runs one seed, with `plan` instead of the seed's own draw if given.
     pub fn run_seed(&self, seed: u64, plan: Option<FaultPlan>) -> RunReport {
-        let plan = plan.or_else(|| (!self.faults).then(FaultPlan::default));
+        let plan = plan.or_else(|| match &self.plans {
+            _ if !self.faults => Some(FaultPlan::default()),
+            Some(draw) => Some(draw(&mut weir_seams::rng::derive(seed, PLAN_RNG_LABEL))),
+            None => None,
+        });
         let spec = RunSpec {
             seed,
             plan,

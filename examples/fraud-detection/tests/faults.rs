@@ -7,7 +7,10 @@ use fraud_detection::{
 };
 use rand::Rng;
 use weir_seams::rng::WeirRng;
-use weir_sim::harness::{CommittedInput, Expected, JobTest, START_MS, TestRecord, TestSettings};
+use weir_sim::fault::{Fault, FaultPlan, TimedFault};
+use weir_sim::harness::{
+    CommittedInput, Expected, HEAL_MS, JobTest, START_MS, TestRecord, TestSettings,
+};
 
 /// Cards in a run.
 const CARDS: u32 = 12;
@@ -93,6 +96,32 @@ fn test(variant: Variant) -> JobTest {
 fn the_job_writes_exactly_the_oracles_alerts_under_faults() {
     let passed = test(Variant::Correct).seeds(4).run();
     assert!(passed.expected_records > 0, "the input raises alerts");
+}
+
+/// A user's own fault distribution: one task manager crashes at a random moment and comes
+/// back a second later.
+#[test]
+fn the_job_survives_a_task_manager_crash_drawn_by_the_test() {
+    let passed = test(Variant::Correct)
+        .fault_plans(|rng| {
+            let tm = format!("tm-{}", rng.random_range(0..3));
+            let at_ms = rng.random_range(2_000..HEAL_MS - 2_000);
+            let fault = |fault| TimedFault { at_ms, fault };
+            let crash = fault(Fault::Crash {
+                node: tm.clone(),
+                garbage: false,
+            });
+            let restart = TimedFault {
+                at_ms: at_ms + 1_000,
+                ..fault(Fault::Restart { node: tm })
+            };
+            FaultPlan {
+                faults: vec![crash, restart],
+            }
+        })
+        .seeds(2)
+        .run();
+    assert_eq!(passed.faults, 2 * passed.seeds as usize, "{passed:?}");
 }
 
 #[test]
