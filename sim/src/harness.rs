@@ -378,6 +378,11 @@ impl JobTest {
 
     /// Runs one seed, with `plan` instead of the seed's own draw if given.
     pub fn run_seed(&self, seed: u64, plan: Option<FaultPlan>) -> RunReport {
+        self.run_counted(seed, plan).0
+    }
+
+    /// [`JobTest::run_seed`], with the output records the oracle expected.
+    fn run_counted(&self, seed: u64, plan: Option<FaultPlan>) -> (RunReport, usize) {
         let plan = plan.or_else(|| match &self.plans {
             _ if !self.faults => Some(FaultPlan::default()),
             Some(draw) => Some(draw(&mut weir_seams::rng::derive(seed, PLAN_RNG_LABEL))),
@@ -388,10 +393,10 @@ impl JobTest {
             plan,
             mutant: None,
         };
-        let mut report = pipeline::run(&self.pipeline(), &spec).0;
+        let (mut report, observed) = pipeline::run(&self.pipeline(), &spec);
         report.scenario.clone_from(&self.name);
         report.replay = replay_command(&failure_path(&self.name, seed));
-        report
+        (report, observed.expected_records.unwrap_or(0))
     }
 
     /// Runs every seed (or the one run `WEIR_REPLAY` names); panics with the seed, the shrunk
@@ -414,10 +419,10 @@ impl JobTest {
         }
         let first = env_u64("WEIR_FIRST_SEED", self.first_seed);
         let n = env_u64("WEIR_SEEDS", self.seeds).max(1);
-        let a = self.run_seed(first, None);
+        let a = self.run_counted(first, None);
         let b = self.run_seed(first, None);
         assert_eq!(
-            (&a.trace_hash, &a.violations),
+            (&a.0.trace_hash, &a.0.violations),
             (&b.trace_hash, &b.violations),
             "{}: seed {first} ran twice with different traces: the job is not deterministic (a HashMap's order, a thread, the OS clock or RNG?)",
             self.name
@@ -429,12 +434,12 @@ impl JobTest {
         let mut next = vec![a];
         let mut seed = first + 1;
         loop {
-            for r in &next {
+            for (r, expected) in &next {
                 if !r.passed {
                     return Err(Box::new(self.failed(r)));
                 }
                 passed.seeds += 1;
-                passed.expected_records += expected_records(r);
+                passed.expected_records += expected;
                 passed.faults += r.plan.faults.len();
             }
             if seed >= first + n {
@@ -499,7 +504,7 @@ impl JobTest {
             std::fs::read(path).unwrap_or_else(|e| panic!("WEIR_REPLAY={}: {e}", path.display()));
         let saved: Saved = serde_json::from_slice(&text)
             .unwrap_or_else(|e| panic!("WEIR_REPLAY={}: not a saved run: {e}", path.display()));
-        let r = self.run_seed(saved.seed, Some(saved.plan.clone()));
+        let (r, expected) = self.run_counted(saved.seed, Some(saved.plan.clone()));
         for e in &r.trace {
             eprintln!("{:>8} ms  {:<12} {}", e.at_ms, e.source, e.what);
         }
@@ -517,7 +522,7 @@ impl JobTest {
         Ok(Passed {
             first_seed: r.seed,
             seeds: 1,
-            expected_records: expected_records(&r),
+            expected_records: expected,
             faults: r.plan.faults.len(),
         })
     }
@@ -587,8 +592,9 @@ struct Saved {
     plan: FaultPlan,
 }
 
-/// Runs `seeds` on two threads, each seed its own simulation; reports in seed order.
-fn sweep(test: &JobTest, seeds: std::ops::Range<u64>) -> Vec<RunReport> {
+/// Runs `seeds` on two threads, each seed its own simulation; reports (with the records the
+/// oracle expected) in seed order.
+fn sweep(test: &JobTest, seeds: std::ops::Range<u64>) -> Vec<(RunReport, usize)> {
     let seeds: Vec<u64> = seeds.collect();
     if seeds.is_empty() {
         return Vec::new();
@@ -598,7 +604,7 @@ fn sweep(test: &JobTest, seeds: std::ops::Range<u64>) -> Vec<RunReport> {
             .chunks(seeds.len().div_ceil(2))
             .map(|chunk| {
                 s.spawn(move || {
-                    let runs = chunk.iter().map(|&seed| test.run_seed(seed, None));
+                    let runs = chunk.iter().map(|&seed| test.run_counted(seed, None));
                     runs.collect::<Vec<_>>()
                 })
             })
@@ -608,14 +614,6 @@ fn sweep(test: &JobTest, seeds: std::ops::Range<u64>) -> Vec<RunReport> {
             .flat_map(|h| h.join().expect("a seed's run does not panic"))
             .collect()
     })
-}
-
-fn expected_records(r: &RunReport) -> usize {
-    r.metrics
-        .iter()
-        .find(|(n, _)| n == "output the oracle expects")
-        .and_then(|(_, v)| v.split(' ').next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {

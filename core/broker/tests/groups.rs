@@ -72,6 +72,31 @@ struct Seen {
 
 type Shared = Rc<RefCell<Seen>>;
 
+impl Seen {
+    /// Every assignment change, a line each, for failure messages.
+    fn trace(&self) -> String {
+        let lines: Vec<String> = self
+            .assignments
+            .iter()
+            .map(|(t, m, g, p)| format!("{t} {m} gen {g}: {p:?}"))
+            .collect();
+        lines.join("\n")
+    }
+}
+
+/// Creates the test topic with `replicas` replicas, retrying until it exists.
+async fn create_test_topic(admin: &Admin, replicas: i16) {
+    while let Err(e) = admin
+        .create_topic(&NewTopic::new(TOPIC, PARTITIONS, replicas))
+        .await
+    {
+        if e.code() == Some(ResponseError::TopicAlreadyExists) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Broker `i` of `brokers`, allowing `members_max` members per group, whose empty groups wait
 /// `initial_delay_ms` for more members before their first generation.
 async fn broker(
@@ -202,16 +227,7 @@ async fn third(seen: Shared) -> turmoil::Result {
 /// Creates the topic, and after the coordinator's crash reads the committed offsets back.
 async fn driver(seen: Shared) -> turmoil::Result {
     let cluster = cluster("driver", BROKERS);
-    let admin = Admin::new(Arc::clone(&cluster));
-    while let Err(e) = admin
-        .create_topic(&NewTopic::new(TOPIC, PARTITIONS, 3))
-        .await
-    {
-        if e.code() == Some(kafka_protocol::error::ResponseError::TopicAlreadyExists) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    create_test_topic(&Admin::new(Arc::clone(&cluster)), 3).await;
     sleep_until(READ_AT_MS).await;
     let mut reader = GroupConsumer::new(cluster, group_config());
     let all: Vec<TopicPartition> = (0..PARTITIONS).map(|p| (TOPIC.to_string(), p)).collect();
@@ -296,12 +312,7 @@ fn split_of(seen: &Seen, generation: i32) -> Option<BTreeMap<String, Vec<TopicPa
 fn groups_rebalance_fence_stale_members_and_survive_a_coordinator_crash() {
     for seed in 0..2 {
         let seen = run(seed);
-        let trace: Vec<String> = seen
-            .assignments
-            .iter()
-            .map(|(t, m, g, p)| format!("{t} {m} gen {g}: {p:?}"))
-            .collect();
-        let trace = trace.join("\n");
+        let trace = seen.trace();
         let generations: BTreeSet<i32> = seen
             .assignments
             .iter()
@@ -738,16 +749,7 @@ fn members_that_join_back_to_back_share_the_first_generation() {
         broker(0, 1, 1_000, INITIAL_DELAY_MS, 7, Rc::clone(&handles))
     });
     sim.client("creator", async {
-        let admin = Admin::new(cluster("creator", 1));
-        while let Err(e) = admin
-            .create_topic(&NewTopic::new(TOPIC, PARTITIONS, 1))
-            .await
-        {
-            if e.code() == Some(ResponseError::TopicAlreadyExists) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        create_test_topic(&Admin::new(cluster("creator", 1)), 1).await;
         Ok(())
     });
     sim.client(
@@ -760,12 +762,7 @@ fn members_that_join_back_to_back_share_the_first_generation() {
     );
     sim.run().expect("the simulation runs");
     let seen = seen.borrow();
-    let trace: Vec<String> = seen
-        .assignments
-        .iter()
-        .map(|(t, m, g, p)| format!("{t} {m} gen {g}: {p:?}"))
-        .collect();
-    let trace = trace.join("\n");
+    let trace = seen.trace();
     let first = seen
         .assignments
         .iter()

@@ -287,6 +287,9 @@ pub(crate) struct Observed {
     /// Kafka Streams and Storm models: rows each (subtask, attempt) had dropped as late at its
     /// latest commit, which a job that finishes right after it may not live to sample.
     late_at_commit: BTreeMap<(TaskId, u64), u64>,
+    /// Output records (windows, for order-totals) the oracle expects, once the observer has
+    /// read the output.
+    pub expected_records: Option<usize>,
     /// When the failover not yet followed by a completed checkpoint (or, under the Kafka
     /// Streams model, a committed transaction) happened, in sim ms.
     failed_at_ms: Option<u64>,
@@ -971,6 +974,15 @@ impl Drained {
         &self.inputs.first().expect("every job has an input").1
     }
 
+    /// The committed records of output `topic`.
+    fn output(&self, topic: &str) -> &RecordsRead {
+        self.outputs
+            .iter()
+            .find(|(t, _)| t == topic)
+            .map(|(_, records)| records)
+            .expect("the observer reads every output topic")
+    }
+
     /// Committed input records over every input topic.
     fn inputs_len(&self) -> u64 {
         let records = self.inputs.iter().flat_map(|(_, r)| r.values());
@@ -997,15 +1009,8 @@ pub(crate) fn mutation(spec: &RunSpec) -> Option<RuntimeMutation> {
 /// Checks the committed output against the job's oracle; returns how many records (windows,
 /// for order-totals) the oracle expects, and every violation.
 fn check_output(job: &PipelineJob, at_least_once: bool, drained: &Drained) -> (usize, Vec<String>) {
-    let Drained { outputs, table, .. } = drained;
     let input = drained.input();
-    let output = |topic: &str| {
-        outputs
-            .iter()
-            .find(|(t, _)| *t == topic)
-            .map(|(_, records)| records)
-            .expect("the observer reads every output topic")
-    };
+    let output = |topic: &str| drained.output(topic);
     match job {
         PipelineJob::OrderTotals => {
             let expected = oracle(input, WINDOW_MS, END_MARKER.as_bytes());
@@ -1037,7 +1042,7 @@ fn check_output(job: &PipelineJob, at_least_once: bool, drained: &Drained) -> (u
                 found.extend(broken.iter().map(|v| format!("{topic}: {v}")));
                 records += expected.values().sum::<u64>() as usize;
             }
-            if let (Some(name), Some(content)) = (job.table(), table) {
+            if let (Some(name), Some(content)) = (job.table(), &drained.table) {
                 let expected = order_pipeline::table_oracle(&input);
                 let broken = check_table(&expected, &order_pipeline::found_table(content));
                 found.extend(broken.iter().map(|v| format!("table {name}: {v}")));
@@ -1077,12 +1082,7 @@ fn check_user_output(
     let expected = job.expected(&input);
     let mut found = Vec::new();
     for topic in &job.outputs {
-        let committed = drained
-            .outputs
-            .iter()
-            .find(|(t, _)| t == topic)
-            .map(|(_, records)| canonical_records(records))
-            .unwrap_or_default();
+        let committed = canonical_records(drained.output(topic));
         let want = expected.topics.get(topic).cloned().unwrap_or_default();
         let broken = check_rows(&want, &committed);
         let broken = broken.into_iter().filter(|v| {
@@ -1299,13 +1299,12 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
     }
     let outcome = env.run(&plan, WORKLOAD_MS);
     let mut violations = Vec::new();
-    let mut expected_records = None;
     let mut beyond_exactly_once = None;
     match shared.drained.borrow_mut().take() {
         Some(Ok(drained)) => {
             shared.observed.borrow_mut().inputs = drained.inputs_len();
             let (windows, found) = check_output(&pipeline.job, pipeline.at_least_once, &drained);
-            expected_records = Some(windows);
+            shared.observed.borrow_mut().expected_records = Some(windows);
             if pipeline.at_least_once {
                 let (_, strict) = check_output(&pipeline.job, false, &drained);
                 let count = |kind: &str| strict.iter().filter(|v| v.starts_with(kind)).count();
@@ -1324,7 +1323,7 @@ pub(crate) fn run(pipeline: &Pipeline, spec: &RunSpec) -> (RunReport, Observed) 
     r.metrics = observed.figures();
     r.metrics
         .insert(0, ("checkpoint alignment".into(), format!("{alignment:?}")));
-    if let Some(n) = expected_records {
+    if let Some(n) = observed.expected_records {
         r.metrics.insert(
             0,
             ("output the oracle expects".into(), format!("{n} records")),
